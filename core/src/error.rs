@@ -1,0 +1,71 @@
+//! Errors that reach a tab: a stable code string and a human message.
+
+use serde::Serialize;
+
+/// Stable error codes. The string form (`as_str`) is part of the public API: tabs match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The message from the tab could not be decoded.
+    BadRequest,
+    /// The tab speaks another protocol version.
+    UnsupportedVersion,
+    /// The operation is not known to this node.
+    UnknownOp,
+    /// A relay multiaddr could not be parsed or cannot be dialed from a browser.
+    InvalidRelayAddr,
+    /// No relay connection came up before the timeout; the node keeps retrying.
+    ConnectTimeout,
+    /// A topic name is empty, too long or reserved.
+    InvalidTopic,
+    /// A payload is larger than its bound.
+    PayloadTooLarge,
+    /// A JSON payload is not valid JSON.
+    InvalidJson,
+    /// The node is overloaded; try again.
+    Busy,
+    /// Too many subscriptions for one tab.
+    TooManySubscriptions,
+    /// An internal error; the node keeps running.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            ErrorCode::UnknownOp => "UNKNOWN_OP",
+            ErrorCode::InvalidRelayAddr => "INVALID_RELAY_ADDR",
+            ErrorCode::ConnectTimeout => "CONNECT_TIMEOUT",
+            ErrorCode::InvalidTopic => "INVALID_TOPIC",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::InvalidJson => "INVALID_JSON",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error with its stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct NodeError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl NodeError {
+    /// Builds an error from a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        NodeError {
+            code,
+            message: message.into(),
+        }
+    }
+}

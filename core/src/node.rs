@@ -1,0 +1,911 @@
+//! The node event loop: tabs' requests in, swarm events, replies and events out.
+//!
+//! One [`Node`] runs per origin (in the SharedWorker) or per native process. It owns the swarm,
+//! keeps relay connections up (re-dialing with backoff), holds a reservation at each relay so
+//! other nodes can reach it through `/p2p-circuit`, discovers other nodes from signed
+//! announcements and connects to them through the relay, and routes application pubsub between
+//! the network and the attached tabs.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::{FutureExt, Stream, StreamExt};
+use libp2p::{
+    core::ConnectedPoint,
+    gossipsub::{self, MessageAcceptance, PublishError},
+    identity::Keypair,
+    ping, relay,
+    swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, SwarmEvent},
+    Multiaddr, PeerId, Swarm,
+};
+use tracing::{debug, info, warn};
+use web_time::Instant;
+
+use crate::{
+    backoff::Backoff,
+    behaviour::{NodeBehaviour, NodeBehaviourEvent},
+    discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
+    error::ErrorCode,
+    limits::{
+        DEFAULT_CONNECT_TIMEOUT, MAX_CIRCUIT_PEERS, MAX_CONNECT_TIMEOUT, MAX_KNOWN_PEERS,
+        MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
+    },
+    pubsub::{app_topic, app_topic_name, Payload},
+    relay_addr::RelayAddr,
+    tab_protocol::{
+        Event, PeerStatus, PublishReceipt, RelayStatus, ReplyValue, Request, RequestId, Status,
+        TabId,
+    },
+    NodeError,
+};
+
+/// Tunables of the node loop.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// A connection with no open stream and no keep-alive reason closes after this long.
+    /// Relay connections stay up through the reservation, peer connections through gossipsub's
+    /// long-lived streams; this only reaps connections nothing uses.
+    pub idle_connection_timeout: Duration,
+    /// How often this node re-announces its circuit addresses.
+    pub announce_interval: Duration,
+    /// A peer not announced for this long, and not connected, is forgotten.
+    pub peer_ttl: Duration,
+    /// First and longest delay between relay re-dials.
+    pub relay_backoff: (Duration, Duration),
+    /// First and longest delay between peer re-dials.
+    pub peer_backoff: (Duration, Duration),
+    /// Housekeeping period (timeouts, re-dials, announcements).
+    pub tick: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            idle_connection_timeout: Duration::from_secs(60),
+            announce_interval: Duration::from_secs(10),
+            peer_ttl: Duration::from_secs(35),
+            relay_backoff: (Duration::from_millis(250), Duration::from_secs(3)),
+            peer_backoff: (Duration::from_millis(500), Duration::from_secs(10)),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What the host feeds into the node.
+#[derive(Debug)]
+pub enum Input {
+    /// A tab attached.
+    Attach(TabId),
+    /// A tab went away (closed, or its lock was released).
+    Detach(TabId),
+    /// A decoded request from a tab.
+    Request {
+        /// Which tab.
+        tab: TabId,
+        /// Its request id.
+        id: RequestId,
+        /// The request.
+        request: Request,
+    },
+}
+
+/// What the node asks the host to deliver.
+#[derive(Debug)]
+pub enum Output {
+    /// The one reply to a request.
+    Reply {
+        /// Which tab.
+        tab: TabId,
+        /// The request id.
+        id: RequestId,
+        /// Value or error.
+        result: Result<ReplyValue, NodeError>,
+    },
+    /// An event for one tab.
+    Event {
+        /// Which tab.
+        tab: TabId,
+        /// The event.
+        event: Event,
+    },
+}
+
+struct Relay {
+    addr: RelayAddr,
+    connected: bool,
+    reserved: bool,
+    listener: Option<libp2p::core::transport::ListenerId>,
+    backoff: Backoff,
+    /// When to dial (or listen) next; `None` while a dial is in flight or the relay is up.
+    next_attempt: Option<Instant>,
+    reconnects: u32,
+    ever_connected: bool,
+}
+
+struct Peer {
+    addrs: Vec<Multiaddr>,
+    last_seen: Instant,
+    connections: u32,
+    rtt: Option<Duration>,
+    backoff: Backoff,
+    next_dial: Instant,
+}
+
+struct PendingConnect {
+    tab: TabId,
+    id: RequestId,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// A PeerCompute node.
+pub struct Node {
+    swarm: Swarm<NodeBehaviour>,
+    config: NodeConfig,
+    started: Instant,
+    tabs: HashMap<TabId, HashSet<String>>,
+    relays: Vec<Relay>,
+    peers: HashMap<PeerId, Peer>,
+    pending_connects: Vec<PendingConnect>,
+    last_announce: Option<Instant>,
+    announce_wanted: bool,
+    status_dirty: bool,
+}
+
+impl Node {
+    /// Wraps a swarm built by [`crate::transport::build_swarm`].
+    pub fn new(mut swarm: Swarm<NodeBehaviour>, config: NodeConfig) -> Result<Self, NodeError> {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&discovery_topic())
+            .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(Node {
+            swarm,
+            config,
+            started: Instant::now(),
+            tabs: HashMap::new(),
+            relays: Vec::new(),
+            peers: HashMap::new(),
+            pending_connects: Vec::new(),
+            last_announce: None,
+            announce_wanted: false,
+            status_dirty: false,
+        })
+    }
+
+    /// Builds a native node from a keypair.
+    #[cfg(not(wasm_browser))]
+    pub async fn native(keypair: Keypair, config: NodeConfig) -> Result<Self, NodeError> {
+        let swarm = crate::transport::build_swarm(keypair, config.idle_connection_timeout)
+            .await
+            .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        Node::new(swarm, config)
+    }
+
+    /// Builds a browser node from a keypair.
+    #[cfg(wasm_browser)]
+    pub fn browser(keypair: Keypair, config: NodeConfig) -> Result<Self, NodeError> {
+        let swarm = crate::transport::build_swarm(keypair, config.idle_connection_timeout)
+            .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        Node::new(swarm, config)
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs until `inputs` ends. `sink` receives every reply and event; it must not block.
+    /// Cancel-safe at every await point: dropping the future drops the node.
+    pub async fn run(
+        mut self,
+        inputs: impl Stream<Item = Input> + Unpin,
+        mut sink: impl FnMut(Output),
+    ) {
+        let mut inputs = inputs.fuse();
+        let mut tick = futures_timer::Delay::new(self.config.tick);
+        loop {
+            // Local work (tabs) before new remote work (swarm).
+            futures::select_biased! {
+                input = inputs.next() => match input {
+                    Some(input) => self.on_input(input, &mut sink),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event, &mut sink),
+                _ = (&mut tick).fuse() => {
+                    self.on_tick(&mut sink);
+                    tick.reset(self.config.tick);
+                }
+            }
+            if std::mem::take(&mut self.status_dirty) {
+                let status = self.status();
+                for &tab in self.tabs.keys() {
+                    sink(Output::Event {
+                        tab,
+                        event: Event::Status(status.clone()),
+                    });
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- tabs
+
+    fn on_input(&mut self, input: Input, sink: &mut impl FnMut(Output)) {
+        match input {
+            Input::Attach(tab) => {
+                self.tabs.entry(tab).or_default();
+            }
+            Input::Detach(tab) => self.detach(tab),
+            Input::Request { tab, id, request } => {
+                if !self.tabs.contains_key(&tab) && !matches!(request, Request::Detach) {
+                    self.tabs.insert(tab, HashSet::new());
+                }
+                if let Some(result) = self.on_request(tab, id, request, sink) {
+                    sink(Output::Reply { tab, id, result });
+                }
+            }
+        }
+    }
+
+    fn detach(&mut self, tab: TabId) {
+        if let Some(topics) = self.tabs.remove(&tab) {
+            for topic in topics {
+                self.release_topic(&topic);
+            }
+        }
+        self.pending_connects.retain(|p| p.tab != tab);
+        debug!(tab, "tab detached");
+    }
+
+    /// Handles a request; `None` means the reply comes later (connect).
+    fn on_request(
+        &mut self,
+        tab: TabId,
+        id: RequestId,
+        request: Request,
+        sink: &mut impl FnMut(Output),
+    ) -> Option<Result<ReplyValue, NodeError>> {
+        Some(match request {
+            Request::Connect { relays, timeout_ms } => {
+                return self.connect(tab, id, relays, timeout_ms);
+            }
+            Request::Status => Ok(ReplyValue::Status(self.status())),
+            Request::Peers => Ok(ReplyValue::Peers(self.peer_list())),
+            Request::Publish { topic, json, bytes } => Request::publish_payload(json, bytes)
+                .and_then(|payload| self.publish(tab, &topic, payload, sink)),
+            Request::Subscribe { topic } => self.subscribe(tab, topic),
+            Request::Unsubscribe { topic } => {
+                if self
+                    .tabs
+                    .get_mut(&tab)
+                    .is_some_and(|topics| topics.remove(&topic))
+                {
+                    self.release_topic(&topic);
+                }
+                Ok(ReplyValue::Done)
+            }
+            Request::Ping => Ok(ReplyValue::Pong { pong: true }),
+            Request::Detach => {
+                self.detach(tab);
+                Ok(ReplyValue::Done)
+            }
+        })
+    }
+
+    fn connect(
+        &mut self,
+        tab: TabId,
+        id: RequestId,
+        relays: Vec<String>,
+        timeout_ms: Option<u32>,
+    ) -> Option<Result<ReplyValue, NodeError>> {
+        let parsed: Result<Vec<RelayAddr>, NodeError> =
+            relays.iter().map(|r| RelayAddr::parse(r)).collect();
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let new: Vec<RelayAddr> = parsed
+            .into_iter()
+            .filter(|r| !self.relays.iter().any(|known| known.addr == *r))
+            .collect();
+        if self.relays.len() + new.len() > MAX_RELAYS {
+            return Some(Err(NodeError::new(
+                ErrorCode::InvalidRelayAddr,
+                format!("a node keeps at most {MAX_RELAYS} relays"),
+            )));
+        }
+        if self.relays.is_empty() && new.is_empty() {
+            return Some(Err(NodeError::new(
+                ErrorCode::InvalidRelayAddr,
+                "no relay address given and none configured",
+            )));
+        }
+        let now = Instant::now();
+        for addr in new {
+            info!(relay = %addr.addr, "adding relay");
+            self.relays.push(Relay {
+                addr,
+                connected: false,
+                reserved: false,
+                listener: None,
+                backoff: Backoff::new(self.config.relay_backoff.0, self.config.relay_backoff.1),
+                next_attempt: Some(now),
+                reconnects: 0,
+                ever_connected: false,
+            });
+        }
+        self.drive_relays(now);
+        if self.is_online() {
+            return Some(Ok(self.connected_reply()));
+        }
+        let timeout = timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+            .min(MAX_CONNECT_TIMEOUT);
+        self.pending_connects.push(PendingConnect {
+            tab,
+            id,
+            deadline: now + timeout,
+            timeout,
+        });
+        None
+    }
+
+    fn connected_reply(&self) -> ReplyValue {
+        ReplyValue::Connected {
+            peer_id: self.peer_id().to_string(),
+        }
+    }
+
+    fn subscribe(&mut self, tab: TabId, topic: String) -> Result<ReplyValue, NodeError> {
+        let newly_wanted = !self.tabs.values().any(|t| t.contains(&topic));
+        let topics = self.tabs.entry(tab).or_default();
+        if topics.len() >= MAX_SUBSCRIPTIONS_PER_TAB && !topics.contains(&topic) {
+            return Err(NodeError::new(
+                ErrorCode::TooManySubscriptions,
+                format!("a tab may subscribe to at most {MAX_SUBSCRIPTIONS_PER_TAB} topics"),
+            ));
+        }
+        topics.insert(topic.clone());
+        if newly_wanted {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&app_topic(&topic))
+                .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        }
+        Ok(ReplyValue::Done)
+    }
+
+    /// Unsubscribes from the network once no tab wants the topic.
+    fn release_topic(&mut self, topic: &str) {
+        if !self.tabs.values().any(|t| t.contains(topic)) {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .unsubscribe(&app_topic(topic));
+        }
+    }
+
+    fn publish(
+        &mut self,
+        from_tab: TabId,
+        topic: &str,
+        payload: Payload,
+        sink: &mut impl FnMut(Output),
+    ) -> Result<ReplyValue, NodeError> {
+        let wire_topic = app_topic(topic);
+        let hash = wire_topic.hash();
+        let peers = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&hash))
+            .count();
+        let sent = match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(wire_topic, payload.encode())
+        {
+            Ok(_) => peers,
+            Err(PublishError::NoPeersSubscribedToTopic) => 0,
+            Err(PublishError::MessageTooLarge) => {
+                return Err(NodeError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "message too large",
+                ))
+            }
+            Err(PublishError::AllQueuesFull(_)) => {
+                return Err(NodeError::new(
+                    ErrorCode::Busy,
+                    "every peer's send queue is full; try again",
+                ))
+            }
+            Err(e) => return Err(NodeError::new(ErrorCode::Internal, e.to_string())),
+        };
+        let me = self.peer_id().to_string();
+        let mut local_tabs = 0;
+        for (&tab, topics) in &self.tabs {
+            if tab != from_tab && topics.contains(topic) {
+                local_tabs += 1;
+                sink(Output::Event {
+                    tab,
+                    event: Event::Message {
+                        topic: topic.to_string(),
+                        from: me.clone(),
+                        payload: payload.clone(),
+                        local: true,
+                    },
+                });
+            }
+        }
+        Ok(ReplyValue::Published(PublishReceipt {
+            peers: sent,
+            local_tabs,
+        }))
+    }
+
+    // ---------------------------------------------------------------- status
+
+    fn is_online(&self) -> bool {
+        self.relays.iter().any(|r| r.reserved)
+    }
+
+    /// The node's status as tabs see it.
+    pub fn status(&self) -> Status {
+        let mut topics: Vec<String> = self
+            .tabs
+            .values()
+            .flatten()
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        topics.sort();
+        Status {
+            peer_id: self.peer_id().to_string(),
+            online: self.is_online(),
+            relays: self
+                .relays
+                .iter()
+                .map(|r| RelayStatus {
+                    addr: r.addr.addr.to_string(),
+                    connected: r.connected,
+                    reserved: r.reserved,
+                    reconnects: r.reconnects,
+                })
+                .collect(),
+            connected_peers: self.peers.values().filter(|p| p.connections > 0).count(),
+            known_peers: self.peers.len(),
+            connections: self
+                .swarm
+                .network_info()
+                .connection_counters()
+                .num_established() as usize,
+            topics,
+            tabs: self.tabs.len(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn peer_list(&self) -> Vec<PeerStatus> {
+        let mut list: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(id, p)| PeerStatus {
+                peer_id: id.to_string(),
+                connected: p.connections > 0,
+                rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            })
+            .collect();
+        list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        list
+    }
+
+    fn broadcast(&self, event: Event, sink: &mut impl FnMut(Output)) {
+        for &tab in self.tabs.keys() {
+            sink(Output::Event {
+                tab,
+                event: event.clone(),
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- housekeeping
+
+    fn on_tick(&mut self, sink: &mut impl FnMut(Output)) {
+        let now = Instant::now();
+        self.drive_relays(now);
+        self.expire_connects(now, sink);
+        self.expire_peers(now);
+        self.dial_peers(now);
+        let periodic = self
+            .last_announce
+            .is_none_or(|t| now.duration_since(t) >= self.config.announce_interval);
+        if self.announce_wanted || periodic {
+            self.announce(now);
+        }
+    }
+
+    /// Dials relays that are down and due, and listens through relays that are up.
+    fn drive_relays(&mut self, now: Instant) {
+        for relay in &mut self.relays {
+            let due = relay.next_attempt.is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            relay.next_attempt = None;
+            if !relay.connected {
+                debug!(relay = %relay.addr.addr, "dialing relay");
+                if let Err(e) = self.swarm.dial(relay.addr.addr.clone()) {
+                    warn!(relay = %relay.addr.addr, "dial failed: {e}");
+                    relay.next_attempt = Some(now + relay.backoff.next_delay());
+                }
+            } else if relay.listener.is_none() {
+                match self.swarm.listen_on(relay.addr.circuit_listen_addr()) {
+                    Ok(id) => relay.listener = Some(id),
+                    Err(e) => {
+                        warn!(relay = %relay.addr.addr, "listening through relay failed: {e}");
+                        relay.next_attempt = Some(now + relay.backoff.next_delay());
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire_connects(&mut self, now: Instant, sink: &mut impl FnMut(Output)) {
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_connects)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.pending_connects = waiting;
+        for p in expired {
+            sink(Output::Reply {
+                tab: p.tab,
+                id: p.id,
+                result: Err(NodeError::new(
+                    ErrorCode::ConnectTimeout,
+                    format!(
+                        "no relay reachable within {} ms; the node keeps retrying in the background",
+                        p.timeout.as_millis()
+                    ),
+                )),
+            });
+        }
+    }
+
+    fn expire_peers(&mut self, now: Instant) {
+        let ttl = self.config.peer_ttl;
+        self.peers
+            .retain(|_, p| p.connections > 0 || now.duration_since(p.last_seen) < ttl);
+    }
+
+    /// Opens circuits to known peers. Of two peers, the one with the smaller id dials, so a
+    /// pair never races into two connections.
+    fn dial_peers(&mut self, now: Instant) {
+        let me = self.peer_id();
+        let mut connected = self.peers.values().filter(|p| p.connections > 0).count();
+        for (id, peer) in &mut self.peers {
+            if connected >= MAX_CIRCUIT_PEERS {
+                break;
+            }
+            if peer.connections > 0 || peer.next_dial > now || me >= *id || peer.addrs.is_empty() {
+                continue;
+            }
+            peer.next_dial = now + peer.backoff.next_delay();
+            let opts = DialOpts::peer_id(*id)
+                .addresses(peer.addrs.clone())
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(peer = %id, "dial: {e}");
+            } else {
+                connected += 1;
+            }
+        }
+    }
+
+    fn announce(&mut self, now: Instant) {
+        let me = self.peer_id();
+        let addrs: Vec<Multiaddr> = self
+            .relays
+            .iter()
+            .filter(|r| r.reserved)
+            .map(|r| r.addr.circuit_addr_of(me))
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        if self
+            .last_announce
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return; // rate limit; `announce_wanted` stays set
+        }
+        let bytes = Announcement { addrs }.encode();
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(discovery_topic(), bytes)
+        {
+            Ok(_) => {
+                self.last_announce = Some(now);
+                self.announce_wanted = false;
+            }
+            Err(e) => debug!("announce not sent yet: {e}"),
+        }
+    }
+
+    // ---------------------------------------------------------------- swarm
+
+    fn relay_index(&self, peer: &PeerId) -> Option<usize> {
+        self.relays.iter().position(|r| r.addr.peer_id == *peer)
+    }
+
+    fn on_swarm_event(
+        &mut self,
+        event: SwarmEvent<NodeBehaviourEvent>,
+        sink: &mut impl FnMut(Output),
+    ) {
+        let now = Instant::now();
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let Some(i) = self.relay_index(&peer_id) {
+                    let relay = &mut self.relays[i];
+                    if !relay.connected {
+                        info!(relay = %relay.addr.addr, "relay connected");
+                        if relay.ever_connected {
+                            relay.reconnects += 1;
+                        }
+                        relay.ever_connected = true;
+                        relay.connected = true;
+                        relay.backoff.reset();
+                        relay.next_attempt = Some(now); // listen through it
+                        self.drive_relays(now);
+                        self.status_dirty = true;
+                    }
+                } else if endpoint_is_circuit(&endpoint) {
+                    let peer = self.peers.entry(peer_id).or_insert_with(|| Peer {
+                        addrs: Vec::new(),
+                        last_seen: now,
+                        connections: 0,
+                        rtt: None,
+                        backoff: Backoff::new(
+                            self.config.peer_backoff.0,
+                            self.config.peer_backoff.1,
+                        ),
+                        next_dial: now,
+                    });
+                    peer.connections = num_established.get();
+                    peer.backoff.reset();
+                    if num_established.get() == 1 {
+                        info!(peer = %peer_id, "peer connected");
+                        self.broadcast(
+                            Event::PeerJoin {
+                                peer_id: peer_id.to_string(),
+                            },
+                            sink,
+                        );
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if let Some(i) = self.relay_index(&peer_id) {
+                    if num_established == 0 {
+                        let relay = &mut self.relays[i];
+                        warn!(relay = %relay.addr.addr, ?cause, "relay connection closed");
+                        relay.connected = false;
+                        relay.reserved = false;
+                        if let Some(l) = relay.listener.take() {
+                            self.swarm.remove_listener(l);
+                        }
+                        let relay = &mut self.relays[i];
+                        relay.next_attempt = Some(now + relay.backoff.next_delay());
+                        self.status_dirty = true;
+                    }
+                } else if let Some(peer) = self.peers.get_mut(&peer_id) {
+                    let was = peer.connections;
+                    peer.connections = num_established;
+                    if num_established == 0 && was > 0 {
+                        info!(peer = %peer_id, ?cause, "peer disconnected");
+                        peer.next_dial = now + peer.backoff.next_delay();
+                        self.broadcast(
+                            Event::PeerLeave {
+                                peer_id: peer_id.to_string(),
+                            },
+                            sink,
+                        );
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                if let Some(i) = peer_id.and_then(|p| self.relay_index(&p)) {
+                    let relay = &mut self.relays[i];
+                    if !relay.connected {
+                        debug!(relay = %relay.addr.addr, "relay dial failed: {error}");
+                        relay.next_attempt = Some(now + relay.backoff.next_delay());
+                    }
+                } else {
+                    debug!(?peer_id, "dial failed: {error}");
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(relay) = self
+                    .relays
+                    .iter_mut()
+                    .find(|r| r.listener == Some(listener_id))
+                {
+                    debug!(relay = %relay.addr.addr, ?reason, "relay listener closed");
+                    relay.listener = None;
+                    relay.reserved = false;
+                    if relay.connected {
+                        relay.next_attempt = Some(now + relay.backoff.next_delay());
+                    }
+                    self.status_dirty = true;
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event, now, sink),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(
+        &mut self,
+        event: NodeBehaviourEvent,
+        now: Instant,
+        sink: &mut impl FnMut(Output),
+    ) {
+        match event {
+            NodeBehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            }) => {
+                if let Some(i) = self.relay_index(&relay_peer_id) {
+                    if !self.relays[i].reserved {
+                        info!(relay = %relay_peer_id, "reservation accepted");
+                        self.status_dirty = true;
+                    }
+                    self.relays[i].reserved = true;
+                    self.announce_wanted = true;
+                    let reply = self.connected_reply();
+                    for p in std::mem::take(&mut self.pending_connects) {
+                        sink(Output::Reply {
+                            tab: p.tab,
+                            id: p.id,
+                            result: Ok(reply.clone()),
+                        });
+                    }
+                }
+            }
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let acceptance = self.on_gossip_message(message, now, sink);
+                // Every message must be judged, or it lingers in gossipsub's cache.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
+                if topic.as_str() == DISCOVERY_TOPIC && self.relay_index(&peer_id).is_some() {
+                    self.announce_wanted = true;
+                }
+            }
+            NodeBehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rtt = Some(rtt);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip_message(
+        &mut self,
+        message: gossipsub::Message,
+        now: Instant,
+        sink: &mut impl FnMut(Output),
+    ) -> MessageAcceptance {
+        let Some(source) = message.source else {
+            return MessageAcceptance::Reject;
+        };
+        let topic = message.topic.as_str();
+        if topic == DISCOVERY_TOPIC {
+            let Ok(announcement) = Announcement::decode(&message.data, source) else {
+                return MessageAcceptance::Reject;
+            };
+            if source != self.peer_id() {
+                self.on_announcement(source, announcement, now);
+            }
+            return MessageAcceptance::Accept;
+        }
+        let Some(name) = app_topic_name(topic) else {
+            return MessageAcceptance::Ignore;
+        };
+        let payload = match Payload::decode(&message.data) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(peer = %source, "rejected message: {e}");
+                return MessageAcceptance::Reject;
+            }
+        };
+        let from = source.to_string();
+        for (&tab, topics) in &self.tabs {
+            if topics.contains(name) {
+                sink(Output::Event {
+                    tab,
+                    event: Event::Message {
+                        topic: name.to_string(),
+                        from: from.clone(),
+                        payload: payload.clone(),
+                        local: false,
+                    },
+                });
+            }
+        }
+        MessageAcceptance::Accept
+    }
+
+    fn on_announcement(&mut self, source: PeerId, announcement: Announcement, now: Instant) {
+        if !self.peers.contains_key(&source) && self.peers.len() >= MAX_KNOWN_PEERS {
+            return;
+        }
+        let backoff = self.config.peer_backoff;
+        let peer = self.peers.entry(source).or_insert_with(|| Peer {
+            addrs: Vec::new(),
+            last_seen: now,
+            connections: 0,
+            rtt: None,
+            backoff: Backoff::new(backoff.0, backoff.1),
+            next_dial: now,
+        });
+        let is_new = peer.addrs.is_empty();
+        peer.addrs = announcement.addrs;
+        peer.last_seen = now;
+        if is_new {
+            debug!(peer = %source, "discovered peer");
+            // Answer a newcomer at once, so it learns about us without waiting a period.
+            self.announce_wanted = true;
+        }
+    }
+}
+
+fn endpoint_is_circuit(endpoint: &ConnectedPoint) -> bool {
+    let addr = match endpoint {
+        ConnectedPoint::Dialer { address, .. } => address,
+        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+    };
+    addr.iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+        || matches!(endpoint, ConnectedPoint::Listener { local_addr, .. }
+            if local_addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)))
+}

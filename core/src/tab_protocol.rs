@@ -1,0 +1,368 @@
+//! Tab ↔ worker protocol, carried over a `MessagePort` as structured-clone objects.
+//!
+//! Requests: `{ v: 1, id, op, ...fields }`; every request gets exactly one reply,
+//! `{ v: 1, id, ok: true, value }` or `{ v: 1, id, ok: false, error: { code, message } }`.
+//! Events are pushed as `{ v: 1, event, ...fields }`. Binary payloads travel as `Uint8Array`.
+//! A message that cannot be decoded gets an error reply (with `id: null` when even the id is
+//! unreadable) and never stops the worker.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::ErrorCode,
+    limits::{MAX_MULTIADDR_BYTES, MAX_RELAYS},
+    pubsub::Payload,
+    NodeError,
+};
+
+/// Version of this protocol; a tab with another version gets `UNSUPPORTED_VERSION`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies one attached tab (one `MessagePort`) inside the worker.
+pub type TabId = u32;
+/// A tab's request id, echoed in the reply.
+pub type RequestId = u32;
+
+/// The fields every request carries; decoded first so even a bad request gets a reply.
+#[derive(Debug, Deserialize)]
+pub struct Header {
+    /// Protocol version.
+    pub v: Option<u32>,
+    /// Request id.
+    pub id: Option<RequestId>,
+    /// Operation name.
+    pub op: Option<String>,
+}
+
+/// A request from a tab.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Request {
+    /// Add relays (or none, to just wait) and resolve once a relay connection is up.
+    Connect {
+        /// Relay multiaddrs; each must end in `/p2p/<relay id>`.
+        #[serde(default)]
+        relays: Vec<String>,
+        /// How long to wait for a relay before answering `CONNECT_TIMEOUT`.
+        timeout_ms: Option<u32>,
+    },
+    /// The node's status.
+    Status,
+    /// Known browser peers.
+    Peers,
+    /// Publish on an application topic.
+    Publish {
+        /// Application topic.
+        topic: String,
+        /// JSON text (exclusive with `bytes`).
+        json: Option<String>,
+        /// Raw bytes (exclusive with `json`).
+        bytes: Option<serde_bytes::ByteBuf>,
+    },
+    /// Receive messages of an application topic as `message` events.
+    Subscribe {
+        /// Application topic.
+        topic: String,
+    },
+    /// Stop receiving a topic.
+    Unsubscribe {
+        /// Application topic.
+        topic: String,
+    },
+    /// Round trip to the worker, for liveness and benchmarks.
+    Ping,
+    /// The tab is going away; forget it.
+    Detach,
+}
+
+/// Operation names this version understands.
+pub const OPS: &[&str] = &[
+    "connect",
+    "status",
+    "peers",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "ping",
+    "detach",
+];
+
+impl Request {
+    /// Checks bounds that serde cannot express.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        match self {
+            Request::Connect { relays, .. } => {
+                if relays.len() > MAX_RELAYS {
+                    return Err(NodeError::new(
+                        ErrorCode::InvalidRelayAddr,
+                        format!("at most {MAX_RELAYS} relays"),
+                    ));
+                }
+                if let Some(r) = relays.iter().find(|r| r.len() > MAX_MULTIADDR_BYTES) {
+                    return Err(NodeError::new(
+                        ErrorCode::InvalidRelayAddr,
+                        format!("relay address of {} bytes is too long", r.len()),
+                    ));
+                }
+                Ok(())
+            }
+            Request::Publish { topic, .. }
+            | Request::Subscribe { topic }
+            | Request::Unsubscribe { topic } => crate::pubsub::validate_topic(topic),
+            Request::Status | Request::Peers | Request::Ping | Request::Detach => Ok(()),
+        }
+    }
+
+    /// The payload of a publish request.
+    pub fn publish_payload(
+        json: Option<String>,
+        bytes: Option<serde_bytes::ByteBuf>,
+    ) -> Result<Payload, NodeError> {
+        let payload = match (json, bytes) {
+            (Some(j), None) => Payload::Json(j),
+            (None, Some(b)) => Payload::Bytes(b.into_vec()),
+            _ => {
+                return Err(NodeError::new(
+                    ErrorCode::BadRequest,
+                    "publish needs exactly one of `json` or `bytes`",
+                ))
+            }
+        };
+        payload.validate()?;
+        Ok(payload)
+    }
+}
+
+/// Decodes a request in two steps (header, then body), so that a malformed body still gets an
+/// error reply carrying the request's id. The closures are the host's deserializers
+/// (serde-wasm-bindgen in the worker, serde_json in tests).
+pub fn decode_request<E: std::fmt::Display>(
+    header: Result<Header, E>,
+    body: impl FnOnce() -> Result<Request, E>,
+) -> Result<(RequestId, Request), (Option<RequestId>, NodeError)> {
+    let header =
+        header.map_err(|e| (None, NodeError::new(ErrorCode::BadRequest, e.to_string())))?;
+    let id = header.id;
+    let fail = |code, msg: String| (id, NodeError::new(code, msg));
+    if header.v != Some(PROTOCOL_VERSION) {
+        return Err(fail(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {:?}, expected {PROTOCOL_VERSION}",
+                header.v
+            ),
+        ));
+    }
+    let Some(id) = id else {
+        return Err(fail(ErrorCode::BadRequest, "request without an id".into()));
+    };
+    match header.op.as_deref() {
+        Some(op) if OPS.contains(&op) => {}
+        Some(op) => {
+            let op: String = op.chars().take(40).collect();
+            return Err(fail(ErrorCode::UnknownOp, format!("unknown op {op:?}")));
+        }
+        None => return Err(fail(ErrorCode::BadRequest, "request without an op".into())),
+    }
+    let request = body().map_err(|e| fail(ErrorCode::BadRequest, e.to_string()))?;
+    request.validate().map_err(|e| (Some(id), e))?;
+    Ok((id, request))
+}
+
+/// The value of a successful reply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ReplyValue {
+    /// Answer to `connect`.
+    Connected {
+        /// This node's peer id.
+        #[serde(rename = "peerId")]
+        peer_id: String,
+    },
+    /// Answer to `status`.
+    Status(Status),
+    /// Answer to `peers`.
+    Peers(Vec<PeerStatus>),
+    /// Answer to `publish`.
+    Published(PublishReceipt),
+    /// Answer to `ping`.
+    Pong {
+        /// Always true; makes the reply a non-empty object.
+        pong: bool,
+    },
+    /// Answer with no value.
+    Done,
+}
+
+/// Where a published message went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishReceipt {
+    /// Network peers it was sent to (0 when no other node subscribes).
+    pub peers: usize,
+    /// Other tabs of this node it was delivered to.
+    pub local_tabs: usize,
+}
+
+/// A relay as seen by this node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelayStatus {
+    /// The relay's multiaddr.
+    pub addr: String,
+    /// A connection to it is up.
+    pub connected: bool,
+    /// It holds a reservation for us, so other nodes can reach us through it.
+    pub reserved: bool,
+    /// Times the connection was lost and dialed again.
+    pub reconnects: u32,
+}
+
+/// A browser peer as seen by this node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    /// Its peer id.
+    pub peer_id: String,
+    /// A direct (relayed circuit) connection is up.
+    pub connected: bool,
+    /// Last measured round-trip time, if any.
+    pub rtt_ms: Option<f64>,
+}
+
+/// The node's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// This node's peer id.
+    pub peer_id: String,
+    /// At least one relay connection is up.
+    pub online: bool,
+    /// Relays.
+    pub relays: Vec<RelayStatus>,
+    /// Browser peers with a connection up.
+    pub connected_peers: usize,
+    /// Browser peers known from discovery.
+    pub known_peers: usize,
+    /// Open libp2p connections (relays and peers).
+    pub connections: usize,
+    /// Application topics some tab subscribes to.
+    pub topics: Vec<String>,
+    /// Tabs attached to this node.
+    pub tabs: usize,
+    /// Milliseconds since the node started.
+    pub uptime_ms: u64,
+}
+
+/// An event pushed to a tab.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A message on a topic the tab subscribed to.
+    Message {
+        /// Application topic.
+        topic: String,
+        /// Publishing peer id.
+        from: String,
+        /// The payload.
+        payload: Payload,
+        /// Published by another tab of this same node.
+        local: bool,
+    },
+    /// A browser peer connected.
+    PeerJoin {
+        /// Its peer id.
+        peer_id: String,
+    },
+    /// A browser peer's last connection closed.
+    PeerLeave {
+        /// Its peer id.
+        peer_id: String,
+    },
+    /// Relay connectivity changed.
+    Status(Status),
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn decode(v: Value) -> Result<(RequestId, Request), (Option<RequestId>, NodeError)> {
+        decode_request(serde_json::from_value::<Header>(v.clone()), || {
+            serde_json::from_value::<Request>(v)
+        })
+    }
+
+    #[test]
+    fn decodes_each_op() {
+        let (id, r) =
+            decode(json!({"v":1,"id":3,"op":"publish","topic":"chat","json":"{}"})).expect("ok");
+        assert_eq!(id, 3);
+        assert!(matches!(r, Request::Publish { ref topic, .. } if topic == "chat"));
+        let (_, r) = decode(json!({"v":1,"id":4,"op":"connect","timeoutMs":500})).expect("ok");
+        assert_eq!(
+            r,
+            Request::Connect {
+                relays: vec![],
+                timeout_ms: Some(500)
+            }
+        );
+        for op in OPS {
+            let mut v = json!({"v":1,"id":1,"op":op,"topic":"t"});
+            if *op == "connect" {
+                v = json!({"v":1,"id":1,"op":"connect"});
+            }
+            decode(v).unwrap_or_else(|e| panic!("{op}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn bad_requests_get_a_code_and_keep_the_id() {
+        let cases = [
+            (json!("garbage"), None, ErrorCode::BadRequest),
+            (
+                json!({"v":2,"id":5,"op":"ping"}),
+                Some(5),
+                ErrorCode::UnsupportedVersion,
+            ),
+            (json!({"v":1,"op":"ping"}), None, ErrorCode::BadRequest),
+            (
+                json!({"v":1,"id":6,"op":"fly"}),
+                Some(6),
+                ErrorCode::UnknownOp,
+            ),
+            (
+                json!({"v":1,"id":7,"op":"publish"}),
+                Some(7),
+                ErrorCode::BadRequest,
+            ),
+            (
+                json!({"v":1,"id":8,"op":"subscribe","topic":""}),
+                Some(8),
+                ErrorCode::InvalidTopic,
+            ),
+            (
+                json!({"v":1,"id":9,"op":"connect","relays":vec!["x"; MAX_RELAYS + 1]}),
+                Some(9),
+                ErrorCode::InvalidRelayAddr,
+            ),
+        ];
+        for (v, id, code) in cases {
+            let (got_id, e) = decode(v.clone()).expect_err(&v.to_string());
+            assert_eq!((got_id, e.code), (id, code), "{v}");
+        }
+    }
+
+    #[test]
+    fn publish_payload_needs_exactly_one_kind() {
+        assert!(Request::publish_payload(None, None).is_err());
+        assert!(Request::publish_payload(Some("1".into()), Some(Default::default())).is_err());
+        assert_eq!(
+            Request::publish_payload(Some("{".into()), None)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidJson
+        );
+    }
+}

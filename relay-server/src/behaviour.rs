@@ -1,0 +1,84 @@
+//! The relay's libp2p behaviour and its limits.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use libp2p::{
+    connection_limits::{self, ConnectionLimits},
+    gossipsub, identify,
+    identity::Keypair,
+    ping, relay,
+    swarm::NetworkBehaviour,
+};
+use peercompute_core::behaviour::{gossipsub_config, identify_behaviour, PING_INTERVAL};
+
+/// Most connections the relay holds.
+pub const MAX_CONNECTIONS: u32 = 4096;
+/// Most connections from one peer (a browser node needs one; reconnects overlap briefly).
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Most application topics the relay routes.
+pub const MAX_ROUTED_TOPICS: usize = 4096;
+
+/// The relay's behaviour.
+#[derive(NetworkBehaviour)]
+pub struct RelayBehaviour {
+    /// Refuses connections beyond the bounds above.
+    pub limits: connection_limits::Behaviour,
+    /// Circuit relay v2 server.
+    pub relay: relay::Behaviour,
+    /// Identify.
+    pub identify: identify::Behaviour,
+    /// Ping.
+    pub ping: ping::Behaviour,
+    /// Gossipsub router for discovery and application topics.
+    pub gossipsub: gossipsub::Behaviour,
+}
+
+/// Circuit relay v2 limits for sustained browser traffic.
+///
+/// libp2p's defaults (2 min, 128 KiB per circuit) are for hole punching; browsers have no
+/// hole punching to a worker, so every byte between them crosses the relay for as long as they
+/// talk. The limits stay bounded: per-circuit bytes and duration, per-peer counts, rate limits.
+pub fn relay_config() -> relay::Config {
+    let per = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    relay::Config {
+        max_reservations: 4096,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(60 * 60),
+        reservation_rate_limiters: Vec::new(),
+        max_circuits: 8192,
+        max_circuits_per_peer: 64,
+        max_circuit_duration: Duration::from_secs(24 * 60 * 60),
+        max_circuit_bytes: 64 << 30,
+        circuit_src_rate_limiters: Vec::new(),
+    }
+    .reservation_rate_per_peer(per(60), Duration::from_secs(60))
+    .reservation_rate_per_ip(per(1200), Duration::from_secs(60))
+    .circuit_src_per_peer(per(240), Duration::from_secs(60))
+    .circuit_src_per_ip(per(4800), Duration::from_secs(60))
+}
+
+impl RelayBehaviour {
+    /// Builds the relay behaviour.
+    pub fn new(key: &Keypair) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let peer_id = key.public().to_peer_id();
+        Ok(RelayBehaviour {
+            limits: connection_limits::Behaviour::new(
+                ConnectionLimits::default()
+                    .with_max_established(Some(MAX_CONNECTIONS))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_pending_incoming(Some(256)),
+            ),
+            relay: relay::Behaviour::new(peer_id, relay_config()),
+            identify: identify_behaviour(
+                key,
+                concat!("peercompute-relay/", env!("CARGO_PKG_VERSION")),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
+            gossipsub: gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub_config()?,
+            )
+            .map_err(|e| e.to_string())?,
+        })
+    }
+}

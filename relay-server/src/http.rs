@@ -1,0 +1,89 @@
+//! The relay's HTTP server: the app's files and its bootstrap, status and metrics endpoints.
+
+use std::{path::PathBuf, sync::Arc};
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use libp2p::Multiaddr;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tower_http::{services::ServeDir, set_header::SetResponseHeaderLayer};
+
+use crate::stats::Stats;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Live statistics.
+    pub stats: Arc<Mutex<Stats>>,
+    /// libp2p metrics.
+    pub registry: Arc<Registry>,
+    /// Addresses a browser can dial.
+    pub dialable: Vec<Multiaddr>,
+    /// Static files.
+    pub web_root: Option<PathBuf>,
+}
+
+/// `/peercompute.json`: what `PeerCompute.connect()` with no arguments bootstraps from.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bootstrap {
+    version: u32,
+    relays: Vec<String>,
+    peer_id: String,
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/peercompute.json", get(bootstrap))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }));
+    let app = match &state.web_root {
+        Some(root) => {
+            api.fallback_service(ServeDir::new(root).append_index_html_on_directories(true))
+        }
+        None => api,
+    };
+    // Development server: always revalidate, so a rebuilt bundle is picked up on reload.
+    app.layer(SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    ))
+    .with_state(state)
+}
+
+async fn bootstrap(State(state): State<AppState>) -> Json<Bootstrap> {
+    let stats = state.stats.lock().await;
+    Json(Bootstrap {
+        version: 1,
+        relays: state.dialable.iter().map(ToString::to_string).collect(),
+        peer_id: stats.peer_id.clone(),
+    })
+}
+
+async fn status(State(state): State<AppState>) -> Json<Stats> {
+    Json(state.stats.lock().await.clone())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.stats.lock().await.prometheus();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,90 @@
+//! `relay-server`: runs a PeerCompute relay.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+use libp2p::Multiaddr;
+use relay_server::{start, RelayConfig};
+use tracing_subscriber::EnvFilter;
+
+/// PeerCompute relay: circuit relay v2 + gossipsub router for browser nodes, and the HTTP
+/// server for the app (`/`, `/peercompute.json`, `/status`, `/metrics`).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// libp2p listen address; repeat for several. A browser can dial only `/ws` (or `/wss`).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/9090/ws")]
+    listen: Vec<Multiaddr>,
+    /// Extra address to advertise in /peercompute.json (e.g. the public `/dns4/…/wss` of a proxy).
+    #[arg(long)]
+    external_addr: Vec<Multiaddr>,
+    /// HTTP listen address for the app, /peercompute.json, /status and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Identity key file; created on first start. Keep it: the peer id is derived from it.
+    #[arg(long, default_value = ".peercompute/relay.key")]
+    identity: PathBuf,
+    /// Directory served at `/` (the built demo, SDK and worker).
+    #[arg(long, default_value = "dist/web")]
+    web_root: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let web_root = cli.web_root.is_dir().then_some(cli.web_root.clone());
+    if web_root.is_none() {
+        tracing::warn!(
+            "{} is not a directory: serving only the API",
+            cli.web_root.display()
+        );
+    }
+    let relay = start(RelayConfig {
+        listen: cli.listen,
+        external: cli.external_addr,
+        http: cli.http,
+        identity_file: cli.identity,
+        web_root,
+    })
+    .await?;
+    // One machine-readable line on stdout: tests and scripts wait for it instead of sleeping.
+    println!(
+        "READY peer_id={} http=http://{} relays={}",
+        relay.peer_id,
+        relay.http_addr,
+        relay
+            .dialable
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    tokio::select! {
+        _ = relay_wait_signal() => {}
+    }
+    relay.stop().await;
+    Ok(())
+}
+
+async fn relay_wait_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

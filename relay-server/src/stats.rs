@@ -1,0 +1,96 @@
+//! What the relay knows about its peers, shown at `/status` and `/metrics`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use libp2p::PeerId;
+use serde::Serialize;
+
+/// One connected peer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerEntry {
+    /// Open connections from this peer.
+    pub connections: u32,
+    /// Remote address of its latest connection.
+    pub addr: String,
+    /// Agent string from identify, once known.
+    pub agent: Option<String>,
+}
+
+/// The relay's live statistics.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// The relay's peer id.
+    pub peer_id: String,
+    /// Open connections in total.
+    pub connections: u32,
+    /// Connected peers.
+    pub peers: BTreeMap<String, PeerEntry>,
+    /// Peers holding a reservation.
+    pub reservations: BTreeSet<String>,
+    /// Circuits currently relayed.
+    pub circuits: u32,
+    /// Circuits accepted since start.
+    pub circuits_total: u64,
+    /// Application topics routed.
+    pub topics: usize,
+    /// Gossipsub messages rejected as malformed.
+    pub rejected_messages: u64,
+    /// Unix time (ms) the relay started.
+    pub started_at_ms: u64,
+}
+
+impl Stats {
+    /// Empty statistics for a relay with `peer_id`.
+    pub fn new(peer_id: PeerId) -> Self {
+        Stats {
+            peer_id: peer_id.to_string(),
+            connections: 0,
+            peers: BTreeMap::new(),
+            reservations: BTreeSet::new(),
+            circuits: 0,
+            circuits_total: 0,
+            topics: 0,
+            rejected_messages: 0,
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Prometheus text for the relay's own gauges (libp2p's metrics are appended by the caller).
+    pub fn prometheus(&self) -> String {
+        format!(
+            "# HELP peercompute_relay_connections Open connections.\n\
+             # TYPE peercompute_relay_connections gauge\n\
+             peercompute_relay_connections {}\n\
+             # HELP peercompute_relay_peers Connected peers.\n\
+             # TYPE peercompute_relay_peers gauge\n\
+             peercompute_relay_peers {}\n\
+             # HELP peercompute_relay_reservations Peers holding a reservation.\n\
+             # TYPE peercompute_relay_reservations gauge\n\
+             peercompute_relay_reservations {}\n\
+             # HELP peercompute_relay_circuits Circuits currently relayed.\n\
+             # TYPE peercompute_relay_circuits gauge\n\
+             peercompute_relay_circuits {}\n\
+             # HELP peercompute_relay_circuits_total Circuits accepted since start.\n\
+             # TYPE peercompute_relay_circuits_total counter\n\
+             peercompute_relay_circuits_total {}\n\
+             # HELP peercompute_relay_topics Application topics routed.\n\
+             # TYPE peercompute_relay_topics gauge\n\
+             peercompute_relay_topics {}\n\
+             # HELP peercompute_relay_rejected_messages_total Malformed gossipsub messages rejected.\n\
+             # TYPE peercompute_relay_rejected_messages_total counter\n\
+             peercompute_relay_rejected_messages_total {}\n",
+            self.connections,
+            self.peers.len(),
+            self.reservations.len(),
+            self.circuits,
+            self.circuits_total,
+            self.topics,
+            self.rejected_messages,
+        )
+    }
+}

@@ -1,0 +1,258 @@
+//! The relay's swarm and its event loop.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use futures::StreamExt;
+use libp2p::{
+    gossipsub::{self, MessageAcceptance},
+    identify,
+    identity::Keypair,
+    metrics::{Metrics, Recorder},
+    multiaddr::Protocol,
+    noise, relay,
+    swarm::SwarmEvent,
+    tcp, yamux, Multiaddr, Swarm,
+};
+use peercompute_core::{
+    discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
+    pubsub::{app_topic_name, Payload},
+    relay_addr::is_websocket,
+};
+use prometheus_client::registry::Registry;
+use tokio::sync::{oneshot, Mutex};
+use tracing::{debug, info, warn};
+
+use crate::{
+    behaviour::{RelayBehaviour, RelayBehaviourEvent, MAX_ROUTED_TOPICS},
+    stats::{PeerEntry, Stats},
+    RelayConfig,
+};
+
+/// A relay swarm that is listening and ready to run.
+pub struct RunningSwarm {
+    swarm: Swarm<RelayBehaviour>,
+    stats: Arc<Mutex<Stats>>,
+    metrics: Metrics,
+    routed_topics: HashSet<gossipsub::TopicHash>,
+}
+
+impl RunningSwarm {
+    /// Builds the swarm, binds every listen address and returns the dialable addresses.
+    pub async fn start(
+        keypair: Keypair,
+        config: &RelayConfig,
+        stats: Arc<Mutex<Stats>>,
+        registry: &mut Registry,
+    ) -> anyhow::Result<(RunningSwarm, Vec<Multiaddr>)> {
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_websocket(noise::Config::new, yamux::Config::default)
+            .await?
+            .with_behaviour(|key| RelayBehaviour::new(key))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&discovery_topic())?;
+        let peer_id = *swarm.local_peer_id();
+        let mut bound = Vec::new();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("listening on {addr}"))?;
+            // Wait for the listener to bind (port 0 resolves to a real port here).
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::NewListenAddr { address, .. } => {
+                        bound.push(address);
+                        break;
+                    }
+                    SwarmEvent::ListenerError { error, .. } => {
+                        anyhow::bail!("listening on {addr}: {error}")
+                    }
+                    SwarmEvent::ListenerClosed { reason, .. } => {
+                        anyhow::bail!("listening on {addr}: {reason:?}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // The relay server offers HOP (reservations) only on a node with a confirmed external
+        // address: a relay's listen addresses are, by configuration, reachable.
+        for addr in bound.iter().chain(config.external.iter()) {
+            swarm.add_external_address(addr.clone());
+        }
+        let dialable: Vec<Multiaddr> = bound
+            .iter()
+            .chain(config.external.iter())
+            .filter(|a| is_websocket(a))
+            .map(|a| a.clone().with(Protocol::P2p(peer_id)))
+            .collect();
+        for a in &bound {
+            info!("listening on {a}");
+        }
+        let metrics = Metrics::new(registry);
+        Ok((
+            RunningSwarm {
+                swarm,
+                stats,
+                metrics,
+                routed_topics: HashSet::new(),
+            },
+            dialable,
+        ))
+    }
+
+    /// Runs until `shutdown` fires (or its sender is dropped).
+    pub async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                event = self.swarm.select_next_some() => self.on_event(event).await,
+            }
+        }
+        info!("relay stopped");
+    }
+
+    async fn on_event(&mut self, event: SwarmEvent<RelayBehaviourEvent>) {
+        self.metrics.record(&event);
+        let stats = self.stats.clone();
+        let mut stats = stats.lock().await;
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                stats.connections += 1;
+                let entry = stats
+                    .peers
+                    .entry(peer_id.to_string())
+                    .or_insert_with(|| PeerEntry {
+                        connections: 0,
+                        addr: String::new(),
+                        agent: None,
+                    });
+                entry.connections += 1;
+                entry.addr = endpoint.get_remote_address().to_string();
+                debug!(peer = %peer_id, "connected");
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                stats.connections = stats.connections.saturating_sub(1);
+                if num_established == 0 {
+                    stats.peers.remove(&peer_id.to_string());
+                } else if let Some(e) = stats.peers.get_mut(&peer_id.to_string()) {
+                    e.connections = num_established;
+                }
+                debug!(peer = %peer_id, "disconnected");
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => {
+                self.metrics.record(&event);
+                match event {
+                    relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                        stats.reservations.insert(src_peer_id.to_string());
+                    }
+                    relay::Event::ReservationClosed { src_peer_id }
+                    | relay::Event::ReservationTimedOut { src_peer_id } => {
+                        stats.reservations.remove(&src_peer_id.to_string());
+                    }
+                    relay::Event::CircuitReqAccepted {
+                        src_peer_id,
+                        dst_peer_id,
+                    } => {
+                        stats.circuits += 1;
+                        stats.circuits_total += 1;
+                        debug!(src = %src_peer_id, dst = %dst_peer_id, "circuit");
+                    }
+                    relay::Event::CircuitClosed { .. } => {
+                        stats.circuits = stats.circuits.saturating_sub(1);
+                    }
+                    relay::Event::ReservationReqDenied {
+                        src_peer_id,
+                        status,
+                    } => warn!(peer = %src_peer_id, ?status, "reservation denied"),
+                    relay::Event::CircuitReqDenied {
+                        src_peer_id,
+                        dst_peer_id,
+                        status,
+                    } => debug!(src = %src_peer_id, dst = %dst_peer_id, ?status, "circuit denied"),
+                    _ => {}
+                }
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Identify(event)) => {
+                self.metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    if let Some(e) = stats.peers.get_mut(&peer_id.to_string()) {
+                        e.agent = Some(info.agent_version.chars().take(128).collect());
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Ping(event)) => {
+                self.metrics.record(&event);
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Gossipsub(event)) => {
+                self.metrics.record(&event);
+                self.on_gossip(event, &mut stats);
+            }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::Limits(never)) => match never {},
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event, stats: &mut Stats) {
+        match event {
+            // Route every application topic some peer subscribes to (bounded), so messages
+            // reach every node through the relay even before direct circuits are up.
+            gossipsub::Event::Subscribed { topic, .. } => {
+                if app_topic_name(topic.as_str()).is_some()
+                    && !self.routed_topics.contains(&topic)
+                    && self.routed_topics.len() < MAX_ROUTED_TOPICS
+                {
+                    let t = gossipsub::IdentTopic::new(topic.as_str());
+                    if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
+                        self.routed_topics.insert(topic);
+                        stats.topics = self.routed_topics.len();
+                    }
+                }
+            }
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let valid = match (message.source, message.topic.as_str()) {
+                    (Some(source), DISCOVERY_TOPIC) => {
+                        Announcement::decode(&message.data, source).is_ok()
+                    }
+                    (Some(_), t) if app_topic_name(t).is_some() => {
+                        Payload::decode(&message.data).is_ok()
+                    }
+                    _ => false,
+                };
+                let acceptance = if valid {
+                    MessageAcceptance::Accept
+                } else {
+                    stats.rejected_messages += 1;
+                    debug!(peer = %propagation_source, "rejected malformed gossip message");
+                    MessageAcceptance::Reject
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Integration: a real relay (in-process, real sockets) and native nodes talking through it.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use peercompute_core::{
+    native::NativeNode,
+    pubsub::Payload,
+    tab_protocol::{Event, ReplyValue, Request},
+    NodeConfig,
+};
+use relay_server::{start, RelayConfig, RelayHandle};
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(20);
+
+async fn relay(dir: &str) -> RelayHandle {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = std::env::temp_dir().join(format!("pc-net-{}-{dir}", std::process::id()));
+    start(RelayConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0/ws".parse().expect("addr")],
+        external: vec![],
+        http: "127.0.0.1:0".parse().expect("addr"),
+        identity_file: dir.join("relay.key"),
+        web_root: None,
+    })
+    .await
+    .expect("relay starts")
+}
+
+async fn node(relay: &RelayHandle) -> NativeNode {
+    let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default())
+        .await
+        .expect("node");
+    let reply = timeout(
+        T,
+        n.request(Request::Connect {
+            relays: vec![relay.dialable[0].to_string()],
+            timeout_ms: Some(10_000),
+        }),
+    )
+    .await
+    .expect("in time")
+    .expect("connects");
+    assert!(
+        matches!(reply, ReplyValue::Connected { peer_id } if peer_id == n.peer_id().to_string())
+    );
+    n
+}
+
+async fn wait_for(n: &mut NativeNode, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    timeout(T, async {
+        loop {
+            let e = n.next_event().await.expect("node alive");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
+
+fn json(s: &str) -> Request {
+    Request::Publish {
+        topic: "chat".into(),
+        json: Some(s.into()),
+        bytes: None,
+    }
+}
+
+/// Publishes until a message arrives at `to` (the first publishes may precede the mesh).
+async fn publish_until_received(from: &mut NativeNode, to: &mut NativeNode, text: &str) -> Event {
+    let body = format!("{{\"text\":\"{text}\"}}");
+    timeout(T, async {
+        loop {
+            from.request(json(&body)).await.expect("publish");
+            let got = timeout(Duration::from_millis(500), async {
+                loop {
+                    match to.next_event().await.expect("alive") {
+                        e @ Event::Message { .. } => return e,
+                        _ => continue,
+                    }
+                }
+            })
+            .await;
+            if let Ok(e) = got {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("message in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_discover_each_other_and_exchange_messages_both_ways() {
+    let relay = relay("two").await;
+    let mut a = node(&relay).await;
+    let mut b = node(&relay).await;
+    for n in [&mut a, &mut b] {
+        n.request(Request::Subscribe {
+            topic: "chat".into(),
+        })
+        .await
+        .expect("subscribe");
+    }
+    // Discovery through the relay, then a direct circuit between the two.
+    let (a_id, b_id) = (a.peer_id().to_string(), b.peer_id().to_string());
+    wait_for(
+        &mut a,
+        |e| matches!(e, Event::PeerJoin { peer_id } if *peer_id == b_id),
+    )
+    .await;
+    wait_for(
+        &mut b,
+        |e| matches!(e, Event::PeerJoin { peer_id } if *peer_id == a_id),
+    )
+    .await;
+
+    let e = publish_until_received(&mut a, &mut b, "from a").await;
+    assert!(
+        matches!(&e, Event::Message { from, payload: Payload::Json(j), local: false, .. }
+            if *from == a_id && j.contains("from a")),
+        "{e:?}"
+    );
+    let e = publish_until_received(&mut b, &mut a, "from b").await;
+    assert!(
+        matches!(&e, Event::Message { from, .. } if *from == b_id),
+        "{e:?}"
+    );
+
+    let stats = relay.stats.lock().await.clone();
+    assert!(stats.reservations.contains(&a_id) && stats.reservations.contains(&b_id));
+    assert!(
+        stats.circuits >= 1,
+        "a circuit between the nodes: {stats:?}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reconnect_after_the_relay_restarts() {
+    let dir = "restart";
+    let first = relay(dir).await;
+    let addr = first.dialable[0].clone();
+    let mut a = node(&first).await;
+    // Restart on the same port with the same identity.
+    first.stop().await;
+    wait_for(
+        &mut a,
+        |e| matches!(e, Event::Status(s) if !s.relays[0].connected),
+    )
+    .await;
+    let port = addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(p) => Some(p),
+            _ => None,
+        })
+        .expect("tcp port");
+    let identity = std::env::temp_dir()
+        .join(format!("pc-net-{}-{dir}", std::process::id()))
+        .join("relay.key");
+    let second = start(RelayConfig {
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}/ws")
+            .parse()
+            .expect("addr")],
+        external: vec![],
+        http: "127.0.0.1:0".parse().expect("addr"),
+        identity_file: identity,
+        web_root: None,
+    })
+    .await
+    .expect("relay restarts");
+    assert_eq!(second.dialable[0], addr);
+    let e = wait_for(&mut a, |e| matches!(e, Event::Status(s) if s.online)).await;
+    let Event::Status(s) = e else { unreachable!() };
+    assert_eq!(s.relays[0].reconnects, 1);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_codes_and_the_node_keeps_serving() {
+    let relay = relay("bad").await;
+    let mut a = node(&relay).await;
+    let err = a
+        .request(Request::Connect {
+            relays: vec!["/ip4/127.0.0.1/tcp/1/p2p/nope".into()],
+            timeout_ms: None,
+        })
+        .await
+        .expect_err("bad multiaddr");
+    assert_eq!(err.code.as_str(), "INVALID_RELAY_ADDR");
+    let err = a
+        .request(Request::Publish {
+            topic: "chat".into(),
+            json: None,
+            bytes: Some(serde_bytes::ByteBuf::from(vec![0u8; 1024 * 1024 + 1])),
+        })
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code.as_str(), "PAYLOAD_TOO_LARGE");
+    assert!(matches!(
+        a.request(Request::Ping).await,
+        Ok(ReplyValue::Pong { pong: true })
+    ));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_relay_times_out_with_a_code() {
+    let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default())
+        .await
+        .expect("node");
+    // A port nothing listens on, with a well-formed relay id.
+    let dead = format!(
+        "/ip4/127.0.0.1/tcp/9/ws/p2p/{}",
+        Keypair::generate_ed25519().public().to_peer_id()
+    );
+    let started = std::time::Instant::now();
+    let err = n
+        .request(Request::Connect {
+            relays: vec![dead],
+            timeout_ms: Some(800),
+        })
+        .await
+        .expect_err("times out");
+    assert_eq!(err.code.as_str(), "CONNECT_TIMEOUT");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    let ReplyValue::Status(s) = n.request(Request::Status).await.expect("status") else {
+        panic!("status");
+    };
+    assert!(!s.online && s.relays.len() == 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_answer() {
+    let relay = relay("http").await;
+    let base = format!("http://{}", relay.http_addr);
+    let boot: serde_json::Value = reqwest::get(format!("{base}/peercompute.json"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let relays = boot["relays"].as_array().expect("relays");
+    assert!(!relays.is_empty());
+    assert!(relays
+        .iter()
+        .all(|r| r.as_str().is_some_and(|s| s.contains("/ws/p2p/"))));
+    let _a = node(&relay).await;
+    let status: serde_json::Value = reqwest::get(format!("{base}/status"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["connections"], 1);
+    assert_eq!(status["reservations"].as_array().map(Vec::len), Some(1));
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("peercompute_relay_reservations 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("libp2p_"), "libp2p metrics present");
+    relay.stop().await;
+}
