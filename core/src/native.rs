@@ -83,7 +83,7 @@ impl NativeNode {
                 Some(Output::Reply {
                     id: got, result, ..
                 }) if got == id => return result,
-                Some(Output::Reply { .. }) => {}
+                Some(Output::Reply { .. } | Output::Forget { .. }) => {}
                 Some(Output::Event { event, .. }) => self.events.push_back(event),
                 None => return Err(NodeError::new(ErrorCode::Internal, "node stopped")),
             }
@@ -98,7 +98,7 @@ impl NativeNode {
         loop {
             match self.outputs.recv().await? {
                 Output::Event { event, .. } => return Some(event),
-                Output::Reply { .. } => {}
+                Output::Reply { .. } | Output::Forget { .. } => {}
             }
         }
     }

@@ -33,7 +33,7 @@ use crate::{
         MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
     },
     pubsub::{app_topic, app_topic_name, Payload},
-    relay_addr::RelayAddr,
+    relay_addr::{circuit_addr_of, circuit_listen_addr, RelayAddr},
     tab_protocol::{
         Event, PeerStatus, PublishReceipt, RelayStatus, ReplyValue, Request, RequestId, Status,
         TabId,
@@ -110,10 +110,19 @@ pub enum Output {
         /// The event.
         event: Event,
     },
+    /// The tab is gone: the host may release its port (after any reply emitted before this).
+    Forget {
+        /// Which tab.
+        tab: TabId,
+    },
 }
 
+/// One relay, known by its peer id, reachable at one or more addresses.
 struct Relay {
-    addr: RelayAddr,
+    peer_id: PeerId,
+    addrs: Vec<Multiaddr>,
+    /// The address of the live connection; circuits are announced through it.
+    connected_addr: Option<Multiaddr>,
     connected: bool,
     reserved: bool,
     listener: Option<libp2p::core::transport::ListenerId>,
@@ -239,13 +248,20 @@ impl Node {
             Input::Attach(tab) => {
                 self.tabs.entry(tab).or_default();
             }
-            Input::Detach(tab) => self.detach(tab),
+            Input::Detach(tab) => {
+                self.detach(tab);
+                sink(Output::Forget { tab });
+            }
             Input::Request { tab, id, request } => {
                 if !self.tabs.contains_key(&tab) && !matches!(request, Request::Detach) {
                     self.tabs.insert(tab, HashSet::new());
                 }
+                let detaching = matches!(request, Request::Detach);
                 if let Some(result) = self.on_request(tab, id, request, sink) {
                     sink(Output::Reply { tab, id, result });
+                }
+                if detaching {
+                    sink(Output::Forget { tab });
                 }
             }
         }
@@ -288,6 +304,9 @@ impl Node {
                 }
                 Ok(ReplyValue::Done)
             }
+            Request::Attach { .. } => Ok(ReplyValue::Attached {
+                peer_id: self.peer_id().to_string(),
+            }),
             Request::Ping => Ok(ReplyValue::Pong { pong: true }),
             Request::Detach => {
                 self.detach(tab);
@@ -309,14 +328,16 @@ impl Node {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
+        let now = Instant::now();
+        let known_addrs: usize = self.relays.iter().map(|r| r.addrs.len()).sum();
         let new: Vec<RelayAddr> = parsed
             .into_iter()
-            .filter(|r| !self.relays.iter().any(|known| known.addr == *r))
+            .filter(|r| !self.relays.iter().any(|k| k.addrs.contains(&r.addr)))
             .collect();
-        if self.relays.len() + new.len() > MAX_RELAYS {
+        if known_addrs + new.len() > MAX_RELAYS {
             return Some(Err(NodeError::new(
                 ErrorCode::InvalidRelayAddr,
-                format!("a node keeps at most {MAX_RELAYS} relays"),
+                format!("a node keeps at most {MAX_RELAYS} relay addresses"),
             )));
         }
         if self.relays.is_empty() && new.is_empty() {
@@ -325,19 +346,28 @@ impl Node {
                 "no relay address given and none configured",
             )));
         }
-        let now = Instant::now();
-        for addr in new {
-            info!(relay = %addr.addr, "adding relay");
-            self.relays.push(Relay {
-                addr,
-                connected: false,
-                reserved: false,
-                listener: None,
-                backoff: Backoff::new(self.config.relay_backoff.0, self.config.relay_backoff.1),
-                next_attempt: Some(now),
-                reconnects: 0,
-                ever_connected: false,
-            });
+        for RelayAddr { addr, peer_id } in new {
+            info!(relay = %addr, "adding relay address");
+            match self.relays.iter_mut().find(|r| r.peer_id == peer_id) {
+                Some(relay) => {
+                    relay.addrs.push(addr);
+                    if !relay.connected {
+                        relay.next_attempt = Some(now);
+                    }
+                }
+                None => self.relays.push(Relay {
+                    peer_id,
+                    addrs: vec![addr],
+                    connected_addr: None,
+                    connected: false,
+                    reserved: false,
+                    listener: None,
+                    backoff: Backoff::new(self.config.relay_backoff.0, self.config.relay_backoff.1),
+                    next_attempt: Some(now),
+                    reconnects: 0,
+                    ever_connected: false,
+                }),
+            }
         }
         self.drive_relays(now);
         if self.is_online() {
@@ -476,7 +506,9 @@ impl Node {
                 .relays
                 .iter()
                 .map(|r| RelayStatus {
-                    addr: r.addr.addr.to_string(),
+                    peer_id: r.peer_id.to_string(),
+                    addr: r.connected_addr.as_ref().unwrap_or(&r.addrs[0]).to_string(),
+                    addrs: r.addrs.iter().map(ToString::to_string).collect(),
                     connected: r.connected,
                     reserved: r.reserved,
                     reconnects: r.reconnects,
@@ -543,16 +575,20 @@ impl Node {
             }
             relay.next_attempt = None;
             if !relay.connected {
-                debug!(relay = %relay.addr.addr, "dialing relay");
-                if let Err(e) = self.swarm.dial(relay.addr.addr.clone()) {
-                    warn!(relay = %relay.addr.addr, "dial failed: {e}");
+                debug!(relay = %relay.peer_id, "dialing relay");
+                let opts = DialOpts::peer_id(relay.peer_id)
+                    .addresses(relay.addrs.clone())
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    warn!(relay = %relay.peer_id, "dial failed: {e}");
                     relay.next_attempt = Some(now + relay.backoff.next_delay());
                 }
-            } else if relay.listener.is_none() {
-                match self.swarm.listen_on(relay.addr.circuit_listen_addr()) {
+            } else if let (None, Some(addr)) = (relay.listener, &relay.connected_addr) {
+                match self.swarm.listen_on(circuit_listen_addr(addr)) {
                     Ok(id) => relay.listener = Some(id),
                     Err(e) => {
-                        warn!(relay = %relay.addr.addr, "listening through relay failed: {e}");
+                        warn!(relay = %relay.peer_id, "listening through relay failed: {e}");
                         relay.next_attempt = Some(now + relay.backoff.next_delay());
                     }
                 }
@@ -617,7 +653,8 @@ impl Node {
             .relays
             .iter()
             .filter(|r| r.reserved)
-            .map(|r| r.addr.circuit_addr_of(me))
+            .filter_map(|r| r.connected_addr.as_ref())
+            .map(|addr| circuit_addr_of(addr, me))
             .collect();
         if addrs.is_empty() {
             return;
@@ -646,7 +683,7 @@ impl Node {
     // ---------------------------------------------------------------- swarm
 
     fn relay_index(&self, peer: &PeerId) -> Option<usize> {
-        self.relays.iter().position(|r| r.addr.peer_id == *peer)
+        self.relays.iter().position(|r| r.peer_id == *peer)
     }
 
     fn on_swarm_event(
@@ -665,7 +702,13 @@ impl Node {
                 if let Some(i) = self.relay_index(&peer_id) {
                     let relay = &mut self.relays[i];
                     if !relay.connected {
-                        info!(relay = %relay.addr.addr, "relay connected");
+                        let addr = endpoint.get_remote_address().clone();
+                        info!(relay = %addr, "relay connected");
+                        // The dialed address, minus nothing: it already ends in /p2p/<relay>.
+                        relay.connected_addr = Some(match addr.iter().last() {
+                            Some(libp2p::multiaddr::Protocol::P2p(_)) => addr,
+                            _ => addr.with(libp2p::multiaddr::Protocol::P2p(peer_id)),
+                        });
                         if relay.ever_connected {
                             relay.reconnects += 1;
                         }
@@ -710,8 +753,9 @@ impl Node {
                 if let Some(i) = self.relay_index(&peer_id) {
                     if num_established == 0 {
                         let relay = &mut self.relays[i];
-                        warn!(relay = %relay.addr.addr, ?cause, "relay connection closed");
+                        warn!(relay = %relay.peer_id, ?cause, "relay connection closed");
                         relay.connected = false;
+                        relay.connected_addr = None;
                         relay.reserved = false;
                         if let Some(l) = relay.listener.take() {
                             self.swarm.remove_listener(l);
@@ -739,7 +783,7 @@ impl Node {
                 if let Some(i) = peer_id.and_then(|p| self.relay_index(&p)) {
                     let relay = &mut self.relays[i];
                     if !relay.connected {
-                        debug!(relay = %relay.addr.addr, "relay dial failed: {error}");
+                        debug!(relay = %relay.peer_id, "relay dial failed: {error}");
                         relay.next_attempt = Some(now + relay.backoff.next_delay());
                     }
                 } else {
@@ -756,7 +800,7 @@ impl Node {
                     .iter_mut()
                     .find(|r| r.listener == Some(listener_id))
                 {
-                    debug!(relay = %relay.addr.addr, ?reason, "relay listener closed");
+                    debug!(relay = %relay.peer_id, ?reason, "relay listener closed");
                     relay.listener = None;
                     relay.reserved = false;
                     if relay.connected {

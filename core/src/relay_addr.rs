@@ -41,16 +41,16 @@ impl RelayAddr {
         }
         Ok(RelayAddr { addr, peer_id })
     }
+}
 
-    /// The address on which this node listens through the relay (`…/p2p-circuit`).
-    pub fn circuit_listen_addr(&self) -> Multiaddr {
-        self.addr.clone().with(Protocol::P2pCircuit)
-    }
+/// The address on which a node listens through the relay at `relay` (`…/p2p-circuit`).
+pub fn circuit_listen_addr(relay: &Multiaddr) -> Multiaddr {
+    relay.clone().with(Protocol::P2pCircuit)
+}
 
-    /// The address at which `peer` is reachable through this relay.
-    pub fn circuit_addr_of(&self, peer: PeerId) -> Multiaddr {
-        self.circuit_listen_addr().with(Protocol::P2p(peer))
-    }
+/// The address at which `peer` is reachable through the relay at `relay`.
+pub fn circuit_addr_of(relay: &Multiaddr, peer: PeerId) -> Multiaddr {
+    circuit_listen_addr(relay).with(Protocol::P2p(peer))
 }
 
 /// Whether a multiaddr is a WebSocket address a browser can dial.

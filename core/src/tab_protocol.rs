@@ -18,6 +18,11 @@ use crate::{
 /// Version of this protocol; a tab with another version gets `UNSUPPORTED_VERSION`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Prefix of the Web Lock names tabs hold while alive.
+pub const TAB_LOCK_PREFIX: &str = "peercompute-tab-";
+/// Longest tab lock name.
+pub const MAX_LOCK_NAME_BYTES: usize = 128;
+
 /// Identifies one attached tab (one `MessagePort`) inside the worker.
 pub type TabId = u32;
 /// A tab's request id, echoed in the reply.
@@ -69,6 +74,13 @@ pub enum Request {
         /// Application topic.
         topic: String,
     },
+    /// First message of a tab. `lock` names a Web Lock the tab holds for its lifetime; the
+    /// host watches it and forgets the tab when the lock is released (the tab closed or
+    /// crashed), without waiting for a goodbye that a closing tab may never send.
+    Attach {
+        /// Lock name, `peercompute-tab-…`, at most [`MAX_LOCK_NAME_BYTES`] bytes.
+        lock: Option<String>,
+    },
     /// Round trip to the worker, for liveness and benchmarks.
     Ping,
     /// The tab is going away; forget it.
@@ -77,6 +89,7 @@ pub enum Request {
 
 /// Operation names this version understands.
 pub const OPS: &[&str] = &[
+    "attach",
     "connect",
     "status",
     "peers",
@@ -109,6 +122,15 @@ impl Request {
             Request::Publish { topic, .. }
             | Request::Subscribe { topic }
             | Request::Unsubscribe { topic } => crate::pubsub::validate_topic(topic),
+            Request::Attach { lock } => match lock {
+                Some(l) if l.len() > MAX_LOCK_NAME_BYTES || !l.starts_with(TAB_LOCK_PREFIX) => {
+                    Err(NodeError::new(
+                        ErrorCode::BadRequest,
+                        format!("lock must start with {TAB_LOCK_PREFIX:?} and be at most {MAX_LOCK_NAME_BYTES} bytes"),
+                    ))
+                }
+                _ => Ok(()),
+            },
             Request::Status | Request::Peers | Request::Ping | Request::Detach => Ok(()),
         }
     }
@@ -179,6 +201,12 @@ pub enum ReplyValue {
         #[serde(rename = "peerId")]
         peer_id: String,
     },
+    /// Answer to `attach`.
+    Attached {
+        /// This node's peer id.
+        #[serde(rename = "peerId")]
+        peer_id: String,
+    },
     /// Answer to `status`.
     Status(Status),
     /// Answer to `peers`.
@@ -208,8 +236,12 @@ pub struct PublishReceipt {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RelayStatus {
-    /// The relay's multiaddr.
+    /// The relay's peer id.
+    pub peer_id: String,
+    /// The address in use (or the first known one while disconnected).
     pub addr: String,
+    /// Every known address of this relay.
+    pub addrs: Vec<String>,
     /// A connection to it is up.
     pub connected: bool,
     /// It holds a reservation for us, so other nodes can reach us through it.
@@ -310,7 +342,7 @@ mod tests {
         );
         for op in OPS {
             let mut v = json!({"v":1,"id":1,"op":op,"topic":"t"});
-            if *op == "connect" {
+            if *op == "connect" || *op == "attach" {
                 v = json!({"v":1,"id":1,"op":"connect"});
             }
             decode(v).unwrap_or_else(|e| panic!("{op}: {e:?}"));

@@ -32,7 +32,7 @@ pub fn build_swarm(
     Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            Ok::<_, noise::Error>(
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 libp2p::websocket_websys::Transport::default()
                     .upgrade(Version::V1)
                     .authenticate(noise::Config::new(key)?)

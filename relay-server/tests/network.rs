@@ -274,3 +274,30 @@ async fn http_endpoints_answer() {
     assert!(metrics.contains("libp2p_"), "libp2p metrics present");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_a_dead_and_a_live_address_is_one_relay() {
+    let relay = relay("two-addrs").await;
+    let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default())
+        .await
+        .expect("node");
+    let dead = format!("/ip4/127.0.0.1/tcp/9/ws/p2p/{}", relay.peer_id);
+    timeout(
+        T,
+        n.request(Request::Connect {
+            relays: vec![dead.clone(), relay.dialable[0].to_string()],
+            timeout_ms: Some(10_000),
+        }),
+    )
+    .await
+    .expect("in time")
+    .expect("connects through the live address");
+    let ReplyValue::Status(s) = n.request(Request::Status).await.expect("status") else {
+        panic!("status");
+    };
+    assert_eq!(s.relays.len(), 1, "{s:?}");
+    assert_eq!(s.relays[0].addrs.len(), 2);
+    assert_eq!(s.relays[0].addr, relay.dialable[0].to_string());
+    assert!(s.relays[0].reserved);
+    relay.stop().await;
+}

@@ -1,0 +1,68 @@
+import { PeerCompute } from '/sdk/peercompute.js';
+
+const $ = (id) => document.getElementById(id);
+const short = (id) => `${id.slice(0, 8)}…${id.slice(-6)}`;
+
+function setState(online, text) {
+  $('state').className = `state ${online ? 'online' : 'offline'}`;
+  $('state').textContent = text ?? (online ? 'online' : 'offline — reconnecting');
+}
+
+function renderStatus(s) {
+  $('peer-id').textContent = s.peerId;
+  $('relays').textContent = s.relays.map((r) => `${r.addr} ${r.reserved ? '✓' : r.connected ? '(no reservation)' : '✗'}`).join('\n') || '–';
+  $('connections').textContent = String(s.connections);
+  $('tabs').textContent = String(s.tabs);
+  $('uptime').textContent = `${Math.round(s.uptimeMs / 1000)} s`;
+  setState(s.online);
+}
+
+async function renderPeers(node) {
+  const peers = await node.peers();
+  $('peer-count').textContent = `(${peers.filter((p) => p.connected).length} connected)`;
+  $('peers').replaceChildren(
+    ...(peers.length
+      ? peers.map((p) => {
+          const li = document.createElement('li');
+          li.textContent = `${short(p.peerId)} ${p.connected ? 'connected' : 'known'}${p.rttMs != null ? ` · ${p.rttMs.toFixed(1)} ms` : ''}`;
+          return li;
+        })
+      : [Object.assign(document.createElement('li'), { className: 'muted', textContent: 'none yet — open this page in another browser profile' })]),
+  );
+}
+
+function addMessage(from, text, mine) {
+  const li = document.createElement('li');
+  const who = document.createElement('span');
+  who.className = 'from';
+  who.textContent = mine ? 'me: ' : `${short(from)}: `;
+  li.append(who, document.createTextNode(text));
+  $('messages').append(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+try {
+  const node = await PeerCompute.connect();
+  window.peercompute = node; // for poking at it from DevTools
+  node.subscribe('chat', ({ from, data }) => addMessage(from, String(data?.text ?? ''), false));
+  node.on('status', renderStatus);
+  node.on('peer:join', () => renderPeers(node));
+  node.on('peer:leave', () => renderPeers(node));
+  $('send').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = $('text').value.trim();
+    if (!text) return;
+    $('text').value = '';
+    addMessage(node.peerId, text, true);
+    await node.publish('chat', { text });
+  });
+  const refresh = async () => {
+    renderStatus(await node.getStatus());
+    await renderPeers(node);
+  };
+  await refresh();
+  setInterval(refresh, 2000);
+} catch (e) {
+  setState(false, `error: ${e.code ?? ''} ${e.message}`);
+  console.error(e);
+}

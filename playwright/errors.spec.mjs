@@ -1,0 +1,166 @@
+// Bad input gets a clear error with a stable code, and nothing else breaks.
+import { expect, test } from '@playwright/test';
+
+import { deliver, openNode, startRelay, subscribe, waitForPeer } from './relay.mjs';
+
+test.describe.configure({ mode: 'serial' });
+
+let relay;
+test.beforeAll(async () => {
+  relay = await startRelay();
+});
+test.afterAll(async () => {
+  await relay?.stop();
+});
+
+async function sandbox(context) {
+  const page = await context.newPage();
+  await page.goto(`${relay.url}/sandbox.html`);
+  await page.waitForFunction(() => window.sdkReady === true);
+  return page;
+}
+
+const connectError = (page, options) =>
+  page.evaluate(async (opts) => {
+    const t0 = performance.now();
+    try {
+      await window.PeerCompute.connect(opts);
+      return { code: 'NO_ERROR' };
+    } catch (e) {
+      return { code: e.code, name: e.name, message: e.message, ms: performance.now() - t0 };
+    }
+  }, options);
+
+test('a malformed relay multiaddr is refused with INVALID_RELAY_ADDR', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const page = await sandbox(ctx);
+  for (const relayAddr of ['not a multiaddr', '/ip4/127.0.0.1/tcp/9090/ws', `/ip4/127.0.0.1/tcp/${relay.wsPort}/p2p/${relay.peerId}`]) {
+    const e = await connectError(page, { relay: relayAddr });
+    expect(e, relayAddr).toMatchObject({ code: 'INVALID_RELAY_ADDR', name: 'PeerComputeError' });
+  }
+  expect(await connectError(page, { relay: 42 })).toMatchObject({ code: 'INVALID_RELAY_ADDR' });
+  await ctx.close();
+});
+
+test('an unreachable relay rejects after timeoutMs while the node keeps retrying', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const page = await sandbox(ctx);
+  // Nothing listens on port 9, and no relay has this id.
+  const dead = '/ip4/127.0.0.1/tcp/9/ws/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN';
+  const e = await connectError(page, { relay: dead, timeoutMs: 1500 });
+  expect(e.code).toBe('CONNECT_TIMEOUT');
+  expect(e.ms).toBeGreaterThanOrEqual(1400);
+  expect(e.ms).toBeLessThan(1500 + 3000);
+  // The same node still retries the dead relay in the background, and works with a live one.
+  const status = await page.evaluate(async (live) => {
+    const node = await window.PeerCompute.connect({ relay: live });
+    return node.getStatus();
+  }, relay.relays[0]);
+  expect(status.online).toBe(true);
+  expect(status.relays).toHaveLength(2);
+  expect(status.relays.find((r) => r.addr === dead)).toMatchObject({ connected: false, reserved: false });
+  await ctx.close();
+});
+
+test('malformed port messages get error replies and the worker keeps serving other tabs', async ({ browser }) => {
+  const [ctxA, ctxB] = [await browser.newContext(), await browser.newContext()];
+  const a = await openNode(ctxA, relay);
+  const b = await openNode(ctxB, relay);
+  await subscribe(a.page, 'chat');
+  await subscribe(b.page, 'chat');
+  await waitForPeer(a.page, b.peerId);
+
+  // A second tab of A's origin speaks to the worker directly, badly.
+  const rogue = await sandbox(ctxA);
+  const replies = await rogue.evaluate(async () => {
+    const worker = new SharedWorker('/sw/worker.js', { type: 'module', name: 'peercompute' });
+    const port = worker.port;
+    const got = [];
+    port.onmessage = (e) => got.push(e.data);
+    port.start();
+    const big = new Uint8Array(2 * 1024 * 1024);
+    const bad = [
+      'hello',
+      42,
+      null,
+      { v: 1 },
+      { v: 99, id: 1, op: 'ping' },
+      { v: 1, id: 2, op: 'launch-missiles' },
+      { v: 1, id: 3, op: 'publish', topic: 'chat' },
+      { v: 1, id: 4, op: 'publish', topic: 'x'.repeat(300), json: '1' },
+      { v: 1, id: 5, op: 'connect', relays: [123] },
+      { v: 1, id: 6, op: 'publish', topic: 'chat', bytes: big },
+      { v: 1, id: 7, op: 'publish', topic: 'chat', json: '{not json' },
+      { v: 1, id: 8, op: 'subscribe', topic: 7 },
+      { v: 1, id: 9, op: 'attach', lock: 'someone-elses-lock' },
+      { v: 1, id: 1.5, op: 'ping' },
+    ];
+    for (const m of bad) port.postMessage(m);
+    port.postMessage({ v: 1, id: 100, op: 'ping' });
+    const t0 = performance.now();
+    while (!got.some((r) => r.id === 100) && performance.now() - t0 < 10_000) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return got;
+  });
+  const byId = (id) => replies.find((r) => r.id === id);
+  expect(replies.filter((r) => r.id === null).map((r) => r.error.code)).toEqual(
+    expect.arrayContaining(['BAD_REQUEST']),
+  );
+  expect(replies.filter((r) => r.id === null).length).toBe(5); // 'hello', 42, null, {v:1}, id 1.5
+  expect(byId(1).error.code).toBe('UNSUPPORTED_VERSION');
+  expect(byId(2).error.code).toBe('UNKNOWN_OP');
+  expect(byId(3).error.code).toBe('BAD_REQUEST');
+  expect(byId(4).error.code).toBe('INVALID_TOPIC');
+  expect(byId(5).error.code).toBe('BAD_REQUEST');
+  expect(byId(6).error.code).toBe('PAYLOAD_TOO_LARGE');
+  expect(byId(7).error.code).toBe('INVALID_JSON');
+  expect(byId(8).error.code).toBe('BAD_REQUEST');
+  expect(byId(9).error.code).toBe('BAD_REQUEST');
+  expect(byId(100)).toMatchObject({ ok: true, value: { pong: true } });
+  for (const r of replies) expect(typeof r.error?.message === 'string' || r.ok).toBeTruthy();
+
+  // The well-behaved tab of the same worker is unaffected.
+  await deliver(a, b, 'chat', { text: 'still fine' });
+  await deliver(b, a, 'chat', { text: 'still fine too' });
+  await ctxA.close();
+  await ctxB.close();
+});
+
+test('the SDK refuses oversized, non-JSON and badly addressed publishes with codes', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const { page } = await openNode(ctx, relay);
+  const codes = await page.evaluate(async () => {
+    const code = (p) => p.then(() => 'NO_ERROR', (e) => e.code);
+    const cyclic = {};
+    cyclic.self = cyclic;
+    return {
+      bytes: await code(window.node.publish('chat', new Uint8Array(1024 * 1024 + 1))),
+      json: await code(window.node.publish('chat', { s: 'x'.repeat(1024 * 1024) })),
+      cyclic: await code(window.node.publish('chat', cyclic)),
+      bigint: await code(window.node.publish('chat', { n: 1n })),
+      undef: await code(window.node.publish('chat', undefined)),
+      topic: await code(window.node.publish('', 1)),
+      subscribe: (() => {
+        try {
+          window.node.subscribe('', () => {});
+          return 'NO_ERROR';
+        } catch (e) {
+          return e.code;
+        }
+      })(),
+      exactlyMax: await code(window.node.publish('chat', new Uint8Array(1024 * 1024))),
+    };
+  });
+  expect(codes).toEqual({
+    bytes: 'PAYLOAD_TOO_LARGE',
+    json: 'PAYLOAD_TOO_LARGE',
+    cyclic: 'INVALID_JSON',
+    bigint: 'INVALID_JSON',
+    undef: 'INVALID_JSON',
+    topic: 'INVALID_TOPIC',
+    subscribe: 'INVALID_TOPIC',
+    exactlyMax: 'NO_ERROR',
+  });
+  await ctx.close();
+});

@@ -1,0 +1,101 @@
+// Nodes in real Chromium meeting through a real relay process.
+import { expect, test } from '@playwright/test';
+
+import { deliver, openNode, startRelay, subscribe, waitForPeer, waitForStatus } from './relay.mjs';
+
+test.describe.configure({ mode: 'serial' });
+
+let relay;
+test.beforeAll(async () => {
+  relay = await startRelay();
+});
+test.afterAll(async () => {
+  await relay?.stop();
+});
+
+test('two browser nodes find each other and exchange messages both ways', async ({ browser }) => {
+  const [ctxA, ctxB] = [await browser.newContext(), await browser.newContext()];
+  const a = await openNode(ctxA, relay);
+  const b = await openNode(ctxB, relay);
+  expect(a.peerId).not.toEqual(b.peerId);
+  await subscribe(a.page, 'chat');
+  await subscribe(b.page, 'chat');
+
+  // Discovery through the relay, then a direct circuit both sides see.
+  await waitForPeer(a.page, b.peerId);
+  await waitForPeer(b.page, a.peerId);
+
+  const atB = await deliver(a, b, 'chat', { text: 'hello from a' });
+  expect(atB).toMatchObject({ topic: 'chat', from: a.peerId, local: false, data: { text: 'hello from a' } });
+  const atA = await deliver(b, a, 'chat', { text: 'hello from b' });
+  expect(atA).toMatchObject({ from: b.peerId, data: { text: 'hello from b' } });
+
+  // Binary payloads arrive as bytes, and a node does not receive its own messages.
+  await subscribe(b.page, 'bin');
+  await subscribe(a.page, 'bin');
+  const deadline = Date.now() + 20_000;
+  let got = null;
+  while (!got && Date.now() < deadline) {
+    await a.page.evaluate(() => window.node.publish('bin', new Uint8Array([1, 2, 3, 250])));
+    got = await b.page
+      .waitForFunction(() => {
+        const m = window.inbox.find((x) => x.topic === 'bin');
+        return m && { isBytes: m.data instanceof Uint8Array, values: Array.from(m.data), from: m.from };
+      }, null, { timeout: 500, polling: 25 })
+      .then((h) => h.jsonValue(), () => null);
+  }
+  expect(got).toEqual({ isBytes: true, values: [1, 2, 3, 250], from: a.peerId });
+  expect(await a.page.evaluate(() => window.inbox.filter((m) => m.topic === 'bin').length)).toBe(0);
+
+  const status = await a.page.evaluate(() => window.node.getStatus());
+  expect(status).toMatchObject({ peerId: a.peerId, online: true, connectedPeers: 1 });
+  expect(status.relays[0]).toMatchObject({ connected: true, reserved: true });
+  await ctxA.close();
+  await ctxB.close();
+});
+
+test('tabs of one origin share one node, one peer id and one relay connection', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const tabs = [];
+  for (let i = 0; i < 3; i++) tabs.push(await openNode(ctx, relay));
+  const ids = new Set(tabs.map((t) => t.peerId));
+  expect(ids.size).toBe(1);
+  const [peerId] = ids;
+
+  const status = await relay.status();
+  expect(status.peers[peerId]).toMatchObject({ connections: 1 });
+  expect(await tabs[0].page.evaluate(() => window.node.getStatus())).toMatchObject({ tabs: 3 });
+
+  // Tabs see each other's messages locally, without the network.
+  await subscribe(tabs[1].page, 'local');
+  await subscribe(tabs[2].page, 'local');
+  const receipt = await tabs[0].page.evaluate(() => window.node.publish('local', { n: 1 }));
+  expect(receipt.localTabs).toBe(2);
+  for (const t of [tabs[1], tabs[2]]) {
+    const m = await t.page.waitForFunction(() => window.inbox.find((x) => x.topic === 'local')).then((h) => h.jsonValue());
+    expect(m).toMatchObject({ from: peerId, local: true, data: { n: 1 } });
+  }
+
+  // A tab that closes is forgotten; the others keep working on the same connection.
+  await tabs[2].page.close();
+  await waitForStatus(tabs[0].page, (s) => s.tabs, 2);
+  await tabs[1].page.evaluate(() => window.node.ping());
+  expect((await relay.status()).peers[peerId]).toMatchObject({ connections: 1 });
+  await ctx.close();
+});
+
+test('a reloaded page, and a new worker after every tab closed, keep the peer id', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const first = await openNode(ctx, relay);
+  await first.page.reload();
+  await first.page.waitForFunction(() => window.sdkReady === true);
+  const afterReload = await first.page.evaluate(async () => (await window.PeerCompute.connect()).peerId);
+  expect(afterReload).toBe(first.peerId);
+
+  // Close every tab: the SharedWorker goes away and the relay sees the node leave.
+  await first.page.close();
+  await expect.poll(async () => (await relay.status()).peers[first.peerId], { timeout: 30_000 }).toBeUndefined();
+  const again = await openNode(ctx, relay);
+  expect(again.peerId).toBe(first.peerId);
+  await ctx.close();
+});

@@ -1,0 +1,118 @@
+// Starts the real relay binary for a test, and drives browser nodes through the SDK.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+import { expect } from '@playwright/test';
+
+const BINARY = process.env.RELAY_BIN ?? 'target/debug/relay-server';
+
+/** Starts a relay; resolves once it prints its READY line. */
+export async function startRelay({ httpPort = 0, wsPort = 0, identityDir } = {}) {
+  const dir = identityDir ?? mkdtempSync(join(tmpdir(), 'pc-relay-'));
+  const child = spawn(
+    BINARY,
+    ['--http', `127.0.0.1:${httpPort}`, '--listen', `/ip4/127.0.0.1/tcp/${wsPort}/ws`,
+      '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
+  );
+  child.stderr.on('data', (d) => process.stderr.write(d));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const ready = await new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    lines.on('line', (line) => line.startsWith('READY ') && resolve(line));
+    child.once('exit', (code) => reject(new Error(`relay exited with ${code} before READY`)));
+  });
+  const url = /http=(\S+)/.exec(ready)[1];
+  const relays = /relays=(\S+)/.exec(ready)[1].split(',');
+  return {
+    url,
+    relays,
+    peerId: /peer_id=(\S+)/.exec(ready)[1],
+    httpPort: Number(new URL(url).port),
+    wsPort: Number(/\/tcp\/(\d+)\//.exec(relays[0])[1]),
+    identityDir: dir,
+    async status() {
+      return (await fetch(`${url}/status`)).json();
+    },
+    /** Kills the process (SIGKILL: no goodbye to anyone) and waits for it to exit. */
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}
+
+/** Opens the sandbox page in `context` and connects its node. */
+export async function openNode(context, relay, options = {}) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('[page error]', e.message));
+  await page.goto(`${relay.url}/sandbox.html`);
+  await page.waitForFunction(() => window.sdkReady === true);
+  const peerId = await page.evaluate(async (opts) => {
+    window.inbox = [];
+    window.events = [];
+    window.node = await window.PeerCompute.connect(opts);
+    for (const ev of ['peer:join', 'peer:leave', 'status']) {
+      window.node.on(ev, (value) => window.events.push({ ev, value }));
+    }
+    return window.node.peerId;
+  }, options);
+  return { page, peerId };
+}
+
+/** Subscribes the page's node to `topic`, collecting messages into `window.inbox`. */
+export async function subscribe(page, topic) {
+  await page.evaluate(async (t) => {
+    const off = window.node.subscribe(t, (m) => window.inbox.push(m));
+    await off.ready;
+  }, topic);
+}
+
+/** Waits until `page`'s node has a live connection to `peerId`. */
+export async function waitForPeer(page, peerId, timeout = 20_000) {
+  await expect
+    .poll(() => page.evaluate(async (id) => (await window.node.peers()).some((p) => p.peerId === id && p.connected), peerId), {
+      timeout,
+      intervals: [50],
+    })
+    .toBe(true);
+}
+
+/** Polls the page node's status until `pick(status)` equals `value`. */
+export async function waitForStatus(page, pick, value, timeout = 20_000) {
+  await expect
+    .poll(async () => pick(await page.evaluate(() => window.node.getStatus())), { timeout, intervals: [50] })
+    .toEqual(value);
+}
+
+/**
+ * Publishes `data` (tagged with a unique nonce) from `from` until `to` receives it. The first
+ * publishes can precede gossipsub learning the other side's subscription; pubsub is
+ * fire-and-forget, so the sender repeats like any app waiting for an ack would.
+ */
+export async function deliver(from, to, topic, data, timeout = 20_000) {
+  const nonce = `${Date.now()}-${Math.random()}`;
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    await from.page.evaluate(([t, d]) => window.node.publish(t, d), [topic, { ...data, nonce }]);
+    try {
+      return await to.page.waitForFunction(
+        (n) => window.inbox.find((m) => m.data?.nonce === n),
+        nonce,
+        { timeout: 500, polling: 25 },
+      ).then((h) => h.jsonValue());
+    } catch {
+      // not yet: publish again
+    }
+  }
+  throw new Error(`message ${nonce} not delivered within ${timeout} ms`);
+}

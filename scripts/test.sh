@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `npm test`: set-up, native tests, the wasm build, then Playwright in Debian Chromium
+# against a real relay process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+log() { printf '\033[1;34m[test]\033[0m %s\n' "$*"; }
+log "native tests"
+cargo test --workspace
+log "relay binary"
+cargo build -p relay-server
+bash scripts/build-web.sh
+log "Playwright (Chromium)"
+npx --no-install playwright test "$@"

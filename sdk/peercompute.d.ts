@@ -1,0 +1,99 @@
+/** Stable error codes carried by `PeerComputeError.code`. */
+export type ErrorCode =
+  | 'BAD_REQUEST'
+  | 'UNSUPPORTED_VERSION'
+  | 'UNKNOWN_OP'
+  | 'INVALID_RELAY_ADDR'
+  | 'CONNECT_TIMEOUT'
+  | 'INVALID_TOPIC'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'INVALID_JSON'
+  | 'BUSY'
+  | 'TOO_MANY_SUBSCRIPTIONS'
+  | 'INTERNAL'
+  | 'BOOTSTRAP_FAILED'
+  | 'NO_SHARED_WORKER'
+  | 'WORKER_START_FAILED'
+  | 'WORKER_UNAVAILABLE'
+  | 'CLOSED';
+
+export class PeerComputeError extends Error {
+  readonly code: ErrorCode;
+}
+
+export interface ConnectOptions {
+  /** Relay multiaddr(s) ending in `/p2p/<relay peer id>`; default: this origin's `/peercompute.json`. */
+  relay?: string | string[];
+  /** URL of the PeerCompute worker script; default: `../sw/worker.js` next to the SDK. */
+  worker?: string | URL;
+  /** How long to wait for a relay, in ms (default 10000, at most 120000). */
+  timeoutMs?: number;
+}
+
+export interface RelayStatus {
+  addr: string;
+  connected: boolean;
+  reserved: boolean;
+  reconnects: number;
+}
+
+export interface NodeStatus {
+  peerId: string;
+  online: boolean;
+  relays: RelayStatus[];
+  connectedPeers: number;
+  knownPeers: number;
+  connections: number;
+  topics: string[];
+  tabs: number;
+  uptimeMs: number;
+}
+
+export interface PeerInfo {
+  peerId: string;
+  connected: boolean;
+  rttMs: number | null;
+}
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export interface Message<T = Json | Uint8Array> {
+  topic: string;
+  /** Peer id of the publishing node. */
+  from: string;
+  data: T;
+  /** Published by another tab of this same node. */
+  local: boolean;
+}
+
+export interface PublishReceipt {
+  /** Network peers subscribed to the topic when it was sent. */
+  peers: number;
+  /** Other tabs of this node it was delivered to. */
+  localTabs: number;
+}
+
+export interface Unsubscribe {
+  (): Promise<void>;
+  /** Settles once the node has subscribed (rejects with the error if it could not). */
+  ready: Promise<void>;
+}
+
+export interface PeerComputeNode {
+  readonly peerId: string;
+  getStatus(): Promise<NodeStatus>;
+  peers(): Promise<PeerInfo[]>;
+  ping(): Promise<{ pong: true }>;
+  publish(topic: string, data: Json | Uint8Array): Promise<PublishReceipt>;
+  subscribe(topic: string, handler: (message: Message) => void): Unsubscribe;
+  on(event: 'peer:join' | 'peer:leave', handler: (e: { peerId: string }) => void): () => void;
+  on(event: 'status', handler: (status: NodeStatus) => void): () => void;
+  on(event: 'message', handler: (message: Message) => void): () => void;
+  close(): Promise<void>;
+}
+
+export declare const PeerCompute: {
+  connect(options?: ConnectOptions): Promise<PeerComputeNode>;
+};
+
+export default PeerCompute;

@@ -1,0 +1,306 @@
+// PeerCompute SDK: the small module pages import. No wasm runs in the tab: it speaks the tab
+// protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
+// all tabs of this origin share.
+
+const PROTOCOL_VERSION = 1;
+const MAX_PUBLISH_BYTES = 1024 * 1024;
+const MAX_TOPIC_BYTES = 256;
+const MAX_PENDING_REQUESTS = 4096;
+const DEFAULT_TIMEOUT_MS = 10_000;
+const encoder = new TextEncoder();
+
+/** An error with a stable `code` string (see README, "Error codes"). */
+export class PeerComputeError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'PeerComputeError';
+    this.code = code;
+  }
+}
+
+function checkTopic(topic) {
+  if (typeof topic !== 'string' || topic.length === 0 || encoder.encode(topic).length > MAX_TOPIC_BYTES) {
+    throw new PeerComputeError('INVALID_TOPIC', `topic must be a non-empty string of at most ${MAX_TOPIC_BYTES} bytes`);
+  }
+}
+
+function encodePayload(data) {
+  if (data instanceof Uint8Array) {
+    if (data.byteLength > MAX_PUBLISH_BYTES) {
+      throw new PeerComputeError('PAYLOAD_TOO_LARGE', `payload of ${data.byteLength} bytes exceeds ${MAX_PUBLISH_BYTES}`);
+    }
+    return { bytes: data.slice() };
+  }
+  let json;
+  try {
+    json = JSON.stringify(data);
+  } catch (e) {
+    throw new PeerComputeError('INVALID_JSON', `payload is not JSON-serializable: ${e.message}`);
+  }
+  if (json === undefined) {
+    throw new PeerComputeError('INVALID_JSON', 'payload is not JSON-serializable');
+  }
+  // UTF-16 length is a cheap lower bound; measure bytes only when it could matter.
+  if (json.length * 3 > MAX_PUBLISH_BYTES && encoder.encode(json).length > MAX_PUBLISH_BYTES) {
+    throw new PeerComputeError('PAYLOAD_TOO_LARGE', `payload exceeds ${MAX_PUBLISH_BYTES} bytes`);
+  }
+  return { json };
+}
+
+class Channel {
+  constructor(port, onEvent) {
+    this.port = port;
+    this.pending = new Map();
+    this.nextId = 1;
+    this.closed = null;
+    port.onmessage = (event) => this.#receive(event.data);
+    port.onmessageerror = () => console.warn('PeerCompute: a message from the worker could not be read');
+    port.start();
+    this.onEvent = onEvent;
+  }
+
+  #receive(msg) {
+    if (!msg || msg.v !== PROTOCOL_VERSION) return;
+    if (typeof msg.event === 'string') {
+      this.onEvent(msg);
+      return;
+    }
+    const waiter = this.pending.get(msg.id);
+    if (!waiter) return;
+    this.pending.delete(msg.id);
+    if (msg.ok) waiter.resolve(msg.value);
+    else waiter.reject(new PeerComputeError(msg.error?.code ?? 'INTERNAL', msg.error?.message ?? 'unknown error'));
+  }
+
+  request(op, fields = {}, transfer = []) {
+    if (this.closed) return Promise.reject(this.closed);
+    if (this.pending.size >= MAX_PENDING_REQUESTS) {
+      return Promise.reject(new PeerComputeError('BUSY', 'too many requests in flight'));
+    }
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.port.postMessage({ v: PROTOCOL_VERSION, id, op, ...fields }, transfer);
+    });
+  }
+
+  fail(error) {
+    this.closed = error;
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+  }
+}
+
+/** Holds a Web Lock for the tab's lifetime; the worker watches it to notice closed tabs. */
+async function holdTabLock() {
+  if (!navigator.locks) return { name: null, release: () => {} };
+  const name = `peercompute-tab-${crypto.randomUUID()}`;
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await new Promise((granted) => {
+    navigator.locks.request(name, () => {
+      granted();
+      return held;
+    });
+  });
+  return { name, release };
+}
+
+async function bootstrapRelays() {
+  let response;
+  try {
+    response = await fetch(new URL('/peercompute.json', location.origin), { cache: 'no-cache' });
+  } catch (e) {
+    throw new PeerComputeError('BOOTSTRAP_FAILED', `fetching /peercompute.json failed: ${e.message}`);
+  }
+  if (!response.ok) {
+    throw new PeerComputeError('BOOTSTRAP_FAILED', `/peercompute.json answered ${response.status}`);
+  }
+  const config = await response.json().catch(() => null);
+  if (!config || !Array.isArray(config.relays) || config.relays.length === 0) {
+    throw new PeerComputeError('BOOTSTRAP_FAILED', '/peercompute.json lists no relays');
+  }
+  return config.relays;
+}
+
+/** A connected node handle for this tab. All tabs of the origin share the node behind it. */
+export class PeerComputeNode {
+  #channel;
+  #lock;
+  #topics = new Map(); // topic -> Set(handler)
+  #listeners = new Map(); // event -> Set(handler)
+
+  constructor(channel, lock, peerId) {
+    this.#channel = channel;
+    this.#lock = lock;
+    /** This node's libp2p peer id (the same in every tab of the origin). */
+    this.peerId = peerId;
+  }
+
+  _dispatch(msg) {
+    if (msg.event === 'message') {
+      const handlers = this.#topics.get(msg.topic);
+      if (!handlers) return;
+      let data;
+      if (msg.bytes instanceof Uint8Array) data = msg.bytes;
+      else {
+        try {
+          data = JSON.parse(msg.json);
+        } catch {
+          return; // the worker validates JSON; this cannot happen with an honest worker
+        }
+      }
+      const message = { topic: msg.topic, from: msg.from, data, local: msg.local };
+      for (const h of handlers) safeCall(h, message);
+      this.#emit('message', message);
+    } else if (msg.event === 'peer:join' || msg.event === 'peer:leave') {
+      this.#emit(msg.event, { peerId: msg.peerId });
+    } else if (msg.event === 'status') {
+      this.#emit('status', msg.status);
+    }
+  }
+
+  #emit(event, value) {
+    for (const h of this.#listeners.get(event) ?? []) safeCall(h, value);
+  }
+
+  /** The node's status: relays, peers, connections, topics, tabs, uptime. */
+  getStatus() {
+    return this.#channel.request('status');
+  }
+
+  /** Browser peers known to this node, with connection state and RTT. */
+  peers() {
+    return this.#channel.request('peers');
+  }
+
+  /** Round trip to the worker (liveness, benchmarks). */
+  ping() {
+    return this.#channel.request('ping');
+  }
+
+  /**
+   * Publishes `data` (any JSON value, or a Uint8Array) on `topic` to every subscribed node and
+   * to the other tabs of this node. Resolves with `{ peers, localTabs }`.
+   */
+  async publish(topic, data) {
+    checkTopic(topic);
+    const payload = encodePayload(data);
+    const transfer = payload.bytes ? [payload.bytes.buffer] : [];
+    return this.#channel.request('publish', { topic, ...payload }, transfer);
+  }
+
+  /**
+   * Calls `handler({ topic, from, data, local })` for each message on `topic`. Returns a
+   * function that unsubscribes; its `ready` promise settles once the node has subscribed.
+   */
+  subscribe(topic, handler) {
+    checkTopic(topic);
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    let handlers = this.#topics.get(topic);
+    let ready = Promise.resolve();
+    if (!handlers) {
+      handlers = new Set();
+      this.#topics.set(topic, handlers);
+      ready = this.#channel.request('subscribe', { topic });
+    }
+    handlers.add(handler);
+    const unsubscribe = () => {
+      const set = this.#topics.get(topic);
+      if (!set || !set.delete(handler) || set.size > 0) return Promise.resolve();
+      this.#topics.delete(topic);
+      return this.#channel.request('unsubscribe', { topic });
+    };
+    unsubscribe.ready = ready;
+    return unsubscribe;
+  }
+
+  /** Listens for `peer:join`, `peer:leave`, `status` or `message`. Returns an off function. */
+  on(event, handler) {
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(handler);
+    return () => this.#listeners.get(event)?.delete(handler);
+  }
+
+  /** Detaches this tab. The shared node keeps running for the origin's other tabs. */
+  async close() {
+    if (this.#channel.closed) return;
+    try {
+      await this.#channel.request('detach');
+    } finally {
+      this.#channel.fail(new PeerComputeError('CLOSED', 'this node handle was closed'));
+      this.#channel.port.close();
+      this.#lock.release();
+    }
+  }
+}
+
+function safeCall(handler, value) {
+  try {
+    handler(value);
+  } catch (e) {
+    console.error('PeerCompute handler threw:', e);
+  }
+}
+
+export const PeerCompute = {
+  /**
+   * Connects this tab to the origin's shared node, which joins the network through a relay.
+   * Resolves once the node holds a relay reservation (other nodes can reach it).
+   *
+   * @param {object} [options]
+   * @param {string|string[]} [options.relay] relay multiaddr(s) ending in /p2p/<id>; default:
+   *   the relays listed at /peercompute.json of this origin
+   * @param {string|URL} [options.worker] URL of the PeerCompute worker script
+   * @param {number} [options.timeoutMs=10000] how long to wait for a relay; the node keeps
+   *   retrying in the background after a timeout
+   */
+  async connect(options = {}) {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 120_000) {
+      throw new PeerComputeError('BAD_REQUEST', 'timeoutMs must be a number in (0, 120000]');
+    }
+    let relays;
+    if (options.relay !== undefined) {
+      relays = Array.isArray(options.relay) ? options.relay : [options.relay];
+      if (!relays.every((r) => typeof r === 'string')) {
+        throw new PeerComputeError('INVALID_RELAY_ADDR', 'relay must be a multiaddr string or an array of them');
+      }
+    } else {
+      relays = await bootstrapRelays();
+    }
+    if (typeof SharedWorker === 'undefined') {
+      throw new PeerComputeError('NO_SHARED_WORKER', 'this browser has no SharedWorker');
+    }
+    const workerUrl = options.worker ?? new URL('../sw/worker.js', import.meta.url);
+    const worker = new SharedWorker(workerUrl, { type: 'module', name: 'peercompute' });
+    let node = null;
+    const channel = new Channel(worker.port, (msg) => node?._dispatch(msg));
+    worker.onerror = () =>
+      channel.fail(new PeerComputeError('WORKER_START_FAILED', `the worker at ${workerUrl} failed to load`));
+    const lock = await holdTabLock();
+    // The worker enforces timeoutMs; this guard only catches a worker that never answers.
+    const guard = new Promise((_, reject) =>
+      setTimeout(
+        () => reject(new PeerComputeError('WORKER_UNAVAILABLE', 'the PeerCompute worker did not answer')),
+        timeoutMs + 5000,
+      ),
+    );
+    try {
+      const attached = await Promise.race([channel.request('attach', { lock: lock.name }), guard]);
+      node = new PeerComputeNode(channel, lock, attached.peerId);
+      await Promise.race([channel.request('connect', { relays, timeoutMs }), guard]);
+      return node;
+    } catch (e) {
+      // The node keeps retrying for other tabs; this tab lets go of its handle.
+      channel.fail(e);
+      channel.port.postMessage({ v: PROTOCOL_VERSION, id: 0, op: 'detach' });
+      lock.release();
+      throw e;
+    }
+  },
+};
+
+export default PeerCompute;

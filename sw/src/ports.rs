@@ -1,0 +1,226 @@
+//! The tabs' `MessagePort`s: decoding requests into core inputs, encoding outputs back.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
+
+use futures::channel::mpsc;
+use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use peercompute_core::{
+    node::{Input, Output},
+    pubsub::Payload,
+    tab_protocol::{decode_request, Event, Header, Request, RequestId, TabId, PROTOCOL_VERSION},
+    ErrorCode, NodeError,
+};
+use serde::Serialize;
+use wasm_bindgen::{prelude::*, JsCast};
+use web_sys::{MessageEvent, MessagePort};
+
+struct Tab {
+    port: MessagePort,
+    // Kept alive while the port is attached; dropped (from the node loop, never from inside
+    // the callback itself) when the tab is forgotten.
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+}
+
+/// Attached tabs and the queue into the node loop.
+pub(crate) struct Ports {
+    inputs: mpsc::Sender<Input>,
+    tabs: HashMap<TabId, Tab>,
+    next_tab: TabId,
+}
+
+impl Ports {
+    pub(crate) fn new(inputs: mpsc::Sender<Input>) -> Self {
+        Ports {
+            inputs,
+            tabs: HashMap::new(),
+            next_tab: 1,
+        }
+    }
+
+    pub(crate) fn attach(this: &Rc<RefCell<Ports>>, port: MessagePort) {
+        let mut ports = this.borrow_mut();
+        let tab = ports.next_tab;
+        ports.next_tab = ports.next_tab.wrapping_add(1).max(1);
+        let weak = Rc::downgrade(this);
+        let reply_port = port.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            if let Some(ports) = weak.upgrade() {
+                on_message(&ports, tab, &reply_port, ev.data());
+            }
+        });
+        port.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        port.start();
+        if ports.inputs.try_send(Input::Attach(tab)).is_err() {
+            tracing::warn!(tab, "node queue full while attaching a tab");
+        }
+        ports.tabs.insert(
+            tab,
+            Tab {
+                port,
+                _on_message: on_message,
+            },
+        );
+    }
+
+    /// Delivers one output of the node loop.
+    pub(crate) fn deliver(this: &Rc<RefCell<Ports>>, output: Output) {
+        match output {
+            Output::Reply { tab, id, result } => {
+                if let Some(t) = this.borrow().tabs.get(&tab) {
+                    post(&t.port, &reply(Some(id), result), None);
+                }
+            }
+            Output::Event { tab, event } => {
+                if let Some(t) = this.borrow().tabs.get(&tab) {
+                    let (msg, transfer) = event_message(event);
+                    post(&t.port, &msg, transfer);
+                }
+            }
+            Output::Forget { tab } => {
+                if let Some(t) = this.borrow_mut().tabs.remove(&tab) {
+                    t.port.set_onmessage(None);
+                    t.port.close();
+                }
+            }
+        }
+    }
+}
+
+fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: JsValue) {
+    let header = serde_wasm_bindgen::from_value::<Header>(data.clone());
+    let decoded = decode_request(header, || serde_wasm_bindgen::from_value::<Request>(data));
+    let (id, request) = match decoded {
+        Ok(ok) => ok,
+        Err((id, error)) => {
+            post(port, &reply(id, Err(error)), None);
+            return;
+        }
+    };
+    if let Request::Attach { lock: Some(lock) } = &request {
+        watch_tab_lock(ports, tab, lock);
+    }
+    let sent = ports
+        .borrow_mut()
+        .inputs
+        .try_send(Input::Request { tab, id, request });
+    if sent.is_err() {
+        post(
+            port,
+            &reply(
+                Some(id),
+                Err(NodeError::new(
+                    ErrorCode::Busy,
+                    "the node is overloaded; try again",
+                )),
+            ),
+            None,
+        );
+    }
+}
+
+/// Asks for the tab's Web Lock; the browser grants it to us only once the tab, which holds it
+/// for its whole life, is gone (closed, crashed or navigated away).
+fn watch_tab_lock(ports: &Rc<RefCell<Ports>>, tab: TabId, lock: &str) {
+    let request = (|| -> Result<(JsValue, Function), JsValue> {
+        let navigator = Reflect::get(&js_sys::global(), &"navigator".into())?;
+        let locks = Reflect::get(&navigator, &"locks".into())?;
+        let request = Reflect::get(&locks, &"request".into())?.dyn_into::<Function>()?;
+        Ok((locks, request))
+    })();
+    let Ok((locks, request)) = request else {
+        tracing::warn!("Web Locks unavailable: closed tabs are noticed only when they say goodbye");
+        return;
+    };
+    let weak = Rc::downgrade(ports);
+    let on_granted = Closure::once_into_js(move |_lock: JsValue| {
+        if let Some(ports) = weak.upgrade() {
+            let _ = ports.borrow_mut().inputs.try_send(Input::Detach(tab));
+        }
+    });
+    if let Err(e) = request.call2(&locks, &JsValue::from_str(lock), &on_granted) {
+        tracing::warn!(tab, "watching the tab's lock failed: {e:?}");
+    }
+}
+
+fn to_js<T: Serialize>(value: &T) -> JsValue {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .unwrap_or(JsValue::NULL)
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+fn reply(
+    id: Option<RequestId>,
+    result: Result<peercompute_core::tab_protocol::ReplyValue, NodeError>,
+) -> JsValue {
+    let msg = Object::new();
+    set(&msg, "v", &PROTOCOL_VERSION.into());
+    set(&msg, "id", &id.map_or(JsValue::NULL, JsValue::from));
+    match result {
+        Ok(value) => {
+            set(&msg, "ok", &JsValue::TRUE);
+            set(&msg, "value", &to_js(&value));
+        }
+        Err(e) => {
+            set(&msg, "ok", &JsValue::FALSE);
+            let err = Object::new();
+            set(&err, "code", &e.code.as_str().into());
+            set(&err, "message", &e.message.as_str().into());
+            set(&msg, "error", &err);
+        }
+    }
+    msg.into()
+}
+
+fn event_message(event: Event) -> (JsValue, Option<Array>) {
+    let msg = Object::new();
+    set(&msg, "v", &PROTOCOL_VERSION.into());
+    let mut transfer = None;
+    match event {
+        Event::Message {
+            topic,
+            from,
+            payload,
+            local,
+        } => {
+            set(&msg, "event", &"message".into());
+            set(&msg, "topic", &topic.into());
+            set(&msg, "from", &from.into());
+            set(&msg, "local", &local.into());
+            match payload {
+                Payload::Json(text) => set(&msg, "json", &text.into()),
+                Payload::Bytes(bytes) => {
+                    let array = Uint8Array::from(bytes.as_slice());
+                    transfer = Some(Array::of1(&array.buffer()));
+                    set(&msg, "bytes", &array);
+                }
+            }
+        }
+        Event::PeerJoin { peer_id } => {
+            set(&msg, "event", &"peer:join".into());
+            set(&msg, "peerId", &peer_id.into());
+        }
+        Event::PeerLeave { peer_id } => {
+            set(&msg, "event", &"peer:leave".into());
+            set(&msg, "peerId", &peer_id.into());
+        }
+        Event::Status(status) => {
+            set(&msg, "event", &"status".into());
+            set(&msg, "status", &to_js(&status));
+        }
+    }
+    (msg.into(), transfer)
+}
+
+fn post(port: &MessagePort, msg: &JsValue, transfer: Option<Array>) {
+    let result = match transfer {
+        Some(t) => port.post_message_with_transferable(msg, &t),
+        None => port.post_message(msg),
+    };
+    if let Err(e) = result {
+        tracing::warn!("posting to a tab failed: {e:?}");
+    }
+}

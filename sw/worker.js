@@ -1,0 +1,41 @@
+// PeerCompute SharedWorker entry (module worker). One instance per origin hosts the node;
+// every tab's port is attached to it. `connect` events can arrive before the wasm module is
+// ready, so ports wait in a queue (a MessagePort buffers messages until it is started).
+import init, { WorkerNode } from './pkg/peercompute_sw.js';
+
+const waiting = [];
+let node = null;
+let failure = null;
+
+function refuse(port, error) {
+  port.onmessage = (event) => {
+    const id = typeof event.data?.id === 'number' ? event.data.id : null;
+    port.postMessage({
+      v: 1,
+      id,
+      ok: false,
+      error: { code: 'WORKER_START_FAILED', message: String(error?.message ?? error) },
+    });
+  };
+}
+
+self.onconnect = (event) => {
+  const port = event.ports[0];
+  if (node) node.attach(port);
+  else if (failure) refuse(port, failure);
+  else waiting.push(port);
+};
+
+init()
+  .then(() => WorkerNode.start())
+  .then(
+    (started) => {
+      node = started;
+      for (const port of waiting.splice(0)) node.attach(port);
+    },
+    (error) => {
+      failure = error;
+      console.error('PeerCompute worker failed to start:', error);
+      for (const port of waiting.splice(0)) refuse(port, error);
+    },
+  );
