@@ -301,3 +301,91 @@ async fn a_relay_with_a_dead_and_a_live_address_is_one_relay() {
     assert!(s.relays[0].reserved);
     relay.stop().await;
 }
+
+/// A peer speaking our protocols but sending malformed discovery announcements and app
+/// payloads: the relay rejects them (and does not forward them), honest nodes never see them
+/// and keep exchanging messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_cannot_disturb_the_relay_or_honest_nodes() {
+    use futures::StreamExt;
+    use libp2p::{gossipsub, swarm::SwarmEvent};
+    use peercompute_core::{
+        behaviour::NodeBehaviourEvent, discovery::discovery_topic, pubsub::app_topic,
+    };
+
+    let relay = relay("hostile").await;
+    let mut a = node(&relay).await;
+    let mut b = node(&relay).await;
+    for n in [&mut a, &mut b] {
+        n.request(Request::Subscribe {
+            topic: "chat".into(),
+        })
+        .await
+        .expect("subscribe");
+    }
+
+    let mut evil = peercompute_core::transport::build_swarm(
+        Keypair::generate_ed25519(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("swarm");
+    evil.dial(relay.dialable[0].clone()).expect("dial");
+    let chat = app_topic("chat");
+    evil.behaviour_mut()
+        .gossipsub
+        .subscribe(&chat)
+        .expect("subscribe");
+    evil.behaviour_mut()
+        .gossipsub
+        .subscribe(&discovery_topic())
+        .expect("subscribe");
+    let garbage: Vec<(gossipsub::IdentTopic, Vec<u8>)> = vec![
+        (discovery_topic(), b"{not json".to_vec()),
+        (
+            discovery_topic(),
+            br#"{"v":1,"addrs":["/ip4/1.2.3.4/tcp/1"]}"#.to_vec(),
+        ),
+        (chat.clone(), vec![]),
+        (chat.clone(), vec![1, b'{']),
+        (chat.clone(), vec![99, 1, 2, 3]),
+    ];
+    let evil_task = tokio::spawn(async move {
+        let mut sent = false;
+        loop {
+            if let SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { topic, .. },
+            )) = evil.select_next_some().await
+            {
+                if !sent && topic == chat.hash() {
+                    sent = true;
+                    for (t, data) in &garbage {
+                        let _ = evil
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(t.clone(), data.clone());
+                    }
+                }
+            }
+        }
+    });
+    timeout(T, async {
+        while relay.stats.lock().await.rejected_messages < 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the relay rejected all five malformed messages");
+
+    // Honest traffic still flows, and no garbage reached the honest nodes.
+    let e = publish_until_received(&mut a, &mut b, "after the storm").await;
+    assert!(
+        matches!(&e, Event::Message { payload: Payload::Json(j), .. } if j.contains("after the storm"))
+    );
+    let ReplyValue::Status(s) = b.request(Request::Status).await.expect("status") else {
+        panic!("status");
+    };
+    assert!(s.online);
+    evil_task.abort();
+    relay.stop().await;
+}

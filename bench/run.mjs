@@ -1,0 +1,172 @@
+// `npm run bench`: PeerCompute's foundation benchmarks. Prints a table and writes JSON to
+// bench/results/latest.json. Browser numbers come from Debian Chromium (headless) driven by
+// Playwright; the native baseline is two native nodes through the same relay process, run in
+// the same invocation, so the ratio is measured on one machine at one time.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+
+import { chromium } from '@playwright/test';
+
+import { chromiumArgs } from '../playwright.config.mjs';
+import { startRelay } from '../playwright/relay.mjs';
+
+const SKIP_BUILD = process.env.BENCH_SKIP_BUILD === '1';
+const run = (cmd, args) => {
+  const r = spawnSync(cmd, args, { stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+};
+if (!SKIP_BUILD) {
+  run('bash', ['scripts/setup.sh']);
+  run('bash', ['scripts/build-web.sh']);
+  run('cargo', ['build', '--release', '-p', 'relay-server', '-p', 'peercompute-bench']);
+}
+process.env.RELAY_BIN = 'target/release/relay-server';
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.round((s.length - 1) * p))];
+};
+
+const relay = await startRelay();
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
+const results = {};
+try {
+  // 1. Page load → relay connected (cold: a fresh profile starts a fresh SharedWorker).
+  const cold = [];
+  const warm = [];
+  for (let i = 0; i < 10; i++) {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`${relay.url}/sandbox.html?connect`);
+    cold.push(await page.waitForFunction(() => window.connectedAt).then((h) => h.jsonValue()));
+    const second = await ctx.newPage(); // the worker is already up: a second tab
+    await second.goto(`${relay.url}/sandbox.html?connect`);
+    warm.push(await second.waitForFunction(() => window.connectedAt).then((h) => h.jsonValue()));
+    await ctx.close();
+  }
+  results.connect_cold_ms = { p50: pct(cold, 0.5), samples: cold.length };
+  results.connect_warm_ms = { p50: pct(warm, 0.5), samples: warm.length };
+
+  // 2. Tab ↔ worker round trip.
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  const a = await ctxA.newPage();
+  const b = await ctxB.newPage();
+  for (const p of [a, b]) {
+    await p.goto(`${relay.url}/sandbox.html?connect`);
+    await p.waitForFunction(() => window.connectedAt);
+  }
+  const rtt = await a.evaluate(async () => {
+    for (let i = 0; i < 200; i++) await window.node.ping(); // warm-up
+    const xs = [];
+    for (let i = 0; i < 2000; i++) {
+      const t = performance.now();
+      await window.node.ping();
+      xs.push(performance.now() - t);
+    }
+    return xs;
+  });
+  results.tab_worker_rtt_ms = { p50: pct(rtt, 0.5), p99: pct(rtt, 0.99), samples: rtt.length };
+
+  // 3. Browser → browser pubsub latency (echo round trip / 2) at a steady 100 msg/s.
+  const bId = await b.evaluate(() => window.node.peerId);
+  await b.evaluate(() => {
+    let received = 0;
+    window.node.subscribe('bench-ping', (m) => window.node.publish('bench-pong', m.data));
+    window.node.subscribe('bench-bulk', (m) => {
+      received += m.data.byteLength;
+      if (received >= window.bulkTotal) window.node.publish('bench-done', 1);
+    });
+  });
+  const latency = await a.evaluate(async (peer) => {
+    const node = window.node;
+    while (!(await node.peers()).some((p) => p.peerId === peer && p.connected)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const sent = new Map();
+    const oneWay = [];
+    let warmed = false;
+    node.subscribe('bench-pong', (m) => {
+      if (m.data === -1) warmed = true;
+      const t = sent.get(m.data);
+      if (t !== undefined) oneWay.push((performance.now() - t) / 2);
+    });
+    while (!warmed) {
+      await node.publish('bench-ping', -1);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const N = 500;
+    for (let i = 0; i < N; i++) {
+      sent.set(i, performance.now());
+      node.publish('bench-ping', i);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const t0 = performance.now();
+    while (oneWay.length < N && performance.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+    return oneWay;
+  }, bId);
+  results.pubsub_one_way_ms = { p50: pct(latency, 0.5), p99: pct(latency, 0.99), samples: latency.length, rate_per_s: 100 };
+
+  // 4. Relayed throughput browser → browser.
+  const MESSAGES = 64;
+  const BYTES = 256 * 1024;
+  await b.evaluate((total) => (window.bulkTotal = total), MESSAGES * BYTES);
+  results.throughput_mb_s = await a.evaluate(async ([n, size]) => {
+    const node = window.node;
+    let done;
+    const finished = new Promise((r) => (done = r));
+    node.subscribe('bench-done', () => done(performance.now()));
+    const blob = new Uint8Array(size).fill(7);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      for (;;) {
+        try {
+          await node.publish('bench-bulk', blob);
+          break;
+        } catch (e) {
+          if (e.code !== 'BUSY') throw e;
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      }
+    }
+    const t1 = await finished;
+    return (n * size) / 1e6 / ((t1 - t0) / 1000);
+  }, [MESSAGES, BYTES]);
+  results.bulk_bytes = MESSAGES * BYTES;
+
+  // 5. Native baseline through the same relay.
+  const native = spawnSync('target/release/bench-native', ['--relay', relay.relays[0]], { encoding: 'utf8' });
+  if (native.status !== 0) throw new Error(`bench-native failed: ${native.stderr}`);
+  results.native = JSON.parse(native.stdout.trim().split('\n').at(-1));
+} finally {
+  await browser.close();
+  await relay.stop();
+}
+
+const n = results.native;
+const fmt = (x, d = 2) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '–');
+const rows = [
+  ['page load → relay connected, cold p50 (ms)', results.connect_cold_ms.p50, null, '≤ 300'],
+  ['page load → relay connected, 2nd tab p50 (ms)', results.connect_warm_ms.p50, null, ''],
+  ['tab ↔ worker round trip p50 (ms)', results.tab_worker_rtt_ms.p50, null, '≤ 0.2'],
+  ['tab ↔ worker round trip p99 (ms)', results.tab_worker_rtt_ms.p99, null, ''],
+  ['pubsub one-way p50 (ms)', results.pubsub_one_way_ms.p50, n.pubsub_one_way_ms.p50, '≤ 2'],
+  ['pubsub one-way p99 (ms)', results.pubsub_one_way_ms.p99, n.pubsub_one_way_ms.p99, '≤ 10'],
+  ['relayed throughput (MB/s)', results.throughput_mb_s, n.throughput_mb_s, '≥ 50'],
+];
+const table = [
+  '| metric | browser | native | browser/native | target |',
+  '|---|---:|---:|---:|---|',
+  ...rows.map(([name, br, na, target]) =>
+    `| ${name} | ${fmt(br)} | ${fmt(na)} | ${na == null ? '' : fmt(br / na)} | ${target} |`),
+].join('\n');
+console.log(`\n${table}\n`);
+const report = {
+  date: new Date().toISOString(),
+  machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) },
+  results,
+};
+mkdirSync('bench/results', { recursive: true });
+writeFileSync('bench/results/latest.json', `${JSON.stringify(report, null, 2)}\n`);
+console.log('wrote bench/results/latest.json');

@@ -1,0 +1,208 @@
+//! `bench-native`: the native baseline of `npm run bench`.
+//!
+//! Two native nodes join the relay given on the command line (the same relay process the
+//! browsers use), then measure pubsub latency (echo round trip / 2, at a steady rate) and
+//! relayed throughput, and print one JSON object on stdout.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use libp2p::identity::Keypair;
+use peercompute_core::{
+    native::NativeNode,
+    pubsub::Payload,
+    tab_protocol::{Event, Request},
+    NodeConfig,
+};
+use tokio::time::timeout;
+
+#[derive(Parser)]
+struct Args {
+    /// Relay multiaddr (…/ws/p2p/<id>).
+    #[arg(long)]
+    relay: String,
+    /// Latency samples.
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// Messages per second while measuring latency.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Throughput: number of messages.
+    #[arg(long, default_value_t = 64)]
+    bulk_messages: usize,
+    /// Throughput: bytes per message.
+    #[arg(long, default_value_t = 256 * 1024)]
+    bulk_bytes: usize,
+}
+
+fn publish(topic: &str, payload: Payload) -> Request {
+    match payload {
+        Payload::Json(j) => Request::Publish {
+            topic: topic.into(),
+            json: Some(j),
+            bytes: None,
+        },
+        Payload::Bytes(b) => Request::Publish {
+            topic: topic.into(),
+            json: None,
+            bytes: Some(serde_bytes::ByteBuf::from(b)),
+        },
+    }
+}
+
+async fn node(relay: &str) -> anyhow::Result<NativeNode> {
+    let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default()).await?;
+    n.request(Request::Connect {
+        relays: vec![relay.into()],
+        timeout_ms: Some(10_000),
+    })
+    .await?;
+    Ok(n)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut a = node(&args.relay).await.context("node a")?;
+    let mut b = node(&args.relay).await.context("node b")?;
+    for (n, topics) in [
+        (&mut a, ["bench-pong", "bench-done"]),
+        (&mut b, ["bench-ping", "bench-bulk"]),
+    ] {
+        for t in topics {
+            n.request(Request::Subscribe { topic: t.into() }).await?;
+        }
+    }
+    let b_id = b.peer_id().to_string();
+    // b echoes pings and acknowledges the bulk transfer.
+    let bulk_total = args.bulk_messages * args.bulk_bytes;
+    let echo = tokio::spawn(async move {
+        let mut received = 0usize;
+        while let Some(e) = b.next_event().await {
+            if let Event::Message { topic, payload, .. } = e {
+                match topic.as_str() {
+                    "bench-ping" => {
+                        let _ = b.request(publish("bench-pong", payload)).await;
+                    }
+                    "bench-bulk" => {
+                        received += payload.len();
+                        if received >= bulk_total {
+                            let _ = b
+                                .request(publish("bench-done", Payload::Json("1".into())))
+                                .await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    // Wait for the direct circuit and a working echo path.
+    timeout(Duration::from_secs(20), async {
+        loop {
+            match a.next_event().await {
+                Some(Event::PeerJoin { peer_id }) if peer_id == b_id => return,
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await
+    .context("peer join")?;
+    timeout(Duration::from_secs(20), async {
+        loop {
+            a.request(publish("bench-ping", Payload::Json("-1".into())))
+                .await?;
+            if let Ok(Some(Event::Message { .. })) =
+                timeout(Duration::from_millis(300), a.next_event()).await
+            {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await
+    .context("warm-up")??;
+
+    // Latency: pings at a steady rate; each echo's round trip / 2.
+    let start = Instant::now();
+    let period = Duration::from_micros(1_000_000 / args.rate.max(1));
+    let mut sent_at = vec![None; args.samples];
+    let mut one_way = Vec::with_capacity(args.samples);
+    let mut next_send = 0usize;
+    let mut ticker = tokio::time::interval(period);
+    let deadline = Instant::now() + period * args.samples as u32 + Duration::from_secs(10);
+    while one_way.len() < args.samples && Instant::now() < deadline {
+        tokio::select! {
+            _ = ticker.tick(), if next_send < args.samples => {
+                sent_at[next_send] = Some(start.elapsed());
+                a.request(publish("bench-ping", Payload::Json(next_send.to_string()))).await?;
+                next_send += 1;
+            }
+            e = a.next_event() => {
+                if let Some(Event::Message { topic, payload: Payload::Json(j), .. }) = e {
+                    if topic == "bench-pong" {
+                        if let Some(Some(t)) = j.parse::<usize>().ok().and_then(|i| sent_at.get(i)) {
+                            one_way.push((start.elapsed() - *t).as_secs_f64() * 1000.0 / 2.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if one_way.len() < args.samples / 2 {
+        bail!("only {} of {} pings came back", one_way.len(), args.samples);
+    }
+    one_way.sort_by(f64::total_cmp);
+
+    // Throughput: bulk messages as fast as the node accepts them, until b acknowledges.
+    let blob = vec![7u8; args.bulk_bytes];
+    let t0 = Instant::now();
+    for _ in 0..args.bulk_messages {
+        loop {
+            match a
+                .request(publish("bench-bulk", Payload::Bytes(blob.clone())))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.code.as_str() == "BUSY" => tokio::task::yield_now().await,
+                Err(e) => bail!("bulk publish: {e}"),
+            }
+        }
+    }
+    timeout(Duration::from_secs(120), async {
+        loop {
+            match a.next_event().await {
+                Some(Event::Message { topic, .. }) if topic == "bench-done" => return,
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await
+    .context("bulk acknowledgement")?;
+    let secs = t0.elapsed().as_secs_f64();
+    echo.abort();
+    println!(
+        "{}",
+        serde_json::json!({
+            "pubsub_one_way_ms": {
+                "p50": percentile(&one_way, 0.5),
+                "p99": percentile(&one_way, 0.99),
+                "samples": one_way.len(),
+                "rate_per_s": args.rate,
+            },
+            "throughput_mb_s": bulk_total as f64 / 1e6 / secs,
+            "bulk_bytes": bulk_total,
+        })
+    );
+    Ok(())
+}
