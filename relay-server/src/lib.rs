@@ -10,6 +10,7 @@ pub mod http;
 pub mod identity;
 pub mod stats;
 pub mod swarm;
+pub mod tls;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -30,6 +31,8 @@ pub struct RelayConfig {
     pub identity_file: PathBuf,
     /// Directory served at `/` (demo, `/sdk`, `/sw`); `None` serves only the API.
     pub web_root: Option<PathBuf>,
+    /// PEM certificate chain and key for `/tls/ws` (`/wss`) listen addresses.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running relay.

@@ -27,6 +27,13 @@ struct Cli {
     /// Directory served at `/` (the built demo, SDK and worker).
     #[arg(long, default_value = "dist/web")]
     web_root: PathBuf,
+    /// PEM certificate chain for `/tls/ws` (`/wss`) listen addresses, e.g.
+    /// `--listen /ip4/0.0.0.0/tcp/443/tls/ws --tls-cert fullchain.pem --tls-key privkey.pem`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the certificate.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -51,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         http: cli.http,
         identity_file: cli.identity,
         web_root,
+        tls: cli.tls_cert.zip(cli.tls_key),
     })
     .await?;
     // One machine-readable line on stdout: tests and scripts wait for it instead of sleeping.

@@ -5,6 +5,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
+    core::upgrade,
     gossipsub::{self, MessageAcceptance},
     identify,
     identity::Keypair,
@@ -12,7 +13,7 @@ use libp2p::{
     multiaddr::Protocol,
     noise, relay,
     swarm::SwarmEvent,
-    tcp, yamux, Multiaddr, Swarm,
+    tcp, websocket, yamux, Multiaddr, Swarm, Transport,
 };
 use peercompute_core::{
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
@@ -45,6 +46,15 @@ impl RunningSwarm {
         stats: Arc<Mutex<Stats>>,
         registry: &mut Registry,
     ) -> anyhow::Result<(RunningSwarm, Vec<Multiaddr>)> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::load(cert, key)?),
+            None => None,
+        };
+        if let Some(addr) = config.listen.iter().find(|a| crate::tls::wants_tls(a)) {
+            if tls.is_none() {
+                anyhow::bail!("{addr} needs --tls-cert and --tls-key");
+            }
+        }
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -52,8 +62,20 @@ impl RunningSwarm {
                 noise::Config::new,
                 yamux::Config::default,
             )?
-            .with_websocket(noise::Config::new, yamux::Config::default)
-            .await?
+            .with_other_transport(|key| {
+                let mut ws = websocket::Config::new(tcp::tokio::Transport::new(
+                    tcp::Config::default().nodelay(true),
+                ));
+                if let Some(tls) = tls {
+                    ws.set_tls_config(tls);
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    ws.upgrade(upgrade::Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_behaviour(|key| RelayBehaviour::new(key))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))

@@ -26,6 +26,7 @@ async fn relay(dir: &str) -> RelayHandle {
         http: "127.0.0.1:0".parse().expect("addr"),
         identity_file: dir.join("relay.key"),
         web_root: None,
+        tls: None,
     })
     .await
     .expect("relay starts")
@@ -173,6 +174,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
         http: "127.0.0.1:0".parse().expect("addr"),
         identity_file: identity,
         web_root: None,
+        tls: None,
     })
     .await
     .expect("relay restarts");
