@@ -1,21 +1,15 @@
 // Bad input gets a clear error with a stable code, and nothing else breaks.
 import { expect, test } from '@playwright/test';
 
-import { deliver, openNode, startRelay, subscribe, waitForPeer } from './relay.mjs';
+import { deliver, openNode, useRelay, subscribe, waitForPeer } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 
-let relay;
-test.beforeAll(async () => {
-  relay = await startRelay();
-});
-test.afterAll(async () => {
-  await relay?.stop();
-});
+const currentRelay = useRelay(test);
 
 async function sandbox(context) {
   const page = await context.newPage();
-  await page.goto(`${relay.url}/sandbox.html`);
+  await page.goto(`${currentRelay().url}/sandbox.html`);
   await page.waitForFunction(() => window.sdkReady === true);
   return page;
 }
@@ -34,7 +28,7 @@ const connectError = (page, options) =>
 test('a malformed relay multiaddr is refused with INVALID_RELAY_ADDR', async ({ browser }) => {
   const ctx = await browser.newContext();
   const page = await sandbox(ctx);
-  for (const relayAddr of ['not a multiaddr', '/ip4/127.0.0.1/tcp/9090/ws', `/ip4/127.0.0.1/tcp/${relay.wsPort}/p2p/${relay.peerId}`]) {
+  for (const relayAddr of ['not a multiaddr', '/ip4/127.0.0.1/tcp/9090/ws', `/ip4/127.0.0.1/tcp/${currentRelay().wsPort}/p2p/${currentRelay().peerId}`]) {
     const e = await connectError(page, { relay: relayAddr });
     expect(e, relayAddr).toMatchObject({ code: 'INVALID_RELAY_ADDR', name: 'PeerComputeError' });
   }
@@ -55,7 +49,7 @@ test('an unreachable relay rejects after timeoutMs while the node keeps retrying
   const status = await page.evaluate(async (live) => {
     const node = await window.PeerCompute.connect({ relay: live });
     return node.getStatus();
-  }, relay.relays[0]);
+  }, currentRelay().relays[0]);
   expect(status.online).toBe(true);
   expect(status.relays).toHaveLength(2);
   expect(status.relays.find((r) => r.addr === dead)).toMatchObject({ connected: false, reserved: false });
@@ -64,8 +58,8 @@ test('an unreachable relay rejects after timeoutMs while the node keeps retrying
 
 test('malformed port messages get error replies and the worker keeps serving other tabs', async ({ browser }) => {
   const [ctxA, ctxB] = [await browser.newContext(), await browser.newContext()];
-  const a = await openNode(ctxA, relay);
-  const b = await openNode(ctxB, relay);
+  const a = await openNode(ctxA, currentRelay());
+  const b = await openNode(ctxB, currentRelay());
   await subscribe(a.page, 'chat');
   await subscribe(b.page, 'chat');
   await waitForPeer(a.page, b.peerId);
@@ -129,7 +123,7 @@ test('malformed port messages get error replies and the worker keeps serving oth
 
 test('the SDK refuses oversized, non-JSON and badly addressed publishes with codes', async ({ browser }) => {
   const ctx = await browser.newContext();
-  const { page } = await openNode(ctx, relay);
+  const { page } = await openNode(ctx, currentRelay());
   const codes = await page.evaluate(async () => {
     const code = (p) => p.then(() => 'NO_ERROR', (e) => e.code);
     const cyclic = {};

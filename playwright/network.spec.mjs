@@ -1,22 +1,16 @@
 // Nodes in real Chromium meeting through a real relay process.
 import { expect, test } from '@playwright/test';
 
-import { deliver, openNode, startRelay, subscribe, waitForPeer, waitForStatus } from './relay.mjs';
+import { deliver, openNode, useRelay, subscribe, waitForPeer, waitForStatus } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 
-let relay;
-test.beforeAll(async () => {
-  relay = await startRelay();
-});
-test.afterAll(async () => {
-  await relay?.stop();
-});
+const currentRelay = useRelay(test);
 
 test('two browser nodes find each other and exchange messages both ways', async ({ browser }) => {
   const [ctxA, ctxB] = [await browser.newContext(), await browser.newContext()];
-  const a = await openNode(ctxA, relay);
-  const b = await openNode(ctxB, relay);
+  const a = await openNode(ctxA, currentRelay());
+  const b = await openNode(ctxB, currentRelay());
   expect(a.peerId).not.toEqual(b.peerId);
   await subscribe(a.page, 'chat');
   await subscribe(b.page, 'chat');
@@ -57,12 +51,12 @@ test('two browser nodes find each other and exchange messages both ways', async 
 test('tabs of one origin share one node, one peer id and one relay connection', async ({ browser }) => {
   const ctx = await browser.newContext();
   const tabs = [];
-  for (let i = 0; i < 3; i++) tabs.push(await openNode(ctx, relay));
+  for (let i = 0; i < 3; i++) tabs.push(await openNode(ctx, currentRelay()));
   const ids = new Set(tabs.map((t) => t.peerId));
   expect(ids.size).toBe(1);
   const [peerId] = ids;
 
-  const status = await relay.status();
+  const status = await currentRelay().status();
   expect(status.peers[peerId]).toMatchObject({ connections: 1 });
   expect(await tabs[0].page.evaluate(() => window.node.getStatus())).toMatchObject({ tabs: 3 });
 
@@ -80,13 +74,13 @@ test('tabs of one origin share one node, one peer id and one relay connection', 
   await tabs[2].page.close();
   await waitForStatus(tabs[0].page, (s) => s.tabs, 2);
   await tabs[1].page.evaluate(() => window.node.ping());
-  expect((await relay.status()).peers[peerId]).toMatchObject({ connections: 1 });
+  expect((await currentRelay().status()).peers[peerId]).toMatchObject({ connections: 1 });
   await ctx.close();
 });
 
 test('a reloaded page, and a new worker after every tab closed, keep the peer id', async ({ browser }) => {
   const ctx = await browser.newContext();
-  const first = await openNode(ctx, relay);
+  const first = await openNode(ctx, currentRelay());
   await first.page.reload();
   await first.page.waitForFunction(() => window.sdkReady === true);
   const afterReload = await first.page.evaluate(async () => (await window.PeerCompute.connect()).peerId);
@@ -94,8 +88,8 @@ test('a reloaded page, and a new worker after every tab closed, keep the peer id
 
   // Close every tab: the SharedWorker goes away and the relay sees the node leave.
   await first.page.close();
-  await expect.poll(async () => (await relay.status()).peers[first.peerId], { timeout: 30_000 }).toBeUndefined();
-  const again = await openNode(ctx, relay);
+  await expect.poll(async () => (await currentRelay().status()).peers[first.peerId], { timeout: 30_000 }).toBeUndefined();
+  const again = await openNode(ctx, currentRelay());
   expect(again.peerId).toBe(first.peerId);
   await ctx.close();
 });

@@ -51,6 +51,21 @@ export async function startRelay({ httpPort = 0, wsPort = 0, identityDir } = {})
   };
 }
 
+/**
+ * Gives the tests of a file one relay: started before the first test, stopped after the last.
+ * Returns a getter, since the relay exists only once `beforeAll` has run.
+ */
+export function useRelay(test) {
+  let relay;
+  test.beforeAll(async () => {
+    relay = await startRelay();
+  });
+  test.afterAll(async () => {
+    await relay?.stop();
+  });
+  return () => relay;
+}
+
 /** Opens the sandbox page in `context` and connects its node. */
 export async function openNode(context, relay, options = {}) {
   const page = await context.newPage();

@@ -48,6 +48,15 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Gossipsub with signed messages and [`gossipsub_config`], for nodes and the relay.
+pub fn gossipsub_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, String> {
+    gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub_config()?,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// Identify behaviour with PeerCompute's protocol string.
 pub fn identify_behaviour(key: &Keypair, agent: &str) -> identify::Behaviour {
     identify::Behaviour::new(
@@ -69,11 +78,7 @@ impl NodeBehaviour {
                 concat!("peercompute-node/", env!("CARGO_PKG_VERSION")),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-            gossipsub: gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub_config()?,
-            )
-            .map_err(|e| e.to_string())?,
+            gossipsub: gossipsub_behaviour(key)?,
         })
     }
 }

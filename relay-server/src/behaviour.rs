@@ -9,7 +9,7 @@ use libp2p::{
     ping, relay,
     swarm::NetworkBehaviour,
 };
-use peercompute_core::behaviour::{gossipsub_config, identify_behaviour, PING_INTERVAL};
+use peercompute_core::behaviour::{gossipsub_behaviour, identify_behaviour, PING_INTERVAL};
 
 /// Most connections the relay holds.
 pub const MAX_CONNECTIONS: u32 = 4096;
@@ -74,11 +74,7 @@ impl RelayBehaviour {
                 concat!("peercompute-relay/", env!("CARGO_PKG_VERSION")),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-            gossipsub: gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub_config()?,
-            )
-            .map_err(|e| e.to_string())?,
+            gossipsub: gossipsub_behaviour(key)?,
         })
     }
 }

@@ -52,6 +52,19 @@ async fn node(relay: &RelayHandle) -> NativeNode {
     n
 }
 
+/// Two nodes on `relay`, both subscribed to `chat`.
+async fn chat_pair(relay: &RelayHandle) -> (NativeNode, NativeNode) {
+    let mut pair = (node(relay).await, node(relay).await);
+    for n in [&mut pair.0, &mut pair.1] {
+        n.request(Request::Subscribe {
+            topic: "chat".into(),
+        })
+        .await
+        .expect("subscribe");
+    }
+    pair
+}
+
 async fn wait_for(n: &mut NativeNode, mut pred: impl FnMut(&Event) -> bool) -> Event {
     timeout(T, async {
         loop {
@@ -100,15 +113,7 @@ async fn publish_until_received(from: &mut NativeNode, to: &mut NativeNode, text
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_discover_each_other_and_exchange_messages_both_ways() {
     let relay = relay("two").await;
-    let mut a = node(&relay).await;
-    let mut b = node(&relay).await;
-    for n in [&mut a, &mut b] {
-        n.request(Request::Subscribe {
-            topic: "chat".into(),
-        })
-        .await
-        .expect("subscribe");
-    }
+    let (mut a, mut b) = chat_pair(&relay).await;
     // Discovery through the relay, then a direct circuit between the two.
     let (a_id, b_id) = (a.peer_id().to_string(), b.peer_id().to_string());
     wait_for(
@@ -316,15 +321,7 @@ async fn a_hostile_peer_cannot_disturb_the_relay_or_honest_nodes() {
     };
 
     let relay = relay("hostile").await;
-    let mut a = node(&relay).await;
-    let mut b = node(&relay).await;
-    for n in [&mut a, &mut b] {
-        n.request(Request::Subscribe {
-            topic: "chat".into(),
-        })
-        .await
-        .expect("subscribe");
-    }
+    let (mut a, mut b) = chat_pair(&relay).await;
 
     let mut evil = peercompute_core::transport::build_swarm(
         Keypair::generate_ed25519(),
