@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use libp2p::{gossipsub, identify, identity::Keypair, ping, relay};
 
+use crate::circuit_policy::OffCircuits;
+
 use crate::limits::MAX_GOSSIP_FRAME_BYTES;
 
 /// Identify protocol version string of PeerCompute nodes and relays.
@@ -20,6 +22,8 @@ mod derived {
     #![allow(missing_docs)]
     use libp2p::{gossipsub, identify, ping, relay, swarm::NetworkBehaviour};
 
+    use crate::circuit_policy::OffCircuits;
+
     /// The behaviour of a browser (or native) node.
     #[derive(NetworkBehaviour)]
     pub struct NodeBehaviour {
@@ -29,8 +33,9 @@ mod derived {
         pub identify: identify::Behaviour,
         /// Ping: RTT measurement.
         pub ping: ping::Behaviour,
-        /// Gossipsub: application topics and discovery.
-        pub gossipsub: gossipsub::Behaviour,
+        /// Gossipsub (application topics and discovery) on direct connections: relayed
+        /// circuits would only duplicate the relay's own gossip path.
+        pub gossipsub: OffCircuits<gossipsub::Behaviour>,
     }
 }
 
@@ -78,7 +83,7 @@ impl NodeBehaviour {
                 concat!("peercompute-node/", env!("CARGO_PKG_VERSION")),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-            gossipsub: gossipsub_behaviour(key)?,
+            gossipsub: OffCircuits::new(gossipsub_behaviour(key)?),
         })
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod behaviour;
+pub mod circuit_policy;
 pub mod discovery;
 pub mod error;
 pub mod limits;

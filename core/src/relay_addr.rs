@@ -78,8 +78,7 @@ mod tests {
         ] {
             let r = RelayAddr::parse(&a).expect(&a);
             assert_eq!(r.peer_id.to_string(), RELAY);
-            assert!(r
-                .circuit_listen_addr()
+            assert!(circuit_listen_addr(&r.addr)
                 .to_string()
                 .ends_with("/p2p-circuit"));
         }

@@ -388,3 +388,50 @@ async fn a_hostile_peer_cannot_disturb_the_relay_or_honest_nodes() {
     evil_task.abort();
     relay.stop().await;
 }
+
+/// Circuits carry no gossip, so nothing but the explicit keep-alive holds them open: with a
+/// 1 s idle timeout they must outlive 3 s of silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuits_are_kept_alive_deliberately_not_by_traffic() {
+    let relay = relay("keepalive").await;
+    let config = NodeConfig {
+        idle_connection_timeout: Duration::from_secs(1),
+        ..NodeConfig::default()
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut n = NativeNode::spawn(Keypair::generate_ed25519(), config.clone())
+            .await
+            .expect("node");
+        n.request(Request::Connect {
+            relays: vec![relay.dialable[0].to_string()],
+            timeout_ms: Some(10_000),
+        })
+        .await
+        .expect("connects");
+        nodes.push(n);
+    }
+    let b_id = nodes[1].peer_id().to_string();
+    wait_for(
+        &mut nodes[0],
+        |e| matches!(e, Event::PeerJoin { peer_id } if *peer_id == b_id),
+    )
+    .await;
+    let circuits_before = relay.stats.lock().await.circuits_total;
+    // Silence is the point of this test.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in &mut nodes {
+        let ReplyValue::Status(s) = n.request(Request::Status).await.expect("status") else {
+            panic!("status");
+        };
+        assert_eq!(s.connected_peers, 1, "{s:?}");
+        assert!(s.relays[0].reserved && s.relays[0].reconnects == 0, "{s:?}");
+    }
+    let stats = relay.stats.lock().await.clone();
+    assert_eq!(
+        stats.circuits_total, circuits_before,
+        "no circuit was re-made"
+    );
+    assert!(stats.circuits >= 1);
+    relay.stop().await;
+}
