@@ -69,7 +69,9 @@ export function useRelay(test) {
 /** Opens the sandbox page in `context` and connects its node. */
 export async function openNode(context, relay, options = {}) {
   const page = await context.newPage();
-  page.on('pageerror', (e) => console.error('[page error]', e.message));
+  // Uncaught errors and unhandled rejections in the page; tests assert there are none.
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`${relay.url}/sandbox.html`);
   await page.waitForFunction(() => window.sdkReady === true);
   const peerId = await page.evaluate(async (opts) => {
@@ -81,7 +83,7 @@ export async function openNode(context, relay, options = {}) {
     }
     return window.node.peerId;
   }, options);
-  return { page, peerId };
+  return { page, peerId, errors };
 }
 
 /** Subscribes the page's node to `topic`, collecting messages into `window.inbox`. */

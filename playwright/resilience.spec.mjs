@@ -63,6 +63,9 @@ test('connections stay up and carry messages after 120 s idle', async ({ browser
     }
     await deliver(a, b, 'chat', { text: 'still here' }, 5_000);
     await deliver(b, a, 'chat', { text: 'me too' }, 5_000);
+    // Two minutes outlive every SDK timer: none may have left an error or unhandled rejection.
+    expect(a.errors).toEqual([]);
+    expect(b.errors).toEqual([]);
   } finally {
     await relay.stop();
   }

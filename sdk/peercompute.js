@@ -262,43 +262,51 @@ export const PeerCompute = {
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 120_000) {
       throw new PeerComputeError('BAD_REQUEST', 'timeoutMs must be a number in (0, 120000]');
     }
-    let relays;
+    let relays = null;
     if (options.relay !== undefined) {
       relays = Array.isArray(options.relay) ? options.relay : [options.relay];
       if (!relays.every((r) => typeof r === 'string')) {
         throw new PeerComputeError('INVALID_RELAY_ADDR', 'relay must be a multiaddr string or an array of them');
       }
-    } else {
-      relays = await bootstrapRelays();
     }
     if (typeof SharedWorker === 'undefined') {
       throw new PeerComputeError('NO_SHARED_WORKER', 'this browser has no SharedWorker');
     }
+    // Start the worker first: its wasm compiles while the bootstrap list is fetched.
     const workerUrl = options.worker ?? new URL('../sw/worker.js', import.meta.url);
     const worker = new SharedWorker(workerUrl, { type: 'module', name: 'peercompute' });
     let node = null;
     const channel = new Channel(worker.port, (msg) => node?._dispatch(msg));
     worker.onerror = () =>
       channel.fail(new PeerComputeError('WORKER_START_FAILED', `the worker at ${workerUrl} failed to load`));
+    const bootstrap = relays === null ? bootstrapRelays() : Promise.resolve(relays);
+    bootstrap.catch(() => {}); // awaited below; this only silences an early rejection
     const lock = await holdTabLock();
     // The worker enforces timeoutMs; this guard only catches a worker that never answers.
-    const guard = new Promise((_, reject) =>
-      setTimeout(
+    let guardTimer;
+    const guard = new Promise((_, reject) => {
+      guardTimer = setTimeout(
         () => reject(new PeerComputeError('WORKER_UNAVAILABLE', 'the PeerCompute worker did not answer')),
         timeoutMs + 5000,
-      ),
-    );
+      );
+    });
     try {
-      const attached = await Promise.race([channel.request('attach', { lock: lock.name }), guard]);
+      const [attached, relayList] = await Promise.all([
+        Promise.race([channel.request('attach', { lock: lock.name }), guard]),
+        bootstrap,
+      ]);
       node = new PeerComputeNode(channel, lock, attached.peerId);
-      await Promise.race([channel.request('connect', { relays, timeoutMs }), guard]);
+      await Promise.race([channel.request('connect', { relays: relayList, timeoutMs }), guard]);
       return node;
     } catch (e) {
       // The node keeps retrying for other tabs; this tab lets go of its handle.
       channel.fail(e);
       channel.port.postMessage({ v: PROTOCOL_VERSION, id: 0, op: 'detach' });
+      channel.port.close();
       lock.release();
       throw e;
+    } finally {
+      clearTimeout(guardTimer);
     }
   },
 };
