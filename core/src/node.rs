@@ -855,10 +855,11 @@ impl Node {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
-                if topic.as_str() == DISCOVERY_TOPIC && self.relay_index(&peer_id).is_some() {
-                    self.announce_wanted = true;
-                }
+            // The relay now routes discovery for us: announce without waiting a period.
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if topic.as_str() == DISCOVERY_TOPIC && self.relay_index(&peer_id).is_some() =>
+            {
+                self.announce_wanted = true;
             }
             NodeBehaviourEvent::Ping(ping::Event {
                 peer,

@@ -42,7 +42,7 @@ pub fn build_swarm(
         .map_err(err)?
         .with_relay_client(noise::Config::new, yamux_config)
         .map_err(err)?
-        .with_behaviour(|key, relay| NodeBehaviour::new(key, relay))
+        .with_behaviour(NodeBehaviour::new)
         .map_err(err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_connection_timeout))
         .build())
@@ -67,7 +67,7 @@ pub async fn build_swarm(
         .map_err(err)?
         .with_relay_client(noise::Config::new, yamux_config)
         .map_err(err)?
-        .with_behaviour(|key, relay| NodeBehaviour::new(key, relay))
+        .with_behaviour(NodeBehaviour::new)
         .map_err(err)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle_connection_timeout))
         .build())

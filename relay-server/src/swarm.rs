@@ -76,7 +76,7 @@ impl RunningSwarm {
                 )
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_behaviour(|key| RelayBehaviour::new(key))
+            .with_behaviour(RelayBehaviour::new)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
@@ -233,18 +233,17 @@ impl RunningSwarm {
 
     fn on_gossip(&mut self, event: gossipsub::Event, stats: &mut Stats) {
         match event {
-            // Route every application topic some peer subscribes to (bounded), so messages
-            // reach every node through the relay even before direct circuits are up.
-            gossipsub::Event::Subscribed { topic, .. } => {
+            // Route every application topic some peer subscribes to (bounded): browser nodes
+            // gossip through the relay only (never over circuits, which run through it anyway).
+            gossipsub::Event::Subscribed { topic, .. }
                 if app_topic_name(topic.as_str()).is_some()
                     && !self.routed_topics.contains(&topic)
-                    && self.routed_topics.len() < MAX_ROUTED_TOPICS
-                {
-                    let t = gossipsub::IdentTopic::new(topic.as_str());
-                    if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
-                        self.routed_topics.insert(topic);
-                        stats.topics = self.routed_topics.len();
-                    }
+                    && self.routed_topics.len() < MAX_ROUTED_TOPICS =>
+            {
+                let t = gossipsub::IdentTopic::new(topic.as_str());
+                if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
+                    self.routed_topics.insert(topic);
+                    stats.topics = self.routed_topics.len();
                 }
             }
             gossipsub::Event::Message {
