@@ -18,7 +18,7 @@ wasm-bindgen --target web --no-typescript --out-dir "$out/sw/pkg" \
 if [ "$profile" != dev ]; then
   log "wasm-opt -Oz"
   npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-simd \
     "$out/sw/pkg/peercompute_sw_bg.wasm" -o "$out/sw/pkg/peercompute_sw_bg.wasm"
 fi
 cp sw/worker.js "$out/sw/"
