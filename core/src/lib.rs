@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod behaviour;
 pub mod circuit_policy;
+pub mod compute;
 pub mod discovery;
 pub mod error;
 pub mod limits;
