@@ -26,6 +26,7 @@ use web_time::Instant;
 use crate::{
     backoff::Backoff,
     behaviour::{NodeBehaviour, NodeBehaviourEvent},
+    circuit_policy::is_circuit,
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
     error::ErrorCode,
     limits::{
@@ -945,12 +946,11 @@ impl Node {
 }
 
 fn endpoint_is_circuit(endpoint: &ConnectedPoint) -> bool {
-    let addr = match endpoint {
-        ConnectedPoint::Dialer { address, .. } => address,
-        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
-    };
-    addr.iter()
-        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
-        || matches!(endpoint, ConnectedPoint::Listener { local_addr, .. }
-            if local_addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit)))
+    match endpoint {
+        ConnectedPoint::Dialer { address, .. } => is_circuit(address),
+        ConnectedPoint::Listener {
+            local_addr,
+            send_back_addr,
+        } => is_circuit(local_addr) || is_circuit(send_back_addr),
+    }
 }
