@@ -27,6 +27,26 @@ pub enum ErrorCode {
     Busy,
     /// Too many subscriptions for one tab.
     TooManySubscriptions,
+    /// A document name is empty, too long or has control characters.
+    StateInvalidDocName,
+    /// A document path is empty, too deep or has an empty or overlong key.
+    StateInvalidPath,
+    /// A value is not plain JSON (functions, cycles, non-finite numbers) or breaks a bound.
+    StateInvalidValue,
+    /// Bytes given as a Yjs update (or state vector) cannot be decoded or applied.
+    StateInvalidUpdate,
+    /// The document was not opened by this tab first.
+    StateNotOpen,
+    /// Too many documents open at once.
+    StateTooManyDocs,
+    /// A document would outgrow its size bound.
+    StateDocTooLarge,
+    /// No version with that id.
+    StateUnknownVersion,
+    /// The document already keeps the most versions allowed.
+    StateTooManyVersions,
+    /// The write could not be made durable (IndexedDB failed); it is not acknowledged.
+    StatePersistFailed,
     /// An internal error; the node keeps running.
     Internal,
 }
@@ -45,6 +65,16 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "INVALID_JSON",
             ErrorCode::Busy => "BUSY",
             ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
+            ErrorCode::StateInvalidDocName => "STATE_INVALID_DOC_NAME",
+            ErrorCode::StateInvalidPath => "STATE_INVALID_PATH",
+            ErrorCode::StateInvalidValue => "STATE_INVALID_VALUE",
+            ErrorCode::StateInvalidUpdate => "STATE_INVALID_UPDATE",
+            ErrorCode::StateNotOpen => "STATE_NOT_OPEN",
+            ErrorCode::StateTooManyDocs => "STATE_TOO_MANY_DOCS",
+            ErrorCode::StateDocTooLarge => "STATE_DOC_TOO_LARGE",
+            ErrorCode::StateUnknownVersion => "STATE_UNKNOWN_VERSION",
+            ErrorCode::StateTooManyVersions => "STATE_TOO_MANY_VERSIONS",
+            ErrorCode::StatePersistFailed => "STATE_PERSIST_FAILED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

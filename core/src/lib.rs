@@ -18,6 +18,7 @@ pub mod native;
 pub mod node;
 pub mod pubsub;
 pub mod relay_addr;
+pub mod state;
 pub mod tab_protocol;
 pub mod transport;
 

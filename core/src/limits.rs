@@ -28,3 +28,36 @@ pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Depth of the queue between tabs and the node loop; a full queue answers `BUSY`.
 pub const TAB_INPUT_QUEUE: usize = 1024;
+
+/// Longest document name, in bytes.
+pub const MAX_DOC_NAME_BYTES: usize = 128;
+/// Most documents a browser node holds open at once.
+pub const MAX_OPEN_DOCS: usize = 64;
+/// Most documents a pinning relay keeps.
+pub const MAX_PINNED_DOCS: usize = 1024;
+/// Most keys in a document path.
+pub const MAX_PATH_SEGMENTS: usize = 32;
+/// Longest key in a path (and in a stored object), in bytes.
+pub const MAX_PATH_SEGMENT_BYTES: usize = 256;
+/// Deepest nesting of a stored JSON value.
+pub const MAX_JSON_DEPTH: usize = 64;
+/// Largest update a tab may apply at once, as JSON text.
+pub const MAX_STATE_UPDATE_BYTES: usize = 1024 * 1024;
+/// Most operations in one atomic update.
+pub const MAX_OPS_PER_UPDATE: usize = 1024;
+/// Largest single Yjs update accepted from a peer, a file or a tab (`importUpdate`).
+pub const MAX_SYNC_UPDATE_BYTES: usize = 32 * 1024 * 1024;
+/// Largest sync frame (several documents' messages) on the wire.
+pub const MAX_SYNC_FRAME_BYTES: usize = 48 * 1024 * 1024;
+/// Largest document, as a full encoded update; local writes beyond it are refused.
+pub const MAX_DOC_BYTES: usize = 32 * 1024 * 1024;
+/// Most named versions per document.
+pub const MAX_VERSIONS_PER_DOC: usize = 256;
+/// Longest version label, in bytes.
+pub const MAX_VERSION_LABEL_BYTES: usize = 256;
+/// Largest presence state of one node, as JSON text.
+pub const MAX_PRESENCE_BYTES: usize = 16 * 1024;
+/// Most peers' presence states a node keeps.
+pub const MAX_PRESENCE_PEERS: usize = 1024;
+/// Stored update records of one document after which it is compacted into one.
+pub const COMPACT_AFTER_RECORDS: usize = 200;

@@ -1,0 +1,792 @@
+//! One shared document: a yrs `Doc` whose root map `"root"` holds the application's JSON tree,
+//! flattened to one entry per leaf.
+//!
+//! Why flat: in Yjs two peers that concurrently create the same nested map (say `players`,
+//! when the first two players join at once) each make their own, and one of them is dropped
+//! with everything written into it. Here every leaf is its own entry of the root map, keyed by
+//! its path (keys joined by U+001F), so writes to different leaves always merge and a write to
+//! the same leaf is last-writer-wins. Arrays and scalars are leaves; an empty object is a leaf
+//! `{}`. Reading rebuilds objects from the leaves under a path (a sorted key index keeps that
+//! a range scan); where concurrent writes left both a leaf and entries below it, the entries
+//! below win, the same on every replica.
+//!
+//! Every change, local or remote, is reported as a list of [`Change`]s (a path and its new
+//! value) that tabs apply to their mirror. History is kept (GC off) so named versions can be
+//! read back.
+
+use std::{cell::RefCell, collections::BTreeSet, ops::Bound, rc::Rc, sync::Arc};
+
+use serde::Serialize;
+use serde_json::{Map as JsonMap, Number as JsonNumber, Value};
+use yrs::{
+    any::Number,
+    types::{EntryChange, ToJson},
+    updates::{
+        decoder::Decode,
+        encoder::{Encode, Encoder, EncoderV1},
+    },
+    Any, Doc, In, Map, MapPrelim, MapRef, Observable, Options, Out, ReadTxn, Snapshot, StateVector,
+    Transact, Update,
+};
+
+use super::{
+    path::{Op, Path},
+    update_check::check_update_v1,
+};
+use crate::{
+    error::ErrorCode,
+    limits::{MAX_SYNC_UPDATE_BYTES, MAX_VERSIONS_PER_DOC, MAX_VERSION_LABEL_BYTES},
+    NodeError,
+};
+
+/// Name of the root map that holds the application's tree (`ydoc.getMap('root')` in Yjs).
+pub const ROOT_MAP: &str = "root";
+/// Name of the root map that holds named versions.
+pub const VERSIONS_MAP: &str = "versions";
+/// Joins path keys into an entry key; path keys cannot contain control characters.
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// A named version of a document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Version {
+    /// Unique id (`at(id)` reads it back).
+    pub id: String,
+    /// The label given to `snapshot`.
+    pub label: String,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub time: f64,
+}
+
+/// A path and its value after a transaction; `None` means the entry was removed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// Keys from the document root.
+    pub path: Path,
+    /// The new value, or `None` when deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+/// What applying something to a document did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The Yjs v1 update of what actually changed, to persist (and, when local, broadcast);
+    /// `None` when the document already had all of it.
+    pub update: Option<Vec<u8>>,
+    /// The changed paths for the tabs.
+    pub changes: Vec<Change>,
+}
+
+/// Entry keys present in the root map, sorted (for prefix scans), and those the current
+/// transaction touched. Both are kept by the root map's observer.
+#[derive(Default)]
+struct KeyIndex {
+    keys: BTreeSet<String>,
+    touched: BTreeSet<String>,
+}
+
+/// A shared document.
+pub struct SharedDoc {
+    doc: Doc,
+    root: MapRef,
+    index: Rc<RefCell<KeyIndex>>,
+    /// What the last transaction actually changed, as a Yjs v1 update.
+    effective: Rc<RefCell<Option<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for SharedDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDoc")
+            .field("client_id", &self.doc.client_id())
+            .field("entries", &self.index.borrow().keys.len())
+            .finish()
+    }
+}
+
+impl Default for SharedDoc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> NodeError {
+    NodeError::new(ErrorCode::Internal, e.to_string())
+}
+
+fn bad_update(e: impl std::fmt::Display) -> NodeError {
+    NodeError::new(
+        ErrorCode::StateInvalidUpdate,
+        format!("not a valid Yjs update: {e}"),
+    )
+}
+
+/// The entry key of a path.
+pub fn entry_key(path: &[String]) -> String {
+    let mut key = String::with_capacity(path.iter().map(|s| s.len() + 1).sum());
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            key.push(KEY_SEPARATOR);
+        }
+        key.push_str(segment);
+    }
+    key
+}
+
+fn key_path(key: &str) -> Path {
+    key.split(KEY_SEPARATOR).map(String::from).collect()
+}
+
+/// Keys strictly below `key` in the index.
+fn below<'a>(keys: &'a BTreeSet<String>, key: &str) -> impl Iterator<Item = &'a String> + 'a {
+    let prefix = format!("{key}{KEY_SEPARATOR}");
+    keys.range::<String, _>((Bound::Included(prefix.clone()), Bound::Unbounded))
+        .take_while(move |k| k.starts_with(&prefix))
+}
+
+fn new_doc() -> Doc {
+    Doc::with_options(Options {
+        skip_gc: true,
+        ..Options::default()
+    })
+}
+
+impl SharedDoc {
+    /// An empty document with a fresh random client id and history kept (GC off).
+    pub fn new() -> Self {
+        let doc = new_doc();
+        let root = doc.get_or_insert_map(ROOT_MAP);
+        let index: Rc<RefCell<KeyIndex>> = Rc::default();
+        let sink = index.clone();
+        root.observe("peercompute", move |txn, event| {
+            let mut index = sink.borrow_mut();
+            for (key, change) in event.keys(txn) {
+                match change {
+                    EntryChange::Removed(_) => index.keys.remove(key.as_ref()),
+                    _ => index.keys.insert(key.to_string()),
+                };
+                index.touched.insert(key.to_string());
+            }
+        });
+        let effective: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+        let sink = effective.clone();
+        // Fired on commit only when the transaction inserted or deleted something.
+        let observed = doc.observe_update_v1("peercompute", move |_, event| {
+            *sink.borrow_mut() = Some(event.update.clone());
+        });
+        debug_assert!(observed.is_ok(), "no transaction is open yet");
+        SharedDoc {
+            doc,
+            root,
+            index,
+            effective,
+        }
+    }
+
+    /// The underlying yrs document.
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    /// Number of leaf entries.
+    pub fn entries(&self) -> usize {
+        self.index.borrow().keys.len()
+    }
+
+    /// The whole tree as JSON.
+    pub fn to_json(&self) -> Value {
+        let txn = self.doc.transact();
+        let index = self.index.borrow();
+        build_tree(
+            index
+                .keys
+                .iter()
+                .map(|k| (k.as_str(), self.root.get(&txn, k))),
+            &txn,
+        )
+    }
+
+    /// The value at `path`, or `None`.
+    pub fn get(&self, path: &[String]) -> Option<Value> {
+        let txn = self.doc.transact();
+        let index = self.index.borrow();
+        self.value_at(&txn, &index.keys, &entry_key(path))
+    }
+
+    fn value_at<T: ReadTxn>(&self, txn: &T, keys: &BTreeSet<String>, key: &str) -> Option<Value> {
+        let skip = key.split(KEY_SEPARATOR).count();
+        let mut below = below(keys, key).peekable();
+        if below.peek().is_none() {
+            return self.root.get(txn, key).map(|v| out_to_json(&v, txn));
+        }
+        let mut tree = JsonMap::new();
+        for k in below {
+            let rest: Vec<&str> = k.split(KEY_SEPARATOR).skip(skip).collect();
+            if let Some(v) = self.root.get(txn, k) {
+                insert_leaf(&mut tree, &rest, out_to_json(&v, txn));
+            }
+        }
+        Some(Value::Object(tree))
+    }
+
+    /// Applies `ops` as one transaction and returns the Yjs v1 update to persist and
+    /// broadcast, and the changes for the tabs. Writing below a leaf replaces the leaf by an
+    /// object (as `_.set` does); a value replaces everything that was at its path.
+    pub fn apply_ops(&self, ops: &[Op]) -> Result<Applied, NodeError> {
+        {
+            let mut txn = self.doc.transact_mut();
+            for op in ops {
+                let key = entry_key(op.path());
+                // Everything below the path goes: a value replaces the whole subtree.
+                let doomed: Vec<String> = below(&self.index.borrow().keys, &key).cloned().collect();
+                for k in &doomed {
+                    self.root.remove(&mut txn, k);
+                }
+                match op {
+                    Op::Set { path, value } => {
+                        // A leaf above the path would hide the new value: remove it.
+                        for end in 1..path.len() {
+                            let ancestor = entry_key(&path[..end]);
+                            if self.index.borrow().keys.contains(&ancestor) {
+                                self.root.remove(&mut txn, &ancestor);
+                            }
+                        }
+                        let mut leaves = Vec::new();
+                        flatten(&key, value, &mut leaves);
+                        for (k, v) in leaves {
+                            self.root.insert(&mut txn, k, In::Any(v));
+                        }
+                    }
+                    Op::Delete { .. } => {
+                        self.root.remove(&mut txn, &key);
+                    }
+                }
+            }
+        }
+        Ok(self.take_applied())
+    }
+
+    /// Applies a Yjs v1 update from a peer, a file or a tab. Missing dependencies are kept
+    /// pending by yrs until a later update (or a sync) delivers them.
+    pub fn apply_update(&self, update: &[u8]) -> Result<Applied, NodeError> {
+        if update.len() > MAX_SYNC_UPDATE_BYTES {
+            return Err(NodeError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("an update is at most {MAX_SYNC_UPDATE_BYTES} bytes"),
+            ));
+        }
+        check_update_v1(update)?;
+        let update = Update::decode_v1(update).map_err(bad_update)?;
+        {
+            let mut txn = self.doc.transact_mut();
+            let applied = txn.apply_update(update).map_err(bad_update);
+            if applied.is_err() {
+                // Nothing of a refused update may leak into the next transaction's report.
+                drop(txn);
+                self.take_applied();
+            }
+            applied?;
+        }
+        Ok(self.take_applied())
+    }
+
+    /// This document's state vector.
+    pub fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// Everything a peer with state vector `sv` is missing, as a Yjs v1 update.
+    pub fn diff(&self, sv: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_diff_v1(sv)
+    }
+
+    /// Everything a peer with state vector `sv` (Yjs v1 encoding) is missing.
+    pub fn diff_encoded(&self, sv: &[u8]) -> Result<Vec<u8>, NodeError> {
+        let sv = StateVector::decode_v1(sv).map_err(bad_update)?;
+        Ok(self.diff(&sv))
+    }
+
+    /// The whole document as one Yjs v1 update.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.diff(&StateVector::default())
+    }
+
+    /// Records the current state as a named version (a yrs snapshot stored in the document's
+    /// `"versions"` map, so every peer and every reload sees it).
+    pub fn snapshot(
+        &self,
+        id: &str,
+        label: &str,
+        time_ms: f64,
+    ) -> Result<(Version, Applied), NodeError> {
+        if label.len() > MAX_VERSION_LABEL_BYTES {
+            return Err(NodeError::new(
+                ErrorCode::StateInvalidValue,
+                format!("a version label is at most {MAX_VERSION_LABEL_BYTES} bytes"),
+            ));
+        }
+        let versions = self.doc.get_or_insert_map(VERSIONS_MAP);
+        {
+            let mut txn = self.doc.transact_mut();
+            if versions.len(&txn) as usize >= MAX_VERSIONS_PER_DOC {
+                return Err(NodeError::new(
+                    ErrorCode::StateTooManyVersions,
+                    format!("a document keeps at most {MAX_VERSIONS_PER_DOC} versions"),
+                ));
+            }
+            let snapshot = txn.snapshot().encode_v1();
+            let entry = MapPrelim::from([
+                ("label", In::Any(Any::from(label))),
+                ("time", In::Any(Any::Number(Number::Float(time_ms)))),
+                ("snapshot", In::Any(Any::Buffer(Arc::from(snapshot)))),
+            ]);
+            versions.insert(&mut txn, id, entry);
+        }
+        let version = Version {
+            id: id.to_string(),
+            label: label.to_string(),
+            time: time_ms,
+        };
+        Ok((version, self.take_applied()))
+    }
+
+    /// The named versions, oldest first.
+    pub fn versions(&self) -> Vec<Version> {
+        let versions = self.doc.get_or_insert_map(VERSIONS_MAP);
+        let txn = self.doc.transact();
+        let mut list: Vec<Version> = versions
+            .iter(&txn)
+            .filter_map(|(id, entry)| {
+                let Out::YMap(entry) = entry else { return None };
+                let label = match entry.get(&txn, "label") {
+                    Some(Out::Any(Any::String(s))) => s.to_string(),
+                    _ => String::new(),
+                };
+                let time = match entry.get(&txn, "time") {
+                    Some(Out::Any(Any::Number(Number::Float(t)))) => t,
+                    Some(Out::Any(Any::Number(Number::Int(t)))) => t as f64,
+                    _ => 0.0,
+                };
+                Some(Version {
+                    id: id.to_string(),
+                    label,
+                    time,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| a.time.total_cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        list
+    }
+
+    /// The whole tree as it was at version `id`.
+    pub fn json_at(&self, id: &str) -> Result<Value, NodeError> {
+        let versions = self.doc.get_or_insert_map(VERSIONS_MAP);
+        let txn = self.doc.transact();
+        let snapshot = match versions.get(&txn, id) {
+            Some(Out::YMap(entry)) => match entry.get(&txn, "snapshot") {
+                Some(Out::Any(Any::Buffer(bytes))) => {
+                    Snapshot::decode_v1(&bytes).map_err(bad_update)?
+                }
+                _ => return Err(internal(format!("version {id:?} has no snapshot"))),
+            },
+            _ => {
+                return Err(NodeError::new(
+                    ErrorCode::StateUnknownVersion,
+                    format!("no version {id:?} in this document"),
+                ))
+            }
+        };
+        let mut encoder = EncoderV1::new();
+        txn.encode_state_from_snapshot(&snapshot, &mut encoder)
+            .map_err(|e| internal(format!("reading version {id:?}: {e}")))?;
+        drop(txn);
+        let past = new_doc();
+        let root = past.get_or_insert_map(ROOT_MAP);
+        let update = Update::decode_v1(&encoder.to_vec()).map_err(bad_update)?;
+        past.transact_mut()
+            .apply_update(update)
+            .map_err(bad_update)?;
+        let txn = past.transact();
+        let mut entries: Vec<(&str, Option<Out>)> =
+            root.iter(&txn).map(|(k, v)| (k, Some(v))).collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        Ok(build_tree(entries.into_iter(), &txn))
+    }
+
+    /// Whether the document has updates waiting for missing dependencies.
+    pub fn has_pending(&self) -> bool {
+        let txn = self.doc.transact();
+        txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
+    }
+
+    /// The changes of the last transaction: for every touched entry, its path and value; for a
+    /// removed one, the highest ancestor left empty (so a tab's mirror drops it as well).
+    fn take_applied(&self) -> Applied {
+        let touched = std::mem::take(&mut self.index.borrow_mut().touched);
+        let txn = self.doc.transact();
+        let index = self.index.borrow();
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        for key in touched {
+            let mut key = key;
+            if !index.keys.contains(&key) && below(&index.keys, &key).next().is_none() {
+                // Walk up while the ancestor holds nothing any more.
+                while let Some(cut) = key.rfind(KEY_SEPARATOR) {
+                    let parent = &key[..cut];
+                    if index.keys.contains(parent) || below(&index.keys, parent).next().is_some() {
+                        break;
+                    }
+                    key.truncate(cut);
+                }
+            }
+            paths.insert(key);
+        }
+        // Sorted order puts a parent before its children: the order tabs apply them in.
+        let changes = paths
+            .into_iter()
+            .map(|key| Change {
+                value: self.value_at(&txn, &index.keys, &key),
+                path: key_path(&key),
+            })
+            .collect();
+        Applied {
+            update: self.effective.borrow_mut().take(),
+            changes,
+        }
+    }
+}
+
+/// The leaves of `value` written at `key`: scalars, arrays and empty objects are leaves.
+fn flatten(key: &str, value: &Value, out: &mut Vec<(String, Any)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                flatten(&format!("{key}{KEY_SEPARATOR}{k}"), v, out);
+            }
+        }
+        other => out.push((key.to_string(), json_to_any(other))),
+    }
+}
+
+/// Puts a leaf into a tree; entries below a leaf win over the leaf, whatever the order.
+fn insert_leaf(tree: &mut JsonMap<String, Value>, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = tree;
+    for key in parents {
+        let slot = node
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(JsonMap::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(JsonMap::new());
+        }
+        let Value::Object(next) = slot else { return };
+        node = next;
+    }
+    match node.get(*last) {
+        Some(Value::Object(existing)) if !existing.is_empty() => {}
+        _ => {
+            node.insert(last.to_string(), value);
+        }
+    }
+}
+
+fn build_tree<'a, T: ReadTxn>(
+    entries: impl Iterator<Item = (&'a str, Option<Out>)>,
+    txn: &T,
+) -> Value {
+    let mut tree = JsonMap::new();
+    for (key, value) in entries {
+        if let Some(v) = value {
+            let path: Vec<&str> = key.split(KEY_SEPARATOR).collect();
+            insert_leaf(&mut tree, &path, out_to_json(&v, txn));
+        }
+    }
+    Value::Object(tree)
+}
+
+fn json_to_any(value: &Value) -> Any {
+    match value {
+        Value::Null => Any::Null,
+        Value::Bool(b) => Any::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i.unsigned_abs() <= Number::I64_MAX_SAFE_INTEGER as u64 => {
+                Any::Number(Number::Int(i))
+            }
+            _ => Any::Number(Number::Float(n.as_f64().unwrap_or(0.0))),
+        },
+        Value::String(s) => Any::String(Arc::from(s.as_str())),
+        Value::Array(items) => Any::Array(items.iter().map(json_to_any).collect()),
+        Value::Object(map) => Any::Map(Arc::new(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json_to_any(v)))
+                .collect(),
+        )),
+    }
+}
+
+fn any_to_json(any: &Any) -> Value {
+    match any {
+        Any::Null | Any::Undefined => Value::Null,
+        Any::Bool(b) => Value::Bool(*b),
+        Any::Number(Number::Int(i)) => Value::Number((*i).into()),
+        Any::Number(Number::Float(f)) => {
+            JsonNumber::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        Any::String(s) => Value::String(s.to_string()),
+        Any::Buffer(b) => Value::Array(b.iter().map(|x| Value::Number((*x).into())).collect()),
+        Any::Array(items) => Value::Array(items.iter().map(any_to_json).collect()),
+        Any::Map(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), any_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Shared types (maps, arrays, text) only appear in documents edited by other Yjs clients;
+/// they are read whole.
+fn out_to_json<T: ReadTxn>(out: &Out, txn: &T) -> Value {
+    match out {
+        Out::Any(any) => any_to_json(any),
+        other => any_to_json(&other.to_json(txn)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn p(s: &str) -> Path {
+        s.split('.').map(String::from).collect()
+    }
+
+    fn set(path: &str, value: Value) -> Op {
+        Op::Set {
+            path: p(path),
+            value,
+        }
+    }
+
+    #[test]
+    fn set_get_delete_and_changes() {
+        let doc = SharedDoc::new();
+        let Applied { update, changes } = doc
+            .apply_ops(&[
+                set("players.alice", json!({"x": 1, "y": 2})),
+                set("score", json!(3)),
+            ])
+            .unwrap();
+        assert!(update.is_some());
+        assert_eq!(doc.get(&p("players.alice")), Some(json!({"x": 1, "y": 2})));
+        assert_eq!(doc.get(&p("players.alice.x")), Some(json!(1)));
+        assert!(changes.contains(&Change {
+            path: p("score"),
+            value: Some(json!(3))
+        }));
+        assert!(changes.contains(&Change {
+            path: p("players.alice.y"),
+            value: Some(json!(2))
+        }));
+
+        let changes = doc
+            .apply_ops(&[set("players.alice.x", json!(5))])
+            .unwrap()
+            .changes;
+        assert_eq!(
+            changes,
+            vec![Change {
+                path: p("players.alice.x"),
+                value: Some(json!(5))
+            }]
+        );
+
+        let changes = doc
+            .apply_ops(&[Op::Delete {
+                path: p("players.alice"),
+            }])
+            .unwrap()
+            .changes;
+        // Nothing is left under `players`, so the whole object goes.
+        assert_eq!(
+            changes,
+            vec![Change {
+                path: p("players"),
+                value: None
+            }]
+        );
+        // Deleting what is not there changes nothing and yields nothing to persist.
+        let applied = doc
+            .apply_ops(&[Op::Delete {
+                path: p("players.nobody"),
+            }])
+            .unwrap();
+        assert!(applied.update.is_none() && applied.changes.is_empty());
+        assert_eq!(doc.to_json(), json!({"score": 3}));
+    }
+
+    #[test]
+    fn writes_below_a_leaf_replace_it_and_values_replace_subtrees() {
+        let doc = SharedDoc::new();
+        doc.apply_ops(&[set("score", json!(3))]).unwrap();
+        let changes = doc.apply_ops(&[set("score.x", json!(1))]).unwrap().changes;
+        assert_eq!(doc.to_json(), json!({"score": {"x": 1}}));
+        assert_eq!(
+            changes,
+            vec![
+                Change {
+                    path: p("score"),
+                    value: Some(json!({"x": 1}))
+                },
+                Change {
+                    path: p("score.x"),
+                    value: Some(json!(1))
+                },
+            ]
+        );
+        doc.apply_ops(&[set("score", json!({"y": 2, "z": {}}))])
+            .unwrap();
+        assert_eq!(doc.to_json(), json!({"score": {"y": 2, "z": {}}}));
+        doc.apply_ops(&[set("score", json!(7)), set("list", json!([1, {"a": 2}]))])
+            .unwrap();
+        assert_eq!(doc.to_json(), json!({"score": 7, "list": [1, {"a": 2}]}));
+        // Keys with dots are fine: paths are lists of keys.
+        doc.apply_ops(&[
+            set("a.b", json!(1)),
+            Op::Set {
+                path: vec!["a.b".into()],
+                value: json!(2),
+            },
+        ])
+        .unwrap();
+        assert_eq!(doc.get(&["a.b".to_string()]), Some(json!(2)));
+        assert_eq!(doc.get(&p("a.b")), Some(json!(1)));
+    }
+
+    #[test]
+    fn two_docs_converge_through_updates_and_diffs() {
+        let a = SharedDoc::new();
+        let b = SharedDoc::new();
+        let ua = a
+            .apply_ops(&[set("m.a", json!("from a"))])
+            .unwrap()
+            .update
+            .unwrap();
+        b.apply_ops(&[set("m.b", json!([1, 2.5, null]))]).unwrap();
+        let changes = b.apply_update(&ua).unwrap().changes;
+        assert!(changes.iter().any(|c| c.path == p("m.a")), "{changes:?}");
+        a.apply_update(&b.diff(&a.state_vector())).unwrap();
+        assert_eq!(a.to_json(), b.to_json());
+        // A second delivery of the same update changes nothing: nothing to persist.
+        assert!(b.apply_update(&ua).unwrap().update.is_none());
+        // Both peers created `m` concurrently, and neither write is lost.
+        assert_eq!(
+            a.to_json(),
+            json!({"m": {"a": "from a", "b": [1, 2.5, null]}})
+        );
+    }
+
+    #[test]
+    fn versions_read_back_on_every_replica() {
+        let a = SharedDoc::new();
+        a.apply_ops(&[set("score", json!(1)), set("boss.hp", json!(100))])
+            .unwrap();
+        let (v1, applied) = a.snapshot("v-1", "before-boss", 1000.0).unwrap();
+        assert!(
+            applied.changes.is_empty(),
+            "versions are not part of the tree"
+        );
+        a.apply_ops(&[set("score", json!(9)), Op::Delete { path: p("boss") }])
+            .unwrap();
+        a.snapshot("v-2", "after", 2000.0).unwrap();
+        assert_eq!(
+            a.json_at(&v1.id).unwrap(),
+            json!({"score": 1, "boss": {"hp": 100}})
+        );
+        assert_eq!(a.to_json(), json!({"score": 9}));
+        let labels: Vec<_> = a.versions().into_iter().map(|v| v.label).collect();
+        assert_eq!(labels, ["before-boss", "after"]);
+        // Another replica, synced from scratch, reads the same past.
+        let b = SharedDoc::new();
+        b.apply_update(&a.encode_state()).unwrap();
+        assert_eq!(b.versions(), a.versions());
+        assert_eq!(
+            b.json_at("v-1").unwrap(),
+            json!({"score": 1, "boss": {"hp": 100}})
+        );
+        assert_eq!(
+            a.json_at("nope").unwrap_err().code,
+            ErrorCode::StateUnknownVersion
+        );
+    }
+
+    #[test]
+    fn hostile_updates_are_refused() {
+        let doc = SharedDoc::new();
+        doc.apply_ops(&[set("k", json!(1))]).unwrap();
+        for bytes in [
+            &b""[..],
+            b"\xff\xff\xff\xff",
+            b"\x01\x01\x01\x01\x01",
+            &[0xff; 64],
+        ] {
+            assert_eq!(
+                doc.apply_update(bytes).unwrap_err().code,
+                ErrorCode::StateInvalidUpdate
+            );
+        }
+        assert!(doc.diff_encoded(b"\xff\xff").is_err());
+        assert_eq!(doc.to_json(), json!({"k": 1}));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn valid_update() -> Vec<u8> {
+        let doc = SharedDoc::new();
+        doc.apply_ops(&[
+            Op::Set {
+                path: vec!["a".into()],
+                value: json!({"b": [1, "x"], "c": 2.5}),
+            },
+            Op::Delete {
+                path: vec!["a".into(), "c".into()],
+            },
+        ])
+        .unwrap();
+        doc.encode_state()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes as an update: an error or a no-op, never a panic, and the document
+        /// still reads and still accepts a valid update afterwards.
+        #[test]
+        fn random_updates_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let doc = SharedDoc::new();
+            let _ = doc.apply_update(&bytes);
+            let _ = doc.to_json();
+            prop_assert!(doc.apply_update(&valid_update()).is_ok());
+        }
+
+        /// A valid update with a few bytes changed.
+        #[test]
+        fn mutated_updates_never_panic(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+            let mut bytes = valid_update();
+            for (i, b) in edits {
+                let i = i % bytes.len();
+                bytes[i] = b;
+            }
+            let doc = SharedDoc::new();
+            let _ = doc.apply_update(&bytes);
+            let _ = doc.to_json();
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Shared state: yrs documents, their peer sync, versions and presence.
+//!
+//! Everything here is platform-neutral and natively tested; the node loop ([`crate::node`])
+//! wires it to tabs, the network and storage, and the relay reuses [`replica::Replica`] to pin
+//! documents.
+
+pub mod document;
+pub mod path;
+pub mod replica;
+pub mod sync_protocol;
+pub mod update_check;
+
+pub use document::{Applied, Change, SharedDoc, Version};
+pub use path::Op;
+pub use replica::Replica;

@@ -1,0 +1,250 @@
+//! Paths into a document and the operations a tab applies to it, validated before they touch
+//! the document.
+//!
+//! A path is a list of map keys from the document root: `["players", "alice", "x"]`. The SDK
+//! also accepts the dotted form `"players.alice.x"` and splits it before it is sent. Values are
+//! plain JSON: objects become nested shared maps (so concurrent writes to different keys merge),
+//! arrays and scalars are stored whole.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    error::ErrorCode,
+    limits::{
+        MAX_DOC_NAME_BYTES, MAX_JSON_DEPTH, MAX_OPS_PER_UPDATE, MAX_PATH_SEGMENTS,
+        MAX_PATH_SEGMENT_BYTES, MAX_STATE_UPDATE_BYTES,
+    },
+    NodeError,
+};
+
+/// A validated path from the document root.
+pub type Path = Vec<String>;
+
+/// One operation of an atomic update.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Write `value` at `path`, creating intermediate maps.
+    Set {
+        /// Where.
+        path: Path,
+        /// What (plain JSON).
+        value: Value,
+    },
+    /// Remove the entry at `path` (nothing happens if it is absent).
+    Delete {
+        /// Where.
+        path: Path,
+    },
+}
+
+impl Op {
+    /// The path the operation touches.
+    pub fn path(&self) -> &Path {
+        match self {
+            Op::Set { path, .. } | Op::Delete { path } => path,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireOp {
+    set: Option<Path>,
+    delete: Option<Path>,
+    value: Option<Value>,
+}
+
+fn invalid_path(message: impl Into<String>) -> NodeError {
+    NodeError::new(ErrorCode::StateInvalidPath, message)
+}
+
+fn invalid_value(message: impl Into<String>) -> NodeError {
+    NodeError::new(ErrorCode::StateInvalidValue, message)
+}
+
+/// Checks a document name: 1..=128 bytes, no control characters.
+pub fn validate_doc_name(name: &str) -> Result<(), NodeError> {
+    if name.is_empty() || name.len() > MAX_DOC_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(NodeError::new(
+            ErrorCode::StateInvalidDocName,
+            format!(
+                "a document name is 1 to {MAX_DOC_NAME_BYTES} bytes without control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a path: 1..=32 non-empty keys of at most 256 bytes each.
+pub fn validate_path(path: &[String]) -> Result<(), NodeError> {
+    if path.is_empty() || path.len() > MAX_PATH_SEGMENTS {
+        return Err(invalid_path(format!(
+            "a path has 1 to {MAX_PATH_SEGMENTS} keys"
+        )));
+    }
+    if let Some(bad) = path.iter().find(|s| {
+        s.is_empty() || s.len() > MAX_PATH_SEGMENT_BYTES || s.chars().any(char::is_control)
+    }) {
+        return Err(invalid_path(format!(
+            "path key {bad:?} must be 1 to {MAX_PATH_SEGMENT_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a value is plain, finite JSON no deeper than [`MAX_JSON_DEPTH`], whose object
+/// keys are valid path keys (objects are stored one entry per leaf, keyed by path).
+/// (`serde_json` cannot hold NaN or infinities; this guards depth and object keys.)
+pub fn validate_value(value: &Value) -> Result<(), NodeError> {
+    fn walk(value: &Value, depth: usize) -> Result<(), NodeError> {
+        if depth > MAX_JSON_DEPTH {
+            return Err(invalid_value(format!(
+                "values nest at most {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        match value {
+            Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                if k.is_empty() || k.len() > MAX_PATH_SEGMENT_BYTES || k.chars().any(char::is_control) {
+                    return Err(invalid_value(format!(
+                        "object keys are 1 to {MAX_PATH_SEGMENT_BYTES} bytes without control characters"
+                    )));
+                }
+                walk(v, depth + 1)
+            }),
+            Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => {
+                Err(invalid_value("numbers must be finite"))
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(value, 0)
+}
+
+/// Decodes the JSON text of an update (`[{"set": [...], "value": ...}, {"delete": [...]}]`),
+/// bounded in size and count, every path and value validated.
+pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
+    if json.len() > MAX_STATE_UPDATE_BYTES {
+        return Err(NodeError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "an update is at most {MAX_STATE_UPDATE_BYTES} bytes of JSON, got {}",
+                json.len()
+            ),
+        ));
+    }
+    // serde_json's own recursion limit (128) keeps hostile nesting from exhausting the stack.
+    let wire: Vec<WireOp> = serde_json::from_str(json)
+        .map_err(|e| invalid_value(format!("update is not a list of operations: {e}")))?;
+    if wire.is_empty() || wire.len() > MAX_OPS_PER_UPDATE {
+        return Err(invalid_value(format!(
+            "an update has 1 to {MAX_OPS_PER_UPDATE} operations"
+        )));
+    }
+    wire.into_iter()
+        .map(|op| {
+            let op = match (op.set, op.delete, op.value) {
+                (Some(path), None, Some(value)) => Op::Set { path, value },
+                (Some(_), None, None) => return Err(invalid_value("`set` needs a `value`")),
+                (None, Some(path), None) => Op::Delete { path },
+                _ => {
+                    return Err(invalid_value(
+                        "each operation is {set: path, value} or {delete: path}",
+                    ))
+                }
+            };
+            validate_path(op.path())?;
+            if let Op::Set { value, .. } = &op {
+                validate_value(value)?;
+            }
+            Ok(op)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_set_and_delete() {
+        let ops = decode_ops(r#"[{"set":["a","b"],"value":{"x":1}},{"delete":["c"]}]"#).unwrap();
+        assert_eq!(
+            ops,
+            vec![
+                Op::Set {
+                    path: vec!["a".into(), "b".into()],
+                    value: serde_json::json!({"x": 1})
+                },
+                Op::Delete {
+                    path: vec!["c".into()]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_updates_with_codes() {
+        let cases = [
+            ("[]", ErrorCode::StateInvalidValue),
+            ("{}", ErrorCode::StateInvalidValue),
+            (r#"[{"set":[],"value":1}]"#, ErrorCode::StateInvalidPath),
+            (r#"[{"set":[""],"value":1}]"#, ErrorCode::StateInvalidPath),
+            (r#"[{"set":["a"]}]"#, ErrorCode::StateInvalidValue),
+            (
+                r#"[{"set":["a"],"delete":["a"],"value":1}]"#,
+                ErrorCode::StateInvalidValue,
+            ),
+            (
+                r#"[{"delete":["a"],"value":1}]"#,
+                ErrorCode::StateInvalidValue,
+            ),
+            (
+                r#"[{"set":["a"],"value":1,"eval":"x"}]"#,
+                ErrorCode::StateInvalidValue,
+            ),
+            (
+                r#"[{"set":["a"],"value":NaN}]"#,
+                ErrorCode::StateInvalidValue,
+            ),
+            (
+                r#"[{"set":["a"],"value":1e999}]"#,
+                ErrorCode::StateInvalidValue,
+            ),
+        ];
+        for (json, code) in cases {
+            assert_eq!(decode_ops(json).unwrap_err().code, code, "{json}");
+        }
+        let long_key = format!(r#"[{{"set":["{}"],"value":1}}]"#, "k".repeat(300));
+        assert_eq!(
+            decode_ops(&long_key).unwrap_err().code,
+            ErrorCode::StateInvalidPath
+        );
+        let deep = format!(
+            r#"[{{"set":["a"],"value":{}1{}}}]"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert_eq!(
+            decode_ops(&deep).unwrap_err().code,
+            ErrorCode::StateInvalidValue
+        );
+        let huge = format!(
+            r#"[{{"set":["a"],"value":"{}"}}]"#,
+            "x".repeat(MAX_STATE_UPDATE_BYTES)
+        );
+        assert_eq!(
+            decode_ops(&huge).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+    }
+
+    #[test]
+    fn doc_names() {
+        assert!(validate_doc_name("overworld").is_ok());
+        assert!(validate_doc_name("").is_err());
+        assert!(validate_doc_name("a\nb").is_err());
+        assert!(validate_doc_name(&"d".repeat(200)).is_err());
+    }
+}

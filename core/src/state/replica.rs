@@ -1,0 +1,245 @@
+//! A set of shared documents and the y-sync handling between peers, independent of the
+//! transport and of storage: used by the browser node and by the pinning relay.
+
+use std::collections::BTreeMap;
+
+use yrs::sync::SyncMessage;
+
+use super::{
+    document::{Applied, SharedDoc},
+    path::validate_doc_name,
+    sync_protocol::{DocMessages, SyncFrame},
+};
+use crate::{error::ErrorCode, NodeError};
+
+/// An encoded update with no structs and an empty delete set: nothing to send.
+const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
+/// One document and its storage bookkeeping.
+#[derive(Debug, Default)]
+pub struct DocState {
+    /// The document.
+    pub doc: SharedDoc,
+    /// Update records stored since the last compaction.
+    pub records: usize,
+}
+
+/// What a batch of records or a sync message did to each document.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    /// Documents that changed, with what changed (to persist and to show to tabs).
+    pub applied: Vec<(String, Applied)>,
+    /// Messages refused (undecodable or inapplicable updates): counted, never applied.
+    pub rejected: usize,
+}
+
+/// What loading stored records did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Records applied.
+    pub applied: usize,
+    /// Records that could not be decoded or applied; skipped.
+    pub corrupt: usize,
+}
+
+/// The documents a node holds.
+#[derive(Debug)]
+pub struct Replica {
+    docs: BTreeMap<String, DocState>,
+    max_docs: usize,
+}
+
+impl Replica {
+    /// An empty replica that holds at most `max_docs` documents.
+    pub fn new(max_docs: usize) -> Self {
+        Replica {
+            docs: BTreeMap::new(),
+            max_docs,
+        }
+    }
+
+    /// The document named `name`, if held.
+    pub fn get(&self, name: &str) -> Option<&SharedDoc> {
+        self.docs.get(name).map(|d| &d.doc)
+    }
+
+    /// The document and its bookkeeping.
+    pub fn state_mut(&mut self, name: &str) -> Option<&mut DocState> {
+        self.docs.get_mut(name)
+    }
+
+    /// Names of the documents held.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.docs.keys().map(String::as_str)
+    }
+
+    /// How many documents are held.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether no document is held.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Creates an empty document (or returns the one held).
+    pub fn create(&mut self, name: &str) -> Result<&SharedDoc, NodeError> {
+        validate_doc_name(name)?;
+        if !self.docs.contains_key(name) && self.docs.len() >= self.max_docs {
+            return Err(NodeError::new(
+                ErrorCode::StateTooManyDocs,
+                format!("at most {} documents at once", self.max_docs),
+            ));
+        }
+        Ok(&self.docs.entry(name.to_string()).or_default().doc)
+    }
+
+    /// Creates `name` from stored update records; corrupt records are skipped and counted.
+    pub fn load<'a>(
+        &mut self,
+        name: &str,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<LoadReport, NodeError> {
+        self.create(name)?;
+        let mut report = LoadReport::default();
+        let state = self
+            .docs
+            .get_mut(name)
+            .ok_or_else(|| NodeError::new(ErrorCode::Internal, "document vanished"))?;
+        for record in records {
+            match state.doc.apply_update(record) {
+                Ok(_) => report.applied += 1,
+                Err(e) => {
+                    tracing::warn!(
+                        doc = name,
+                        "skipping a corrupt stored record: {}",
+                        e.message
+                    );
+                    report.corrupt += 1;
+                }
+            }
+        }
+        state.records = report.applied;
+        Ok(report)
+    }
+
+    /// A sync request (`SyncStep1` with our state vector) for the given documents.
+    pub fn sync_request<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> SyncFrame {
+        SyncFrame {
+            entries: names
+                .into_iter()
+                .filter_map(|name| {
+                    let doc = self.get(name)?;
+                    Some(DocMessages {
+                        doc: name.to_string(),
+                        messages: vec![SyncMessage::SyncStep1(doc.state_vector())],
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Handles a peer's request. Documents we do not hold are left out of the response, unless
+    /// `adopt` says to take them on (a pinning relay).
+    pub fn handle_request(
+        &mut self,
+        frame: SyncFrame,
+        adopt: &dyn Fn(&str) -> bool,
+    ) -> (SyncFrame, SyncOutcome) {
+        let mut response = SyncFrame::default();
+        let mut outcome = SyncOutcome::default();
+        for DocMessages {
+            doc: name,
+            messages,
+        } in frame.entries
+        {
+            if self.get(&name).is_none() && !(adopt(&name) && self.create(&name).is_ok()) {
+                continue;
+            }
+            let mut replies = Vec::new();
+            for message in messages {
+                match message {
+                    SyncMessage::SyncStep1(sv) => {
+                        if let Some(doc) = self.get(&name) {
+                            replies.push(SyncMessage::SyncStep2(doc.diff(&sv)));
+                            replies.push(SyncMessage::SyncStep1(doc.state_vector()));
+                        }
+                    }
+                    SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
+                        self.apply_remote(&name, &update, &mut outcome)
+                    }
+                }
+            }
+            if !replies.is_empty() {
+                response.entries.push(DocMessages {
+                    doc: name,
+                    messages: replies,
+                });
+            }
+        }
+        (response, outcome)
+    }
+
+    /// Handles the response to our request; returns the push (`Update`) for what the peer
+    /// lacks, if anything.
+    pub fn handle_response(&mut self, frame: SyncFrame) -> (Option<SyncFrame>, SyncOutcome) {
+        let mut push = SyncFrame::default();
+        let mut outcome = SyncOutcome::default();
+        for DocMessages {
+            doc: name,
+            messages,
+        } in frame.entries
+        {
+            if self.get(&name).is_none() {
+                outcome.rejected += 1;
+                continue;
+            }
+            for message in messages {
+                match message {
+                    SyncMessage::SyncStep1(sv) => {
+                        let Some(doc) = self.get(&name) else { continue };
+                        let diff = doc.diff(&sv);
+                        if diff != EMPTY_UPDATE {
+                            push.entries.push(DocMessages {
+                                doc: name.clone(),
+                                messages: vec![SyncMessage::Update(diff)],
+                            });
+                        }
+                    }
+                    SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
+                        self.apply_remote(&name, &update, &mut outcome)
+                    }
+                }
+            }
+        }
+        ((!push.entries.is_empty()).then_some(push), outcome)
+    }
+
+    /// Applies an update a peer broadcast for a document we hold (or adopt).
+    pub fn apply_broadcast(&mut self, name: &str, update: &[u8], adopt: bool) -> SyncOutcome {
+        let mut outcome = SyncOutcome::default();
+        if self.get(name).is_none() && !(adopt && self.create(name).is_ok()) {
+            return outcome;
+        }
+        self.apply_remote(name, update, &mut outcome);
+        outcome
+    }
+
+    fn apply_remote(&mut self, name: &str, update: &[u8], outcome: &mut SyncOutcome) {
+        let Some(doc) = self.get(name) else { return };
+        match doc.apply_update(update) {
+            Ok(applied) if applied.update.is_some() || !applied.changes.is_empty() => {
+                outcome.applied.push((name.to_string(), applied))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(doc = name, "refusing a peer's update: {}", e.message);
+                outcome.rejected += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

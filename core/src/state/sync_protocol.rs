@@ -1,0 +1,365 @@
+//! State sync between peers: the y-sync protocol (`yrs::sync::Message`), several documents per
+//! frame, over the libp2p request-response protocol [`SYNC_PROTOCOL`]; and incremental updates
+//! broadcast on one gossipsub topic per document.
+//!
+//! A frame is `[version = 1][varint entry count]` then, per entry, `[varint name length][name]
+//! [varint message count]` and per message `[varint length][y-sync message, lib0 v1]`.
+//! The exchange, per document (y-sync semantics):
+//! - request `SyncStep1(sv_a)` → response `SyncStep2(diff for a)` + `SyncStep1(sv_b)`;
+//! - when b lacks something, a sends a second request `Update(diff for b)` (empty response).
+//!
+//! A peer that does not hold a document leaves it out of its response; nothing is created by
+//! a remote message. Every count and length is bounded before anything is allocated.
+
+use libp2p::{
+    futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    gossipsub::IdentTopic,
+    StreamProtocol,
+};
+use yrs::{
+    sync::{Message, SyncMessage},
+    updates::{decoder::Decode, encoder::Encode},
+    StateVector,
+};
+
+use super::update_check::{check_state_vector_v1, check_update_v1};
+use crate::{
+    error::ErrorCode,
+    limits::{MAX_DOC_NAME_BYTES, MAX_PINNED_DOCS, MAX_SYNC_FRAME_BYTES, MAX_SYNC_UPDATE_BYTES},
+    NodeError,
+};
+
+/// The request-response protocol name.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/peercompute/state-sync/1");
+/// Prefix of the gossipsub topics that carry a document's incremental updates.
+pub const STATE_TOPIC_PREFIX: &str = "pc/state/1/";
+/// Frame format version.
+const FRAME_VERSION: u8 = 1;
+/// Most y-sync messages for one document in one frame.
+const MAX_MESSAGES_PER_DOC: usize = 4;
+
+/// The gossipsub topic of a document's updates.
+pub fn state_topic(doc: &str) -> IdentTopic {
+    IdentTopic::new(format!("{STATE_TOPIC_PREFIX}{doc}"))
+}
+
+/// The document a state topic belongs to.
+pub fn state_topic_doc(topic: &str) -> Option<&str> {
+    topic.strip_prefix(STATE_TOPIC_PREFIX)
+}
+
+/// y-sync messages for one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocMessages {
+    /// Document name.
+    pub doc: String,
+    /// Its messages, in order.
+    pub messages: Vec<SyncMessage>,
+}
+
+/// One request or response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncFrame {
+    /// Per-document messages.
+    pub entries: Vec<DocMessages>,
+}
+
+fn bad(message: impl Into<String>) -> NodeError {
+    NodeError::new(ErrorCode::StateInvalidUpdate, message)
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, NodeError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self
+                .buf
+                .split_first()
+                .ok_or_else(|| bad("truncated varint"))?;
+            self.buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad("varint too long"))
+    }
+
+    fn bounded(&mut self, max: usize, what: &str) -> Result<usize, NodeError> {
+        let n = self.varint()?;
+        if n > max as u64 {
+            return Err(bad(format!("{what} {n} exceeds {max}")));
+        }
+        Ok(n as usize)
+    }
+
+    fn bytes(&mut self, max: usize, what: &str) -> Result<&'a [u8], NodeError> {
+        let n = self.bounded(max, what)?;
+        if n > self.buf.len() {
+            return Err(bad(format!("truncated {what}")));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+}
+
+impl SyncFrame {
+    /// Encodes the frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FRAME_VERSION];
+        write_varint(&mut out, self.entries.len() as u64);
+        for entry in &self.entries {
+            write_varint(&mut out, entry.doc.len() as u64);
+            out.extend_from_slice(entry.doc.as_bytes());
+            write_varint(&mut out, entry.messages.len() as u64);
+            for message in &entry.messages {
+                let bytes = Message::Sync(message.clone()).encode_v1();
+                write_varint(&mut out, bytes.len() as u64);
+                out.extend_from_slice(&bytes);
+            }
+        }
+        out
+    }
+
+    /// Decodes a frame, bounding every count and length.
+    pub fn decode(bytes: &[u8]) -> Result<Self, NodeError> {
+        if bytes.len() > MAX_SYNC_FRAME_BYTES {
+            return Err(bad(format!("frame of {} bytes", bytes.len())));
+        }
+        let (&version, rest) = bytes.split_first().ok_or_else(|| bad("empty frame"))?;
+        if version != FRAME_VERSION {
+            return Err(bad(format!("unknown frame version {version}")));
+        }
+        let mut r = Reader { buf: rest };
+        let count = r.bounded(MAX_PINNED_DOCS, "document count")?;
+        let mut entries = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let name = r.bytes(MAX_DOC_NAME_BYTES, "document name")?;
+            let doc = std::str::from_utf8(name)
+                .map_err(|_| bad("document name is not UTF-8"))?
+                .to_string();
+            crate::state::path::validate_doc_name(&doc).map_err(|e| bad(e.message))?;
+            let n = r.bounded(MAX_MESSAGES_PER_DOC, "message count")?;
+            let mut messages = Vec::with_capacity(n);
+            for _ in 0..n {
+                let bytes = r.bytes(MAX_SYNC_FRAME_BYTES, "message")?;
+                messages.push(decode_sync_message(bytes)?);
+            }
+            entries.push(DocMessages { doc, messages });
+        }
+        if !r.buf.is_empty() {
+            return Err(bad("trailing bytes after the frame"));
+        }
+        Ok(SyncFrame { entries })
+    }
+}
+
+/// Decodes one y-sync message (`[0 = sync][0 = step 1 | 1 = step 2 | 2 = update][payload]`),
+/// checking the payload's layout before yrs decodes it.
+fn decode_sync_message(bytes: &[u8]) -> Result<SyncMessage, NodeError> {
+    let mut r = Reader { buf: bytes };
+    if r.varint()? != 0 {
+        return Err(bad("only y-sync sync messages are expected here"));
+    }
+    let kind = r.varint()?;
+    let payload = r.bytes(MAX_SYNC_FRAME_BYTES, "payload")?;
+    if !r.buf.is_empty() {
+        return Err(bad("trailing bytes after a y-sync message"));
+    }
+    match kind {
+        0 => {
+            check_state_vector_v1(payload)?;
+            StateVector::decode_v1(payload)
+                .map(SyncMessage::SyncStep1)
+                .map_err(|e| bad(format!("state vector: {e}")))
+        }
+        1 | 2 => {
+            if payload.len() > MAX_SYNC_UPDATE_BYTES {
+                return Err(NodeError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("an update is at most {MAX_SYNC_UPDATE_BYTES} bytes"),
+                ));
+            }
+            check_update_v1(payload)?;
+            let payload = payload.to_vec();
+            Ok(if kind == 1 {
+                SyncMessage::SyncStep2(payload)
+            } else {
+                SyncMessage::Update(payload)
+            })
+        }
+        other => Err(bad(format!("unknown y-sync message type {other}"))),
+    }
+}
+
+/// The request-response codec: one length-prefixed frame each way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<SyncFrame> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_SYNC_FRAME_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("sync frame of {len} bytes exceeds {MAX_SYNC_FRAME_BYTES}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    SyncFrame::decode(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.message))
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    frame: SyncFrame,
+) -> std::io::Result<()> {
+    let bytes = frame.encode();
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|&l| l as usize <= MAX_SYNC_FRAME_BYTES)
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "sync frame too large")
+        })?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl libp2p::request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncFrame;
+    type Response = SyncFrame;
+
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<SyncFrame>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<SyncFrame>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: SyncFrame,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: SyncFrame,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sample() -> SyncFrame {
+        SyncFrame {
+            entries: vec![
+                DocMessages {
+                    doc: "overworld".into(),
+                    messages: vec![SyncMessage::SyncStep1(StateVector::default())],
+                },
+                DocMessages {
+                    doc: "b".into(),
+                    messages: vec![
+                        SyncMessage::SyncStep2(vec![0, 0]),
+                        SyncMessage::Update(vec![0, 0]),
+                    ],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let frame = sample();
+        assert_eq!(SyncFrame::decode(&frame.encode()).unwrap(), frame);
+        assert_eq!(
+            SyncFrame::decode(&SyncFrame::default().encode()).unwrap(),
+            SyncFrame::default()
+        );
+    }
+
+    #[test]
+    fn rejects_hostile_frames() {
+        let good = sample().encode();
+        for n in 0..good.len() {
+            assert!(SyncFrame::decode(&good[..n]).is_err(), "truncated at {n}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(SyncFrame::decode(&trailing).is_err());
+        // A count far past the bound is refused before anything is allocated.
+        assert!(SyncFrame::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        // A document name with a control character.
+        assert!(SyncFrame::decode(&[1, 1, 1, b'\n', 0]).is_err());
+        // Version 2 is not ours.
+        assert!(SyncFrame::decode(&[2, 0]).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = SyncFrame::decode(&bytes);
+        }
+
+        /// Mutations of a valid frame never panic the decoder.
+        #[test]
+        fn mutated_frames_never_panic(i in 0usize..64, b in any::<u8>()) {
+            let mut bytes = sample().encode();
+            let i = i % bytes.len();
+            bytes[i] = b;
+            let _ = SyncFrame::decode(&bytes);
+        }
+    }
+}
