@@ -20,9 +20,9 @@ pub use derived::{NodeBehaviour, NodeBehaviourEvent};
 mod derived {
     // The derive generates `NodeBehaviourEvent`, whose variants it cannot document.
     #![allow(missing_docs)]
-    use libp2p::{gossipsub, identify, ping, relay, swarm::NetworkBehaviour};
+    use libp2p::{gossipsub, identify, ping, relay, request_response, swarm::NetworkBehaviour};
 
-    use crate::circuit_policy::OffCircuits;
+    use crate::{circuit_policy::OffCircuits, state::sync_protocol::SyncCodec};
 
     /// The behaviour of a browser (or native) node.
     #[derive(NetworkBehaviour)]
@@ -36,7 +36,23 @@ mod derived {
         /// Gossipsub (application topics and discovery) on direct connections: relayed
         /// circuits would only duplicate the relay's own gossip path.
         pub gossipsub: OffCircuits<gossipsub::Behaviour>,
+        /// Shared-state sync (y-sync over request-response) with relays and peers.
+        pub state_sync: request_response::Behaviour<SyncCodec>,
     }
+}
+
+/// The state-sync request-response behaviour, for nodes and the pinning relay.
+pub fn state_sync_behaviour(
+) -> libp2p::request_response::Behaviour<crate::state::sync_protocol::SyncCodec> {
+    use libp2p::request_response::{Behaviour, Config, ProtocolSupport};
+    Behaviour::with_codec(
+        crate::state::sync_protocol::SyncCodec,
+        [(
+            crate::state::sync_protocol::SYNC_PROTOCOL,
+            ProtocolSupport::Full,
+        )],
+        Config::default().with_request_timeout(Duration::from_secs(30)),
+    )
 }
 
 /// Gossipsub configuration used by nodes and the relay alike.
@@ -84,6 +100,7 @@ impl NodeBehaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
             gossipsub: OffCircuits::new(gossipsub_behaviour(key)?),
+            state_sync: state_sync_behaviour(),
         })
     }
 }

@@ -1,7 +1,10 @@
 //! Native host of a [`Node`]: the counterpart of the browser's SharedWorker adapter, used by
 //! native peers, integration tests and benchmarks.
 
-use std::collections::VecDeque;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use futures::channel::mpsc;
 use libp2p::{identity::Keypair, PeerId};
@@ -19,7 +22,26 @@ use crate::{
 /// loses events beyond this (and is told so in the log), never replies it is waiting for.
 const OUTPUT_QUEUE: usize = 65_536;
 
-/// A node running on the tokio runtime, driven like a single tab.
+/// Documents' stored records, in memory: the native stand-in for IndexedDB. Shared through an
+/// `Arc` so a test can stop a node and start another on the same storage.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore(Arc<Mutex<HashMap<String, Vec<Vec<u8>>>>>);
+
+impl MemoryStore {
+    /// Records stored for `doc`.
+    pub fn records(&self, doc: &str) -> Vec<Vec<u8>> {
+        self.0
+            .lock()
+            .map(|m| m.get(doc).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Vec<Vec<u8>>>) -> R) -> Option<R> {
+        self.0.lock().ok().map(|mut m| f(&mut m))
+    }
+}
+
+/// A node running on its own thread (documents are not `Send`), driven like a single tab.
 pub struct NativeNode {
     inputs: mpsc::Sender<Input>,
     outputs: tokio_mpsc::Receiver<Output>,
@@ -27,21 +49,58 @@ pub struct NativeNode {
     peer_id: PeerId,
     tab: TabId,
     next_id: RequestId,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl NativeNode {
-    /// Builds the node and spawns its loop.
+    /// Builds the node and starts its loop, with fresh in-memory storage.
     pub async fn spawn(keypair: Keypair, config: NodeConfig) -> Result<Self, NodeError> {
-        let node = Node::native(keypair, config).await?;
-        let peer_id = node.peer_id();
+        Self::spawn_with_store(keypair, config, MemoryStore::default()).await
+    }
+
+    /// Builds the node and starts its loop on `store`.
+    pub async fn spawn_with_store(
+        keypair: Keypair,
+        config: NodeConfig,
+        store: MemoryStore,
+    ) -> Result<Self, NodeError> {
         let (tx, rx) = mpsc::channel(TAB_INPUT_QUEUE);
         let (out_tx, out_rx) = tokio_mpsc::channel(OUTPUT_QUEUE);
-        let task = tokio::spawn(node.run(rx, move |output| {
-            if out_tx.try_send(output).is_err() {
-                tracing::warn!("native node output queue full; dropping an output");
-            }
-        }));
+        let (ready_tx, ready_rx) = futures::channel::oneshot::channel();
+        let loopback = tx.clone();
+        std::thread::Builder::new()
+            .name("peercompute-node".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ =
+                            ready_tx.send(Err(NodeError::new(ErrorCode::Internal, e.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let node = match Node::native(keypair, config).await {
+                        Ok(node) => node,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(node.peer_id()));
+                    let mut loopback = loopback;
+                    node.run(rx, move |output| {
+                        host_output(&store, &mut loopback, &out_tx, output)
+                    })
+                    .await;
+                });
+            })
+            .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        let peer_id = ready_rx
+            .await
+            .map_err(|_| NodeError::new(ErrorCode::Internal, "node thread ended"))??;
         let mut this = NativeNode {
             inputs: tx,
             outputs: out_rx,
@@ -49,7 +108,6 @@ impl NativeNode {
             peer_id,
             tab: 1,
             next_id: 1,
-            task,
         };
         this.send(Input::Attach(this.tab)).await?;
         Ok(this)
@@ -83,8 +141,8 @@ impl NativeNode {
                 Some(Output::Reply {
                     id: got, result, ..
                 }) if got == id => return result,
-                Some(Output::Reply { .. } | Output::Forget { .. }) => {}
                 Some(Output::Event { event, .. }) => self.events.push_back(event),
+                Some(_) => {}
                 None => return Err(NodeError::new(ErrorCode::Internal, "node stopped")),
             }
         }
@@ -96,15 +154,52 @@ impl NativeNode {
             return Some(e);
         }
         loop {
-            match self.outputs.recv().await? {
-                Output::Event { event, .. } => return Some(event),
-                Output::Reply { .. } | Output::Forget { .. } => {}
+            if let Output::Event { event, .. } = self.outputs.recv().await? {
+                return Some(event);
             }
         }
     }
 
-    /// Stops the node.
-    pub fn stop(self) {
-        self.task.abort();
+    /// Stops the node: its loop ends once its input queue closes.
+    pub fn stop(mut self) {
+        self.inputs.close_channel();
+    }
+}
+
+/// Storage for the node's documents, and delivery of everything else to the tab's queue.
+fn host_output(
+    store: &MemoryStore,
+    loopback: &mut mpsc::Sender<Input>,
+    out: &tokio_mpsc::Sender<Output>,
+    output: Output,
+) {
+    match output {
+        Output::LoadDoc { doc } => {
+            let records = store.records(&doc);
+            if loopback
+                .try_send(Input::DocLoaded {
+                    doc,
+                    records,
+                    error: None,
+                })
+                .is_err()
+            {
+                tracing::warn!("native node input queue full; a document load is lost");
+            }
+        }
+        Output::Persist { doc, update, then } => {
+            store.with(|m| m.entry(doc).or_default().push(update));
+            for o in then {
+                host_output(store, loopback, out, o);
+            }
+        }
+        Output::Compact { doc, state } => {
+            store.with(|m| m.insert(doc, vec![state]));
+        }
+        other => {
+            if out.try_send(other).is_err() {
+                tracing::warn!("native node output queue full; dropping an output");
+            }
+        }
     }
 }

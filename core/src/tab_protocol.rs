@@ -85,6 +85,56 @@ pub enum Request {
     Ping,
     /// The tab is going away; forget it.
     Detach,
+    /// Open a shared document (loading it from storage once per node); the reply is its whole
+    /// tree, and `state` events keep the tab's copy current until `stateClose`.
+    StateOpen {
+        /// Document name.
+        doc: String,
+    },
+    /// Stop receiving a document's changes.
+    StateClose {
+        /// Document name.
+        doc: String,
+    },
+    /// Apply operations as one transaction; answered once the change is durable.
+    StateUpdate {
+        /// Document name.
+        doc: String,
+        /// JSON text: `[{"set": [keys], "value": v} | {"delete": [keys]}]`.
+        ops: String,
+    },
+    /// Record a named version.
+    StateSnapshot {
+        /// Document name.
+        doc: String,
+        /// Label.
+        #[serde(default)]
+        label: String,
+    },
+    /// List named versions.
+    StateVersions {
+        /// Document name.
+        doc: String,
+    },
+    /// The tree as it was at a version.
+    StateAt {
+        /// Document name.
+        doc: String,
+        /// Version id.
+        version: String,
+    },
+    /// The document as one Yjs v1 update.
+    StateExport {
+        /// Document name.
+        doc: String,
+    },
+    /// Apply a Yjs v1 update (from `yjs` or another export); answered once durable.
+    StateImport {
+        /// Document name.
+        doc: String,
+        /// The update.
+        bytes: serde_bytes::ByteBuf,
+    },
 }
 
 /// Operation names this version understands.
@@ -98,6 +148,14 @@ pub const OPS: &[&str] = &[
     "unsubscribe",
     "ping",
     "detach",
+    "stateOpen",
+    "stateClose",
+    "stateUpdate",
+    "stateSnapshot",
+    "stateVersions",
+    "stateAt",
+    "stateExport",
+    "stateImport",
 ];
 
 impl Request {
@@ -131,7 +189,18 @@ impl Request {
                 }
                 _ => Ok(()),
             },
-            Request::Status | Request::Peers | Request::Ping | Request::Detach => Ok(()),
+            Request::StateOpen { doc }
+            | Request::StateClose { doc }
+            | Request::StateVersions { doc }
+            | Request::StateExport { doc }
+            | Request::StateAt { doc, .. }
+            | Request::StateUpdate { doc, .. }
+            | Request::StateImport { doc, .. }
+            | Request::StateSnapshot { doc, .. } => crate::state::path::validate_doc_name(doc),
+            Request::Status
+            | Request::Peers
+            | Request::Ping
+            | Request::Detach => Ok(()),
         }
     }
 
@@ -218,6 +287,22 @@ pub enum ReplyValue {
         /// Always true; makes the reply a non-empty object.
         pong: bool,
     },
+    /// A document tree (answer to `stateOpen` and `stateAt`), as JSON text: the tab parses
+    /// it once instead of receiving a structured clone built field by field.
+    Tree {
+        /// JSON text of the tree.
+        json: String,
+    },
+    /// Answer to `stateSnapshot`.
+    Version(crate::state::Version),
+    /// Answer to `stateVersions`.
+    Versions(Vec<crate::state::Version>),
+    /// Answer to `stateExport`.
+    Update {
+        /// A Yjs v1 update.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// Answer with no value.
     Done,
 }
@@ -280,6 +365,8 @@ pub struct Status {
     pub connections: usize,
     /// Application topics some tab subscribes to.
     pub topics: Vec<String>,
+    /// Shared documents this node holds.
+    pub documents: Vec<String>,
     /// Tabs attached to this node.
     pub tabs: usize,
     /// Milliseconds since the node started.
@@ -312,6 +399,15 @@ pub enum Event {
     },
     /// Relay connectivity changed.
     Status(Status),
+    /// A document the tab opened changed.
+    State {
+        /// Document name.
+        doc: String,
+        /// JSON text of `[{ path: [keys], value? }]` (no `value`: removed), parents first.
+        changes: String,
+        /// Made by a tab of this node (`true`) or arrived from a peer.
+        local: bool,
+    },
 }
 
 #[cfg(test)]
@@ -345,6 +441,10 @@ mod tests {
             if *op == "connect" || *op == "attach" {
                 v = json!({"v":1,"id":1,"op":"connect"});
             }
+            if op.starts_with("state") {
+                v = json!({"v":1,"id":1,"op":op,"doc":"d","ops":"[]","version":"x","bytes":[0,0]});
+            }
+
             decode(v).unwrap_or_else(|e| panic!("{op}: {e:?}"));
         }
     }

@@ -19,6 +19,7 @@ use peercompute_core::{
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
     pubsub::{app_topic_name, Payload},
     relay_addr::is_websocket,
+    state::{sync_protocol::state_topic_doc, update_check::check_update_v1},
 };
 use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, Mutex};
@@ -236,7 +237,8 @@ impl RunningSwarm {
             // Route every application topic some peer subscribes to (bounded): browser nodes
             // gossip through the relay only (never over circuits, which run through it anyway).
             gossipsub::Event::Subscribed { topic, .. }
-                if app_topic_name(topic.as_str()).is_some()
+                if (app_topic_name(topic.as_str()).is_some()
+                    || state_topic_doc(topic.as_str()).is_some())
                     && !self.routed_topics.contains(&topic)
                     && self.routed_topics.len() < MAX_ROUTED_TOPICS =>
             {
@@ -257,6 +259,9 @@ impl RunningSwarm {
                     }
                     (Some(_), t) if app_topic_name(t).is_some() => {
                         Payload::decode(&message.data).is_ok()
+                    }
+                    (Some(_), t) if state_topic_doc(t).is_some() => {
+                        check_update_v1(&message.data).is_ok()
                     }
                     _ => false,
                 };

@@ -6,6 +6,8 @@
 //! announcements and connects to them through the relay, and routes application pubsub between
 //! the network and the attached tabs.
 
+mod state;
+
 use std::{
     collections::{HashMap, HashSet},
     time::Duration,
@@ -35,6 +37,7 @@ use crate::{
     },
     pubsub::{app_topic, app_topic_name, Payload},
     relay_addr::{circuit_addr_of, circuit_listen_addr, RelayAddr},
+    state::sync_protocol::state_topic_doc,
     tab_protocol::{
         Event, PeerStatus, PublishReceipt, RelayStatus, ReplyValue, Request, RequestId, Status,
         TabId,
@@ -90,6 +93,15 @@ pub enum Input {
         /// The request.
         request: Request,
     },
+    /// The answer to [`Output::LoadDoc`]: the document's stored records, in order.
+    DocLoaded {
+        /// Document name.
+        doc: String,
+        /// Stored Yjs v1 updates, oldest first.
+        records: Vec<Vec<u8>>,
+        /// Why storage could not be read, if it could not (the document opens empty).
+        error: Option<String>,
+    },
 }
 
 /// What the node asks the host to deliver.
@@ -115,6 +127,29 @@ pub enum Output {
     Forget {
         /// Which tab.
         tab: TabId,
+    },
+    /// Read a document's stored records and answer with [`Input::DocLoaded`].
+    LoadDoc {
+        /// Document name.
+        doc: String,
+    },
+    /// Append an update to a document's stored records; once it is durable, deliver `then`
+    /// (when the write fails, deliver its replies as `STATE_PERSIST_FAILED` errors instead).
+    /// Writes must complete in the order they are emitted.
+    Persist {
+        /// Document name.
+        doc: String,
+        /// A Yjs v1 update.
+        update: Vec<u8>,
+        /// Outputs held back until the update is durable.
+        then: Vec<Output>,
+    },
+    /// Replace all of a document's stored records (those emitted before this) by `state`.
+    Compact {
+        /// Document name.
+        doc: String,
+        /// The whole document as one Yjs v1 update.
+        state: Vec<u8>,
     },
 }
 
@@ -162,6 +197,7 @@ pub struct Node {
     last_announce: Option<Instant>,
     announce_wanted: bool,
     status_dirty: bool,
+    state: state::NodeState,
 }
 
 impl Node {
@@ -183,6 +219,7 @@ impl Node {
             last_announce: None,
             announce_wanted: false,
             status_dirty: false,
+            state: state::NodeState::new(),
         })
     }
 
@@ -265,6 +302,11 @@ impl Node {
                     sink(Output::Forget { tab });
                 }
             }
+            Input::DocLoaded {
+                doc,
+                records,
+                error,
+            } => self.on_doc_loaded(doc, records, error, sink),
         }
     }
 
@@ -275,6 +317,7 @@ impl Node {
             }
         }
         self.pending_connects.retain(|p| p.tab != tab);
+        self.state.forget_tab(tab);
         debug!(tab, "tab detached");
     }
 
@@ -313,6 +356,7 @@ impl Node {
                 self.detach(tab);
                 Ok(ReplyValue::Done)
             }
+            state_request => return self.on_state_request(tab, id, state_request, sink),
         })
     }
 
@@ -523,6 +567,7 @@ impl Node {
                 .connection_counters()
                 .num_established() as usize,
             topics,
+            documents: self.state.documents(),
             tabs: self.tabs.len(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
         }
@@ -559,6 +604,7 @@ impl Node {
         self.expire_connects(now, sink);
         self.expire_peers(now);
         self.dial_peers(now);
+        self.resync_tick(now);
         let periodic = self
             .last_announce
             .is_none_or(|t| now.duration_since(t) >= self.config.announce_interval);
@@ -719,6 +765,7 @@ impl Node {
                         relay.next_attempt = Some(now); // listen through it
                         self.drive_relays(now);
                         self.status_dirty = true;
+                        self.sync_all_with(peer_id);
                     }
                 } else if endpoint_is_circuit(&endpoint) {
                     let peer = self.peers.entry(peer_id).or_insert_with(|| Peer {
@@ -736,6 +783,7 @@ impl Node {
                     peer.backoff.reset();
                     if num_established.get() == 1 {
                         info!(peer = %peer_id, "peer connected");
+                        self.sync_all_with(peer_id);
                         self.broadcast(
                             Event::PeerJoin {
                                 peer_id: peer_id.to_string(),
@@ -862,6 +910,7 @@ impl Node {
             {
                 self.announce_wanted = true;
             }
+            NodeBehaviourEvent::StateSync(event) => self.on_sync_event(event, sink),
             NodeBehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
@@ -893,6 +942,10 @@ impl Node {
                 self.on_announcement(source, announcement, now);
             }
             return MessageAcceptance::Accept;
+        }
+        if let Some(doc) = state_topic_doc(topic) {
+            let doc = doc.to_string();
+            return self.on_state_gossip(&doc, &message, sink);
         }
         let Some(name) = app_topic_name(topic) else {
             return MessageAcceptance::Ignore;

@@ -1,0 +1,507 @@
+//! The node's shared documents: tabs' state requests, the y-sync exchange with peers,
+//! incremental updates over gossipsub, and durability through the host's storage.
+//!
+//! Storage is the host's (IndexedDB in the worker, memory in native tests): the node asks for
+//! a document's records with [`Output::LoadDoc`], appends updates with [`Output::Persist`] (whose
+//! `then` outputs, the write's reply among them, the host delivers only once the write is
+//! durable) and rewrites a document as one record with [`Output::Compact`].
+
+use std::collections::{HashMap, HashSet};
+
+use libp2p::{
+    gossipsub::{self, MessageAcceptance},
+    request_response::{self, ResponseChannel},
+    PeerId,
+};
+use tracing::{debug, info, warn};
+use web_time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{Node, Output};
+use crate::{
+    error::ErrorCode,
+    limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_OPEN_DOCS},
+    state::{
+        path::decode_ops,
+        sync_protocol::{state_topic, SyncFrame},
+        Applied, Change, Replica,
+    },
+    tab_protocol::{Event, ReplyValue, Request, RequestId, TabId},
+    NodeError,
+};
+
+/// How often documents are re-synced with every connected peer (anti-entropy), on top of the
+/// sync on every new connection: it repairs updates lost while a gossip route was re-forming.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The node's documents and who watches them.
+pub(super) struct NodeState {
+    replica: Replica,
+    /// Tabs that opened each document (they get `state` events).
+    watchers: HashMap<String, HashSet<TabId>>,
+    /// Documents being loaded from storage, with the `stateOpen` requests waiting for them.
+    loading: HashMap<String, Vec<(TabId, RequestId)>>,
+    /// Approximate stored size of each document (compacted state plus appended records).
+    stored_bytes: HashMap<String, usize>,
+    last_resync: Option<Instant>,
+}
+
+impl NodeState {
+    pub(super) fn new() -> Self {
+        NodeState {
+            replica: Replica::new(MAX_OPEN_DOCS),
+            watchers: HashMap::new(),
+            loading: HashMap::new(),
+            stored_bytes: HashMap::new(),
+            last_resync: None,
+        }
+    }
+
+    pub(super) fn forget_tab(&mut self, tab: TabId) {
+        for tabs in self.watchers.values_mut() {
+            tabs.remove(&tab);
+        }
+        for waiting in self.loading.values_mut() {
+            waiting.retain(|(t, _)| *t != tab);
+        }
+    }
+
+    /// Names of the documents held, for status.
+    pub(super) fn documents(&self) -> Vec<String> {
+        self.replica.names().map(String::from).collect()
+    }
+}
+
+fn changes_json(changes: &[Change]) -> String {
+    serde_json::to_string(changes).unwrap_or_else(|_| "[]".into())
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+impl Node {
+    /// Handles a state request; `None` means the reply comes later (after loading, or once
+    /// the write is durable).
+    pub(super) fn on_state_request(
+        &mut self,
+        tab: TabId,
+        id: RequestId,
+        request: Request,
+        sink: &mut impl FnMut(Output),
+    ) -> Option<Result<ReplyValue, NodeError>> {
+        match request {
+            Request::StateOpen { doc } => return self.open_doc(tab, id, doc, sink),
+            Request::StateClose { doc } => {
+                if let Some(tabs) = self.state.watchers.get_mut(&doc) {
+                    tabs.remove(&tab);
+                }
+                return Some(Ok(ReplyValue::Done));
+            }
+            _ => {}
+        }
+        let doc_name = match &request {
+            Request::StateUpdate { doc, .. }
+            | Request::StateSnapshot { doc, .. }
+            | Request::StateVersions { doc }
+            | Request::StateAt { doc, .. }
+            | Request::StateExport { doc }
+            | Request::StateImport { doc, .. } => doc.clone(),
+            _ => {
+                return Some(Err(NodeError::new(
+                    ErrorCode::Internal,
+                    "not a state request",
+                )))
+            }
+        };
+        let Some(doc) = self.state.replica.get(&doc_name) else {
+            return Some(Err(NodeError::new(
+                ErrorCode::StateNotOpen,
+                format!("open document {doc_name:?} first"),
+            )));
+        };
+        let result = match request {
+            Request::StateUpdate { ops, .. } => {
+                let ops = match decode_ops(&ops) {
+                    Ok(ops) => ops,
+                    Err(e) => return Some(Err(e)),
+                };
+                let stored = self.state.stored_bytes.get(&doc_name).copied().unwrap_or(0);
+                if stored > MAX_DOC_BYTES {
+                    return Some(Err(NodeError::new(
+                        ErrorCode::StateDocTooLarge,
+                        format!("document {doc_name:?} has reached {MAX_DOC_BYTES} bytes"),
+                    )));
+                }
+                doc.apply_ops(&ops)
+            }
+            Request::StateImport { bytes, .. } => doc.apply_update(&bytes),
+            Request::StateSnapshot { label, .. } => {
+                let version_id = format!("v{:016x}", rand::random::<u64>());
+                match doc.snapshot(&version_id, &label, now_ms()) {
+                    Ok((version, applied)) => {
+                        let reply = Ok(ReplyValue::Version(version));
+                        return self.commit_local(tab, id, &doc_name, applied, reply, sink);
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Request::StateVersions { .. } => return Some(Ok(ReplyValue::Versions(doc.versions()))),
+            Request::StateAt { version, .. } => {
+                return Some(doc.json_at(&version).map(|tree| ReplyValue::Tree {
+                    json: tree.to_string(),
+                }))
+            }
+            Request::StateExport { .. } => {
+                return Some(Ok(ReplyValue::Update {
+                    bytes: doc.encode_state(),
+                }))
+            }
+            _ => {
+                return Some(Err(NodeError::new(
+                    ErrorCode::Internal,
+                    "not a state request",
+                )))
+            }
+        };
+        match result {
+            Ok(applied) => {
+                self.commit_local(tab, id, &doc_name, applied, Ok(ReplyValue::Done), sink)
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// A local change: shown to every watching tab now, broadcast now, acknowledged to the
+    /// writer once durable.
+    fn commit_local(
+        &mut self,
+        tab: TabId,
+        id: RequestId,
+        doc: &str,
+        applied: Applied,
+        reply: Result<ReplyValue, NodeError>,
+        sink: &mut impl FnMut(Output),
+    ) -> Option<Result<ReplyValue, NodeError>> {
+        self.emit_changes(doc, &applied.changes, true, sink);
+        let Some(update) = applied.update else {
+            return Some(reply); // nothing changed: nothing to make durable
+        };
+        self.broadcast_update(doc, &update);
+        self.persist(
+            doc,
+            update,
+            vec![Output::Reply {
+                tab,
+                id,
+                result: reply,
+            }],
+            sink,
+        );
+        None
+    }
+
+    fn open_doc(
+        &mut self,
+        tab: TabId,
+        id: RequestId,
+        doc: String,
+        sink: &mut impl FnMut(Output),
+    ) -> Option<Result<ReplyValue, NodeError>> {
+        if let Some(d) = self.state.replica.get(&doc) {
+            let json = d.to_json().to_string();
+            self.state.watchers.entry(doc).or_default().insert(tab);
+            return Some(Ok(ReplyValue::Tree { json }));
+        }
+        if let Some(waiting) = self.state.loading.get_mut(&doc) {
+            waiting.push((tab, id));
+            return None;
+        }
+        if self.state.replica.len() + self.state.loading.len() >= MAX_OPEN_DOCS {
+            return Some(Err(NodeError::new(
+                ErrorCode::StateTooManyDocs,
+                format!("a node holds at most {MAX_OPEN_DOCS} documents"),
+            )));
+        }
+        self.state.loading.insert(doc.clone(), vec![(tab, id)]);
+        sink(Output::LoadDoc { doc });
+        None
+    }
+
+    /// The host read a document's stored records (or failed to: `error`).
+    pub(super) fn on_doc_loaded(
+        &mut self,
+        doc: String,
+        records: Vec<Vec<u8>>,
+        error: Option<String>,
+        sink: &mut impl FnMut(Output),
+    ) {
+        let waiting = self.state.loading.remove(&doc).unwrap_or_default();
+        if let Some(e) = &error {
+            // The node still opens the document, empty: peers and later writes fill it, and
+            // what storage holds is not overwritten (records are only appended).
+            warn!(doc, "loading the document from storage failed: {e}");
+        }
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        let report = self
+            .state
+            .replica
+            .load(&doc, records.iter().map(Vec::as_slice));
+        let result = match report {
+            Ok(report) => {
+                if report.corrupt > 0 {
+                    warn!(
+                        doc,
+                        corrupt = report.corrupt,
+                        "skipped corrupt stored records"
+                    );
+                }
+                info!(doc, records = report.applied, "document loaded");
+                self.state.stored_bytes.insert(doc.clone(), bytes);
+                if report.applied + report.corrupt > COMPACT_AFTER_RECORDS || report.corrupt > 0 {
+                    self.compact(&doc, sink);
+                }
+                let topic = state_topic(&doc);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    warn!(doc, "subscribing to the document's updates failed: {e}");
+                }
+                let peers = self.sync_peers();
+                for peer in peers {
+                    self.send_sync(peer, [doc.as_str()]);
+                }
+                self.state
+                    .replica
+                    .get(&doc)
+                    .map(|d| d.to_json().to_string())
+                    .ok_or_else(|| NodeError::new(ErrorCode::Internal, "document vanished"))
+            }
+            Err(e) => Err(e),
+        };
+        for (tab, id) in waiting {
+            if !self.tabs.contains_key(&tab) {
+                continue;
+            }
+            if result.is_ok() {
+                self.state
+                    .watchers
+                    .entry(doc.clone())
+                    .or_default()
+                    .insert(tab);
+            }
+            sink(Output::Reply {
+                tab,
+                id,
+                result: result.clone().map(|json| ReplyValue::Tree { json }),
+            });
+        }
+    }
+
+    fn emit_changes(
+        &self,
+        doc: &str,
+        changes: &[Change],
+        local: bool,
+        sink: &mut impl FnMut(Output),
+    ) {
+        if changes.is_empty() {
+            return;
+        }
+        let Some(tabs) = self.state.watchers.get(doc) else {
+            return;
+        };
+        let json = changes_json(changes);
+        for &tab in tabs {
+            sink(Output::Event {
+                tab,
+                event: Event::State {
+                    doc: doc.to_string(),
+                    changes: json.clone(),
+                    local,
+                },
+            });
+        }
+    }
+
+    fn persist(
+        &mut self,
+        doc: &str,
+        update: Vec<u8>,
+        then: Vec<Output>,
+        sink: &mut impl FnMut(Output),
+    ) {
+        *self.state.stored_bytes.entry(doc.to_string()).or_default() += update.len();
+        let compact = self.state.replica.state_mut(doc).is_some_and(|s| {
+            s.records += 1;
+            s.records > COMPACT_AFTER_RECORDS
+        });
+        sink(Output::Persist {
+            doc: doc.to_string(),
+            update,
+            then,
+        });
+        if compact {
+            self.compact(doc, sink);
+        }
+    }
+
+    fn compact(&mut self, doc: &str, sink: &mut impl FnMut(Output)) {
+        let Some(state) = self.state.replica.state_mut(doc) else {
+            return;
+        };
+        let full = state.doc.encode_state();
+        state.records = 1;
+        self.state.stored_bytes.insert(doc.to_string(), full.len());
+        debug!(doc, bytes = full.len(), "compacting");
+        sink(Output::Compact {
+            doc: doc.to_string(),
+            state: full,
+        });
+    }
+
+    fn broadcast_update(&mut self, doc: &str, update: &[u8]) {
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(state_topic(doc), update.to_vec())
+        {
+            // No peer yet, or too large for gossip: peers get it through the y-sync exchange
+            // (on connect, and every `RESYNC_INTERVAL`). Push it to connected peers now.
+            debug!(doc, "state update not gossiped ({e}); pushing through sync");
+            let peers = self.sync_peers();
+            for peer in peers {
+                self.send_sync(peer, [doc]);
+            }
+        }
+    }
+
+    /// Peers to sync documents with: connected relays and browser peers.
+    fn sync_peers(&self) -> Vec<PeerId> {
+        self.relays
+            .iter()
+            .filter(|r| r.connected)
+            .map(|r| r.peer_id)
+            .chain(
+                self.peers
+                    .iter()
+                    .filter(|(_, p)| p.connections > 0)
+                    .map(|(id, _)| *id),
+            )
+            .collect()
+    }
+
+    fn send_sync<'a>(&mut self, peer: PeerId, docs: impl IntoIterator<Item = &'a str>) {
+        let frame = self.state.replica.sync_request(docs);
+        if !frame.entries.is_empty() {
+            self.swarm
+                .behaviour_mut()
+                .state_sync
+                .send_request(&peer, frame);
+        }
+    }
+
+    /// A connection to `peer` came up: exchange state vectors for every document.
+    pub(super) fn sync_all_with(&mut self, peer: PeerId) {
+        let names: Vec<String> = self.state.replica.names().map(String::from).collect();
+        self.send_sync(peer, names.iter().map(String::as_str));
+    }
+
+    pub(super) fn resync_tick(&mut self, now: Instant) {
+        if self.state.replica.is_empty()
+            || self
+                .state
+                .last_resync
+                .is_some_and(|t| now.duration_since(t) < RESYNC_INTERVAL)
+        {
+            return;
+        }
+        self.state.last_resync = Some(now);
+        for peer in self.sync_peers() {
+            self.sync_all_with(peer);
+        }
+    }
+
+    /// An update broadcast on a document's topic.
+    pub(super) fn on_state_gossip(
+        &mut self,
+        doc: &str,
+        message: &gossipsub::Message,
+        sink: &mut impl FnMut(Output),
+    ) -> MessageAcceptance {
+        if self.state.replica.get(doc).is_none() {
+            return MessageAcceptance::Ignore;
+        }
+        let outcome = self
+            .state
+            .replica
+            .apply_broadcast(doc, &message.data, false);
+        if outcome.rejected > 0 {
+            return MessageAcceptance::Reject;
+        }
+        self.apply_outcome(outcome.applied, sink);
+        MessageAcceptance::Accept
+    }
+
+    fn apply_outcome(&mut self, applied: Vec<(String, Applied)>, sink: &mut impl FnMut(Output)) {
+        for (doc, applied) in applied {
+            self.emit_changes(&doc, &applied.changes, false, sink);
+            if let Some(update) = applied.update {
+                self.persist(&doc, update, Vec::new(), sink);
+            }
+        }
+    }
+
+    pub(super) fn on_sync_event(
+        &mut self,
+        event: request_response::Event<SyncFrame, SyncFrame>,
+        sink: &mut impl FnMut(Output),
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_sync_request(peer, request, channel, sink),
+                request_response::Message::Response { response, .. } => {
+                    let (push, outcome) = self.state.replica.handle_response(response);
+                    if outcome.rejected > 0 {
+                        debug!(%peer, rejected = outcome.rejected, "refused parts of a sync response");
+                    }
+                    self.apply_outcome(outcome.applied, sink);
+                    if let Some(push) = push {
+                        self.swarm
+                            .behaviour_mut()
+                            .state_sync
+                            .send_request(&peer, push);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, "sync request failed: {error}");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "sync request from peer failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_sync_request(
+        &mut self,
+        peer: PeerId,
+        request: SyncFrame,
+        channel: ResponseChannel<SyncFrame>,
+        sink: &mut impl FnMut(Output),
+    ) {
+        let (response, outcome) = self.state.replica.handle_request(request, &|_| false);
+        if outcome.rejected > 0 {
+            debug!(%peer, rejected = outcome.rejected, "refused parts of a sync request");
+        }
+        self.apply_outcome(outcome.applied, sink);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .state_sync
+            .send_response(channel, response);
+    }
+}
