@@ -22,7 +22,7 @@ if [ "$profile" != dev ]; then
     "$out/sw/pkg/peercompute_sw_bg.wasm" -o "$out/sw/pkg/peercompute_sw_bg.wasm"
 fi
 cp sw/worker.js "$out/sw/"
-cp sdk/peercompute.js sdk/peercompute.d.ts "$out/sdk/"
+cp sdk/*.js sdk/*.d.ts "$out/sdk/"
 cp demo/* "$out/"
 size=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm")
 gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)

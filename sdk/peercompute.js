@@ -2,6 +2,8 @@
 // protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
 // all tabs of this origin share.
 
+import { SharedState } from './state.js';
+
 const PROTOCOL_VERSION = 1;
 const MAX_PUBLISH_BYTES = 1024 * 1024;
 const MAX_TOPIC_BYTES = 256;
@@ -130,6 +132,7 @@ export class PeerComputeNode {
   #lock;
   #topics = new Map(); // topic -> Set(handler)
   #listeners = new Map(); // event -> Set(handler)
+  #docs = new Map(); // name -> SharedState
 
   constructor(channel, lock, peerId) {
     this.#channel = channel;
@@ -158,7 +161,32 @@ export class PeerComputeNode {
       this.#emit(msg.event, { peerId: msg.peerId });
     } else if (msg.event === 'status') {
       this.#emit('status', msg.status);
+    } else if (msg.event === 'state') {
+      this.#docs.get(msg.doc)?._applyChanges(msg.changes, msg.local);
     }
+  }
+
+  /**
+   * The shared document `name`: one per name for every tab and peer. Reads come from this
+   * tab's copy (`await doc.ready` first); writes resolve once durable on this device.
+   */
+  state(name) {
+    if (typeof name !== 'string' || name.length === 0 || encoder.encode(name).length > 128 || /[\u0000-\u001f]/.test(name)) {
+      throw new PeerComputeError('STATE_INVALID_DOC_NAME', 'a document name is 1 to 128 bytes without control characters');
+    }
+    let doc = this.#docs.get(name);
+    if (!doc) {
+      doc = new SharedState(
+        name,
+        (op, fields, transfer) => this.#channel.request(op, fields, transfer),
+        (code, message) => new PeerComputeError(code, message),
+        (n) => this.#docs.delete(n),
+      );
+      this.#docs.set(name, doc);
+      // A failed open is reported through `doc.ready`; forget the handle so a retry can work.
+      doc.ready.catch(() => this.#docs.get(name) === doc && this.#docs.delete(name));
+    }
+    return doc;
   }
 
   #emit(event, value) {

@@ -1,12 +1,12 @@
 //! The node's key in IndexedDB, so its peer id survives reloads and browser restarts.
 
-use idb::{DatabaseEvent, Factory, ObjectStoreParams, TransactionMode};
+use idb::{Database, TransactionMode};
 use js_sys::Uint8Array;
 use peercompute_core::libp2p::identity::Keypair;
 use wasm_bindgen::JsValue;
 
-const DB: &str = "peercompute";
-const STORE: &str = "identity";
+use crate::db::IDENTITY_STORE as STORE;
+
 const KEY: &str = "node-key";
 /// A protobuf-encoded Ed25519 keypair is 68 bytes; anything far larger is not ours.
 const MAX_KEY_BYTES: u32 = 1024;
@@ -16,17 +16,7 @@ fn js(e: impl std::fmt::Display) -> JsValue {
 }
 
 /// Loads the node key, or creates and stores one. A corrupt record is reported and replaced.
-pub(crate) async fn load_or_create() -> Result<Keypair, JsValue> {
-    let factory = Factory::new().map_err(js)?;
-    let mut open = factory.open(DB, Some(1)).map_err(js)?;
-    open.on_upgrade_needed(|event| {
-        if let Ok(db) = event.database() {
-            if !db.store_names().iter().any(|n| n == STORE) {
-                let _ = db.create_object_store(STORE, ObjectStoreParams::new());
-            }
-        }
-    });
-    let db = open.await.map_err(js)?;
+pub(crate) async fn load_or_create(db: &Database) -> Result<Keypair, JsValue> {
     let tx = db
         .transaction(&[STORE], TransactionMode::ReadOnly)
         .map_err(js)?;

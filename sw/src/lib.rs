@@ -6,8 +6,11 @@
 //! All protocol logic lives in the core crate and is tested natively.
 #![cfg(all(target_family = "wasm", target_os = "unknown"))]
 
+mod db;
+mod host;
 mod identity;
 mod ports;
+mod storage;
 
 use std::{cell::RefCell, rc::Rc};
 
@@ -35,16 +38,19 @@ impl WorkerNode {
                 .set_report_logs_in_timings(false)
                 .build(),
         );
-        let keypair = identity::load_or_create().await?;
+        let db = db::open().await?;
+        let keypair = identity::load_or_create(&db).await?;
         let node = Node::browser(keypair, NodeConfig::default())
             .map_err(|e| JsValue::from_str(&e.to_string()))?;
         tracing::info!(peer_id = %node.peer_id(), "PeerCompute node started");
         let (inputs, rx) = mpsc::channel(TAB_INPUT_QUEUE);
-        let ports = Rc::new(RefCell::new(Ports::new(inputs)));
-        let sink_ports = ports.clone();
-        wasm_bindgen_futures::spawn_local(node.run(rx, move |output| {
-            Ports::deliver(&sink_ports, output);
-        }));
+        let ports = Rc::new(RefCell::new(Ports::new(inputs.clone())));
+        let mut host = host::Host {
+            ports: ports.clone(),
+            store: storage::StateStore::new(db),
+            inputs,
+        };
+        wasm_bindgen_futures::spawn_local(node.run(rx, move |output| host.deliver(output)));
         Ok(WorkerNode { ports })
     }
 

@@ -82,6 +82,8 @@ impl Ports {
                     t.port.close();
                 }
             }
+            // Storage outputs are the host's; they never reach here.
+            Output::LoadDoc { .. } | Output::Persist { .. } | Output::Compact { .. } => {}
         }
     }
 }
@@ -210,6 +212,16 @@ fn event_message(event: Event) -> (JsValue, Option<Array>) {
         Event::Status(status) => {
             set(&msg, "event", &"status".into());
             set(&msg, "status", &to_js(&status));
+        }
+        Event::State {
+            doc,
+            changes,
+            local,
+        } => {
+            set(&msg, "event", &"state".into());
+            set(&msg, "doc", &doc.into());
+            set(&msg, "changes", &changes.into());
+            set(&msg, "local", &local.into());
         }
     }
     (msg.into(), transfer)

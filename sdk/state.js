@@ -1,0 +1,217 @@
+// Shared documents in the SDK. The authoritative copy lives in the worker (a yrs document);
+// each tab keeps a plain-JSON mirror, filled once when the document opens and kept current by
+// the batched changes the worker pushes. Reads are synchronous from the mirror; writes go to
+// the worker and resolve once they are durable in IndexedDB.
+
+const MAX_PATH_KEYS = 32;
+const MAX_KEY_BYTES = 256;
+const MAX_DEPTH = 64;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const encoder = new TextEncoder();
+
+function fail(makeError, code, message) {
+  throw makeError(code, message);
+}
+
+function checkKey(makeError, key, code) {
+  if (typeof key !== 'string' || key.length === 0 || CONTROL.test(key) || encoder.encode(key).length > MAX_KEY_BYTES) {
+    fail(makeError, code, `key ${JSON.stringify(String(key))} must be a non-empty string of at most ${MAX_KEY_BYTES} bytes without control characters`);
+  }
+}
+
+/** `'a.b'` or `['a', 'b']` → `['a', 'b']`, validated. */
+export function toPath(makeError, path) {
+  const keys = typeof path === 'string' ? path.split('.') : path;
+  if (!Array.isArray(keys) || keys.length === 0 || keys.length > MAX_PATH_KEYS) {
+    fail(makeError, 'STATE_INVALID_PATH', `a path is a dotted string or an array of 1 to ${MAX_PATH_KEYS} keys`);
+  }
+  for (const k of keys) checkKey(makeError, k, 'STATE_INVALID_PATH');
+  return keys;
+}
+
+/** Throws unless `value` is plain JSON: no functions, cycles, non-finite numbers or class instances. */
+export function checkValue(makeError, value, depth = 0, seen = new Set()) {
+  const bad = (why) => fail(makeError, 'STATE_INVALID_VALUE', `value is not plain JSON: ${why}`);
+  if (depth > MAX_DEPTH) bad(`nested deeper than ${MAX_DEPTH} levels`);
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return;
+    case 'number':
+      if (!Number.isFinite(value)) bad(`${value} is not a finite number`);
+      return;
+    case 'object':
+      break;
+    default:
+      bad(`a ${typeof value} cannot be stored`);
+  }
+  if (value === null) return;
+  if (seen.has(value)) bad('it contains a cycle');
+  seen.add(value);
+  if (Array.isArray(value)) {
+    for (const item of value) checkValue(makeError, item, depth + 1, seen);
+  } else {
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) bad(`a ${value.constructor?.name ?? 'class'} instance cannot be stored`);
+    for (const [k, v] of Object.entries(value)) {
+      checkKey(makeError, k, 'STATE_INVALID_VALUE');
+      checkValue(makeError, v, depth + 1, seen);
+    }
+  }
+  seen.delete(value);
+}
+
+function lookup(tree, keys) {
+  let node = tree;
+  for (const k of keys) {
+    if (node === null || typeof node !== 'object' || Array.isArray(node) || !Object.hasOwn(node, k)) return undefined;
+    node = node[k];
+  }
+  return node;
+}
+
+function applyChange(tree, { path, value }) {
+  let node = tree;
+  for (const k of path.slice(0, -1)) {
+    if (node[k] === null || typeof node[k] !== 'object' || Array.isArray(node[k])) {
+      if (value === undefined) return; // deleting below something that is not there
+      node[k] = {};
+    }
+    node = node[k];
+  }
+  const last = path[path.length - 1];
+  if (value === undefined) delete node[last];
+  else node[last] = value;
+}
+
+function related(a, b) {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const copy = (v) => (v !== null && typeof v === 'object' ? structuredClone(v) : v);
+
+/** A shared document, as one tab sees it. Get one with `node.state(name)`. */
+export class SharedState {
+  #request;
+  #makeError;
+  #tree = {};
+  #observers = new Set();
+  #onClose;
+
+  constructor(name, request, makeError, onClose) {
+    /** The document's name. */
+    this.name = name;
+    this.#request = (op, fields, transfer) => request(op, { doc: name, ...fields }, transfer);
+    this.#makeError = makeError;
+    this.#onClose = onClose;
+    /** Settles once the document is open (loaded from IndexedDB and its current tree known). */
+    this.ready = this.#request('stateOpen').then(({ json }) => {
+      this.#tree = JSON.parse(json);
+      return this;
+    });
+  }
+
+  _applyChanges(changesJson, local) {
+    const changes = JSON.parse(changesJson);
+    for (const change of changes) applyChange(this.#tree, change);
+    for (const { path, handler } of this.#observers) {
+      const mine = changes.filter((c) => related(c.path, path));
+      if (mine.length === 0) continue;
+      try {
+        handler({ changes: mine.map((c) => ({ path: c.path, value: c.value, deleted: !('value' in c) })), local });
+      } catch (e) {
+        console.error('PeerCompute state observer threw:', e);
+      }
+    }
+  }
+
+  /** The value at `path` (a copy), or the whole tree without one. `undefined` if absent. */
+  get(path) {
+    if (path === undefined) return copy(this.#tree);
+    return copy(lookup(this.#tree, toPath(this.#makeError, path)));
+  }
+
+  /** Writes `value` at `path`; resolves once the change is durable on this device. */
+  set(path, value) {
+    return this.update([{ set: path, value }]);
+  }
+
+  /** Removes `path`; resolves once durable. */
+  delete(path) {
+    return this.update([{ delete: path }]);
+  }
+
+  /** Applies `[{ set: path, value } | { delete: path }]` as one transaction. */
+  async update(ops) {
+    if (!Array.isArray(ops) || ops.length === 0) {
+      throw this.#makeError('STATE_INVALID_VALUE', 'update takes a non-empty array of operations');
+    }
+    const wire = ops.map((op) => {
+      if (op && 'set' in op && !('delete' in op)) {
+        if (!('value' in op)) throw this.#makeError('STATE_INVALID_VALUE', '`set` needs a `value`');
+        checkValue(this.#makeError, op.value);
+        return { set: toPath(this.#makeError, op.set), value: op.value };
+      }
+      if (op && 'delete' in op && !('set' in op)) return { delete: toPath(this.#makeError, op.delete) };
+      throw this.#makeError('STATE_INVALID_VALUE', 'each operation is { set: path, value } or { delete: path }');
+    });
+    await this.ready;
+    await this.#request('stateUpdate', { ops: JSON.stringify(wire) });
+  }
+
+  /**
+   * Calls `handler({ changes: [{ path, value, deleted }], local })` after each transaction
+   * that touches `path` (below it, at it, or above it). Returns a function that stops it.
+   */
+  observe(path, handler) {
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    const entry = { path: path === undefined ? [] : toPath(this.#makeError, path), handler };
+    this.#observers.add(entry);
+    return () => this.#observers.delete(entry);
+  }
+
+  /** Records a named version of the current state: `{ id, label, time }`. */
+  async snapshot(label = '') {
+    await this.ready;
+    return this.#request('stateSnapshot', { label: String(label) });
+  }
+
+  /** Named versions, oldest first. */
+  async versions() {
+    await this.ready;
+    return this.#request('stateVersions');
+  }
+
+  /** A read-only view of a past version (`id` or a version object). */
+  at(version) {
+    const id = typeof version === 'string' ? version : version?.id;
+    const tree = this.ready.then(() => this.#request('stateAt', { version: id })).then(({ json }) => JSON.parse(json));
+    return {
+      get: async (path) => (path === undefined ? tree : lookup(await tree, toPath(this.#makeError, path))),
+    };
+  }
+
+  /** The document as a Yjs v1 update (`Y.applyUpdate(ydoc, bytes)`; the tree is `ydoc.getMap('root')`). */
+  async exportUpdate() {
+    await this.ready;
+    const { bytes } = await this.#request('stateExport');
+    return bytes;
+  }
+
+  /** Applies a Yjs v1 update; resolves once durable. */
+  async importUpdate(bytes) {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError('importUpdate takes a Uint8Array');
+    await this.ready;
+    const copyBytes = bytes.slice();
+    await this.#request('stateImport', { bytes: copyBytes }, [copyBytes.buffer]);
+  }
+
+  /** Stops this tab's copy; the document stays open in the node for the other tabs. */
+  async close() {
+    this.#observers.clear();
+    this.#onClose(this.name);
+    await this.#request('stateClose');
+  }
+}
