@@ -79,8 +79,52 @@ export interface Unsubscribe {
   ready: Promise<void>;
 }
 
+/** A path: `'players.alice'` or `['players', 'alice']` (keys may then contain dots). */
+export type StatePath = string | string[];
+
+export interface StateChange {
+  path: string[];
+  /** The new value (absent when deleted). */
+  value?: Json;
+  deleted: boolean;
+}
+
+export interface Version {
+  id: string;
+  label: string;
+  /** Milliseconds since the Unix epoch. */
+  time: number;
+}
+
+export type StateOp = { set: StatePath; value: Json } | { delete: StatePath };
+
+/** A shared document, as this tab sees it. */
+export interface SharedState {
+  readonly name: string;
+  /** Settles once the document is open and this tab's copy is filled. */
+  readonly ready: Promise<SharedState>;
+  /** A copy of the value at `path` (the whole tree without one); `undefined` if absent. */
+  get(path?: StatePath): Json | undefined;
+  /** Resolves once the write is durable on this device (IndexedDB). */
+  set(path: StatePath, value: Json): Promise<void>;
+  delete(path: StatePath): Promise<void>;
+  /** One transaction. */
+  update(ops: StateOp[]): Promise<void>;
+  /** Called after each transaction touching `path` (at, below or above it). */
+  observe(path: StatePath | undefined, handler: (e: { changes: StateChange[]; local: boolean }) => void): () => void;
+  snapshot(label?: string): Promise<Version>;
+  versions(): Promise<Version[]>;
+  at(version: string | Version): { get(path?: StatePath): Promise<Json | undefined> };
+  /** A Yjs v1 update of the whole document. */
+  exportUpdate(): Promise<Uint8Array>;
+  importUpdate(update: Uint8Array): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface PeerComputeNode {
   readonly peerId: string;
+  /** The shared document `name` (1–128 bytes, no control characters). */
+  state(name: string): SharedState;
   getStatus(): Promise<NodeStatus>;
   peers(): Promise<PeerInfo[]>;
   ping(): Promise<{ pong: true }>;
