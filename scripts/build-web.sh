@@ -14,7 +14,7 @@ dir=$profile; [ "$profile" = dev ] && dir=debug
 rm -rf "$out"
 mkdir -p "$out/sw/pkg" "$out/sdk"
 wasm-bindgen --target web --no-typescript --out-dir "$out/sw/pkg" \
-  "target/wasm32-unknown-unknown/$dir/peercompute_sw.wasm"
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/peercompute_sw.wasm"
 if [ "$profile" != dev ]; then
   log "wasm-opt -Oz"
   npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \

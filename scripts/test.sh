@@ -11,4 +11,5 @@ log "relay binary"
 cargo build -p relay-server
 bash scripts/build-web.sh
 log "Playwright (Chromium)"
+export RELAY_BIN="${RELAY_BIN:-${CARGO_TARGET_DIR:-target}/debug/relay-server}"
 npx --no-install playwright test "$@"
