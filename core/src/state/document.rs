@@ -182,16 +182,6 @@ impl SharedDoc {
         }
     }
 
-    /// The underlying yrs document.
-    pub fn doc(&self) -> &Doc {
-        &self.doc
-    }
-
-    /// Number of leaf entries.
-    pub fn entries(&self) -> usize {
-        self.index.borrow().keys.len()
-    }
-
     /// The whole tree as JSON.
     pub fn to_json(&self) -> Value {
         let txn = self.doc.transact();
@@ -234,31 +224,36 @@ impl SharedDoc {
     pub fn apply_ops(&self, ops: &[Op]) -> Result<Applied, NodeError> {
         {
             let mut txn = self.doc.transact_mut();
+            // The observer updates the key index only at commit; later ops of the batch must
+            // see what earlier ones did, so the index is kept current here as well (the
+            // observer's own updates then agree with it).
+            let mut index = self.index.borrow_mut();
+            let remove = |txn: &mut yrs::TransactionMut, keys: &mut BTreeSet<String>, k: &str| {
+                if keys.remove(k) {
+                    self.root.remove(txn, k);
+                }
+            };
             for op in ops {
                 let key = entry_key(op.path());
                 // Everything below the path goes: a value replaces the whole subtree.
-                let doomed: Vec<String> = below(&self.index.borrow().keys, &key).cloned().collect();
+                let doomed: Vec<String> = below(&index.keys, &key).cloned().collect();
                 for k in &doomed {
-                    self.root.remove(&mut txn, k);
+                    remove(&mut txn, &mut index.keys, k);
                 }
                 match op {
                     Op::Set { path, value } => {
                         // A leaf above the path would hide the new value: remove it.
                         for end in 1..path.len() {
-                            let ancestor = entry_key(&path[..end]);
-                            if self.index.borrow().keys.contains(&ancestor) {
-                                self.root.remove(&mut txn, &ancestor);
-                            }
+                            remove(&mut txn, &mut index.keys, &entry_key(&path[..end]));
                         }
                         let mut leaves = Vec::new();
                         flatten(&key, value, &mut leaves);
                         for (k, v) in leaves {
+                            index.keys.insert(k.clone());
                             self.root.insert(&mut txn, k, In::Any(v));
                         }
                     }
-                    Op::Delete { .. } => {
-                        self.root.remove(&mut txn, &key);
-                    }
+                    Op::Delete { .. } => remove(&mut txn, &mut index.keys, &key),
                 }
             }
         }
@@ -297,12 +292,6 @@ impl SharedDoc {
     /// Everything a peer with state vector `sv` is missing, as a Yjs v1 update.
     pub fn diff(&self, sv: &StateVector) -> Vec<u8> {
         self.doc.transact().encode_diff_v1(sv)
-    }
-
-    /// Everything a peer with state vector `sv` (Yjs v1 encoding) is missing.
-    pub fn diff_encoded(&self, sv: &[u8]) -> Result<Vec<u8>, NodeError> {
-        let sv = StateVector::decode_v1(sv).map_err(bad_update)?;
-        Ok(self.diff(&sv))
     }
 
     /// The whole document as one Yjs v1 update.
@@ -736,7 +725,6 @@ mod tests {
                 ErrorCode::StateInvalidUpdate
             );
         }
-        assert!(doc.diff_encoded(b"\xff\xff").is_err());
         assert_eq!(doc.to_json(), json!({"k": 1}));
     }
 }
