@@ -2,7 +2,7 @@
 // protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
 // all tabs of this origin share.
 
-import { SharedState } from './state.js';
+import { SharedState, checkDocName } from './state.js';
 
 const PROTOCOL_VERSION = 1;
 const MAX_PUBLISH_BYTES = 1024 * 1024;
@@ -171,9 +171,7 @@ export class PeerComputeNode {
    * tab's copy (`await doc.ready` first); writes resolve once durable on this device.
    */
   state(name) {
-    if (typeof name !== 'string' || name.length === 0 || encoder.encode(name).length > 128 || /[\u0000-\u001f]/.test(name)) {
-      throw new PeerComputeError('STATE_INVALID_DOC_NAME', 'a document name is 1 to 128 bytes without control characters');
-    }
+    checkDocName((code, message) => new PeerComputeError(code, message), name);
     let doc = this.#docs.get(name);
     if (!doc) {
       doc = new SharedState(

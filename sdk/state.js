@@ -6,6 +6,7 @@
 const MAX_PATH_KEYS = 32;
 const MAX_KEY_BYTES = 256;
 const MAX_DEPTH = 64;
+const MAX_DOC_NAME_BYTES = 128;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const encoder = new TextEncoder();
 
@@ -16,6 +17,13 @@ function fail(makeError, code, message) {
 function checkKey(makeError, key, code) {
   if (typeof key !== 'string' || key.length === 0 || CONTROL.test(key) || encoder.encode(key).length > MAX_KEY_BYTES) {
     fail(makeError, code, `key ${JSON.stringify(String(key))} must be a non-empty string of at most ${MAX_KEY_BYTES} bytes without control characters`);
+  }
+}
+
+/** Throws unless `name` is a valid document name (the worker checks the same). */
+export function checkDocName(makeError, name) {
+  if (typeof name !== 'string' || name.length === 0 || CONTROL.test(name) || encoder.encode(name).length > MAX_DOC_NAME_BYTES) {
+    fail(makeError, 'STATE_INVALID_DOC_NAME', `a document name is 1 to ${MAX_DOC_NAME_BYTES} bytes without control characters`);
   }
 }
 
@@ -187,9 +195,13 @@ export class SharedState {
   /** A read-only view of a past version (`id` or a version object). */
   at(version) {
     const id = typeof version === 'string' ? version : version?.id;
-    const tree = this.ready.then(() => this.#request('stateAt', { version: id })).then(({ json }) => JSON.parse(json));
+    // Fetched on `get`, so a view that is never read never makes a request (or a rejection).
+    const tree = async () => {
+      await this.ready;
+      return JSON.parse((await this.#request('stateAt', { version: id })).json);
+    };
     return {
-      get: async (path) => (path === undefined ? tree : lookup(await tree, toPath(this.#makeError, path))),
+      get: async (path) => (path === undefined ? tree() : lookup(await tree(), toPath(this.#makeError, path))),
     };
   }
 

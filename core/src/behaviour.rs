@@ -6,7 +6,7 @@ use libp2p::{gossipsub, identify, identity::Keypair, ping, relay};
 
 use crate::circuit_policy::OffCircuits;
 
-use crate::limits::MAX_GOSSIP_FRAME_BYTES;
+use crate::limits::{MAX_GOSSIP_FRAME_BYTES, MAX_SYNC_STREAMS};
 
 /// Identify protocol version string of PeerCompute nodes and relays.
 pub const IDENTIFY_PROTOCOL: &str = "/peercompute/1.0.0";
@@ -51,7 +51,10 @@ pub fn state_sync_behaviour(
             crate::state::sync_protocol::SYNC_PROTOCOL,
             ProtocolSupport::Full,
         )],
-        Config::default().with_request_timeout(Duration::from_secs(30)),
+        // Each stream may buffer up to one frame: bound how many run at once per connection.
+        Config::default()
+            .with_request_timeout(Duration::from_secs(30))
+            .with_max_concurrent_streams(MAX_SYNC_STREAMS),
     )
 }
 

@@ -49,15 +49,13 @@ pub const MAX_OPS_PER_UPDATE: usize = 1024;
 pub const MAX_SYNC_UPDATE_BYTES: usize = 32 * 1024 * 1024;
 /// Largest sync frame (several documents' messages) on the wire.
 pub const MAX_SYNC_FRAME_BYTES: usize = 48 * 1024 * 1024;
+/// Most state-sync streams open at once on one connection (each may buffer one frame).
+pub const MAX_SYNC_STREAMS: usize = 8;
 /// Largest document, as a full encoded update; local writes beyond it are refused.
 pub const MAX_DOC_BYTES: usize = 32 * 1024 * 1024;
 /// Most named versions per document.
 pub const MAX_VERSIONS_PER_DOC: usize = 256;
 /// Longest version label, in bytes.
 pub const MAX_VERSION_LABEL_BYTES: usize = 256;
-/// Largest presence state of one node, as JSON text.
-pub const MAX_PRESENCE_BYTES: usize = 16 * 1024;
-/// Most peers' presence states a node keeps.
-pub const MAX_PRESENCE_PEERS: usize = 1024;
 /// Stored update records of one document after which it is compacted into one.
 pub const COMPACT_AFTER_RECORDS: usize = 200;

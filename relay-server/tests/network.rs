@@ -9,28 +9,13 @@ use peercompute_core::{
     tab_protocol::{Event, ReplyValue, Request},
     NodeConfig,
 };
+mod common;
+
+use common::relay;
 use relay_server::{start, RelayConfig, RelayHandle};
 use tokio::time::timeout;
 
 const T: Duration = Duration::from_secs(20);
-
-async fn relay(dir: &str) -> RelayHandle {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let dir = std::env::temp_dir().join(format!("pc-net-{}-{dir}", std::process::id()));
-    start(RelayConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0/ws".parse().expect("addr")],
-        external: vec![],
-        http: "127.0.0.1:0".parse().expect("addr"),
-        identity_file: dir.join("relay.key"),
-        web_root: None,
-        tls: None,
-    })
-    .await
-    .expect("relay starts")
-}
 
 async fn node(relay: &RelayHandle) -> NativeNode {
     let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default())
@@ -168,9 +153,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
             _ => None,
         })
         .expect("tcp port");
-    let identity = std::env::temp_dir()
-        .join(format!("pc-net-{}-{dir}", std::process::id()))
-        .join("relay.key");
+    let identity = common::relay_dir(dir).join("relay.key");
     let second = start(RelayConfig {
         listen: vec![format!("/ip4/127.0.0.1/tcp/{port}/ws")
             .parse()

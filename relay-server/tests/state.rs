@@ -9,25 +9,14 @@ use peercompute_core::{
     tab_protocol::{ReplyValue, Request},
     ErrorCode, NodeConfig,
 };
-use relay_server::{start, RelayConfig, RelayHandle};
+mod common;
+
+use common::relay;
+use relay_server::RelayHandle;
 use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
 
 const T: Duration = Duration::from_secs(30);
-
-async fn relay(dir: &str) -> RelayHandle {
-    let dir = std::env::temp_dir().join(format!("pc-state-{}-{dir}", std::process::id()));
-    start(RelayConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0/ws".parse().expect("addr")],
-        external: vec![],
-        http: "127.0.0.1:0".parse().expect("addr"),
-        identity_file: dir.join("relay.key"),
-        web_root: None,
-        tls: None,
-    })
-    .await
-    .expect("relay starts")
-}
 
 async fn node(relay: Option<&RelayHandle>, store: MemoryStore) -> NativeNode {
     let mut n =
@@ -86,7 +75,7 @@ async fn until(n: &mut NativeNode, doc: &str, pred: impl Fn(&Value) -> bool) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_converge_after_concurrent_edits() {
-    let relay = relay("converge").await;
+    let relay = relay("state-converge").await;
     let mut a = node(Some(&relay), MemoryStore::default()).await;
     let mut b = node(Some(&relay), MemoryStore::default()).await;
     open(&mut a, "w").await;

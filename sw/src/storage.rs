@@ -93,20 +93,7 @@ impl StateStore {
         doc: &str,
         update: &[u8],
     ) -> impl std::future::Future<Output = Result<(), String>> {
-        let seq = self.take_seq(doc);
-        let started = (|| {
-            let tx = self
-                .db
-                .transaction(&[STATE_STORE], TransactionMode::ReadWrite)
-                .map_err(|e| e.to_string())?;
-            let store = tx.object_store(STATE_STORE).map_err(|e| e.to_string())?;
-            let value: JsValue = Uint8Array::from(update).into();
-            store
-                .put(&value, Some(&key(doc, seq)))
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(tx)
-        })();
-        async move { committed(started?.await).await }
+        self.write(doc, update, false)
     }
 
     /// Replaces every record written so far by `state`, atomically.
@@ -115,6 +102,17 @@ impl StateStore {
         doc: &str,
         state: &[u8],
     ) -> impl std::future::Future<Output = Result<(), String>> {
+        self.write(doc, state, true)
+    }
+
+    /// Puts `bytes` as the document's next record in a transaction created now; with
+    /// `replace`, the same transaction first deletes every earlier record.
+    fn write(
+        &self,
+        doc: &str,
+        bytes: &[u8],
+        replace: bool,
+    ) -> impl std::future::Future<Output = Result<(), String>> {
         let seq = self.take_seq(doc);
         let started = (|| {
             let tx = self
@@ -122,10 +120,12 @@ impl StateStore {
                 .transaction(&[STATE_STORE], TransactionMode::ReadWrite)
                 .map_err(|e| e.to_string())?;
             let store = tx.object_store(STATE_STORE).map_err(|e| e.to_string())?;
-            store
-                .delete(Query::KeyRange(range(doc, (seq - 1) as f64)?))
-                .map_err(|e| e.to_string())?;
-            let value: JsValue = Uint8Array::from(state).into();
+            if replace {
+                store
+                    .delete(Query::KeyRange(range(doc, (seq - 1) as f64)?))
+                    .map_err(|e| e.to_string())?;
+            }
+            let value: JsValue = Uint8Array::from(bytes).into();
             store
                 .put(&value, Some(&key(doc, seq)))
                 .map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use libp2p::{
-    gossipsub::{self, MessageAcceptance},
+    gossipsub::{self, MessageAcceptance, PublishError},
     request_response::{self, ResponseChannel},
     PeerId,
 };
@@ -22,6 +22,7 @@ use crate::{
     limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_OPEN_DOCS},
     state::{
         path::decode_ops,
+        replica::DocState,
         sync_protocol::{state_topic, SyncFrame},
         Applied, Change, Replica,
     },
@@ -40,8 +41,6 @@ pub(super) struct NodeState {
     watchers: HashMap<String, HashSet<TabId>>,
     /// Documents being loaded from storage, with the `stateOpen` requests waiting for them.
     loading: HashMap<String, Vec<(TabId, RequestId)>>,
-    /// Approximate stored size of each document (compacted state plus appended records).
-    stored_bytes: HashMap<String, usize>,
     last_resync: Option<Instant>,
 }
 
@@ -51,7 +50,6 @@ impl NodeState {
             replica: Replica::new(MAX_OPEN_DOCS),
             watchers: HashMap::new(),
             loading: HashMap::new(),
-            stored_bytes: HashMap::new(),
             last_resync: None,
         }
     }
@@ -91,86 +89,82 @@ impl Node {
         request: Request,
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
-        match request {
-            Request::StateOpen { doc } => return self.open_doc(tab, id, doc, sink),
-            Request::StateClose { doc } => {
-                if let Some(tabs) = self.state.watchers.get_mut(&doc) {
-                    tabs.remove(&tab);
-                }
-                return Some(Ok(ReplyValue::Done));
-            }
-            _ => {}
-        }
-        let doc_name = match &request {
-            Request::StateUpdate { doc, .. }
-            | Request::StateSnapshot { doc, .. }
-            | Request::StateVersions { doc }
-            | Request::StateAt { doc, .. }
-            | Request::StateExport { doc }
-            | Request::StateImport { doc, .. } => doc.clone(),
-            _ => {
-                return Some(Err(NodeError::new(
-                    ErrorCode::Internal,
-                    "not a state request",
-                )))
-            }
-        };
-        let Some(doc) = self.state.replica.get(&doc_name) else {
-            return Some(Err(NodeError::new(
-                ErrorCode::StateNotOpen,
-                format!("open document {doc_name:?} first"),
-            )));
-        };
-        let result = match request {
-            Request::StateUpdate { ops, .. } => {
-                let ops = match decode_ops(&ops) {
-                    Ok(ops) => ops,
-                    Err(e) => return Some(Err(e)),
-                };
-                let stored = self.state.stored_bytes.get(&doc_name).copied().unwrap_or(0);
-                if stored > MAX_DOC_BYTES {
-                    return Some(Err(NodeError::new(
-                        ErrorCode::StateDocTooLarge,
-                        format!("document {doc_name:?} has reached {MAX_DOC_BYTES} bytes"),
-                    )));
-                }
-                doc.apply_ops(&ops)
-            }
-            Request::StateImport { bytes, .. } => doc.apply_update(&bytes),
-            Request::StateSnapshot { label, .. } => {
-                let version_id = format!("v{:016x}", rand::random::<u64>());
-                match doc.snapshot(&version_id, &label, now_ms()) {
-                    Ok((version, applied)) => {
-                        let reply = Ok(ReplyValue::Version(version));
-                        return self.commit_local(tab, id, &doc_name, applied, reply, sink);
+        // Reads are answered here; writes fall through to `commit_local`.
+        let (doc, written) =
+            match request {
+                Request::StateOpen { doc } => return self.open_doc(tab, id, doc, sink),
+                Request::StateClose { doc } => {
+                    if let Some(tabs) = self.state.watchers.get_mut(&doc) {
+                        tabs.remove(&tab);
                     }
-                    Err(e) => return Some(Err(e)),
+                    return Some(Ok(ReplyValue::Done));
                 }
-            }
-            Request::StateVersions { .. } => return Some(Ok(ReplyValue::Versions(doc.versions()))),
-            Request::StateAt { version, .. } => {
-                return Some(doc.json_at(&version).map(|tree| ReplyValue::Tree {
-                    json: tree.to_string(),
-                }))
-            }
-            Request::StateExport { .. } => {
-                return Some(Ok(ReplyValue::Update {
-                    bytes: doc.encode_state(),
-                }))
-            }
-            _ => {
-                return Some(Err(NodeError::new(
-                    ErrorCode::Internal,
-                    "not a state request",
-                )))
-            }
-        };
-        match result {
-            Ok(applied) => {
-                self.commit_local(tab, id, &doc_name, applied, Ok(ReplyValue::Done), sink)
-            }
+                Request::StateVersions { doc } => {
+                    return Some(
+                        self.opened(&doc)
+                            .map(|d| ReplyValue::Versions(d.doc.versions())),
+                    )
+                }
+                Request::StateAt { doc, version } => {
+                    return Some(self.opened(&doc).and_then(|d| d.doc.json_at(&version)).map(
+                        |tree| ReplyValue::Tree {
+                            json: tree.to_string(),
+                        },
+                    ))
+                }
+                Request::StateExport { doc } => {
+                    return Some(self.opened(&doc).map(|d| ReplyValue::Update {
+                        bytes: d.doc.encode_state(),
+                    }))
+                }
+                Request::StateUpdate { doc, ops } => {
+                    let written = decode_ops(&ops).and_then(|ops| {
+                        let state = self.opened(&doc)?;
+                        if state.stored_bytes > MAX_DOC_BYTES {
+                            return Err(NodeError::new(
+                                ErrorCode::StateDocTooLarge,
+                                format!("document {doc:?} has reached {MAX_DOC_BYTES} bytes"),
+                            ));
+                        }
+                        state.doc.apply_ops(&ops)
+                    });
+                    (doc, written.map(|applied| (applied, ReplyValue::Done)))
+                }
+                Request::StateImport { doc, bytes } => {
+                    let written = self.opened(&doc).and_then(|d| d.doc.apply_update(&bytes));
+                    (doc, written.map(|applied| (applied, ReplyValue::Done)))
+                }
+                Request::StateSnapshot { doc, label } => {
+                    let version_id = format!("v{:016x}", rand::random::<u64>());
+                    let written = self
+                        .opened(&doc)
+                        .and_then(|d| d.doc.snapshot(&version_id, &label, now_ms()));
+                    (
+                        doc,
+                        written.map(|(version, applied)| (applied, ReplyValue::Version(version))),
+                    )
+                }
+                _ => {
+                    return Some(Err(NodeError::new(
+                        ErrorCode::Internal,
+                        "not a state request",
+                    )))
+                }
+            };
+        match written {
+            Ok((applied, reply)) => self.commit_local(tab, id, &doc, applied, reply, sink),
             Err(e) => Some(Err(e)),
         }
+    }
+
+    /// A document a tab has opened on this node.
+    fn opened(&self, doc: &str) -> Result<&DocState, NodeError> {
+        self.state.replica.state(doc).ok_or_else(|| {
+            NodeError::new(
+                ErrorCode::StateNotOpen,
+                format!("open document {doc:?} first"),
+            )
+        })
     }
 
     /// A local change: shown to every watching tab now, broadcast now, acknowledged to the
@@ -181,12 +175,12 @@ impl Node {
         id: RequestId,
         doc: &str,
         applied: Applied,
-        reply: Result<ReplyValue, NodeError>,
+        reply: ReplyValue,
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
         self.emit_changes(doc, &applied.changes, true, sink);
         let Some(update) = applied.update else {
-            return Some(reply); // nothing changed: nothing to make durable
+            return Some(Ok(reply)); // nothing changed: nothing to make durable
         };
         self.broadcast_update(doc, &update);
         self.persist(
@@ -195,7 +189,7 @@ impl Node {
             vec![Output::Reply {
                 tab,
                 id,
-                result: reply,
+                result: Ok(reply),
             }],
             sink,
         );
@@ -243,7 +237,6 @@ impl Node {
             // what storage holds is not overwritten (records are only appended).
             warn!(doc, "loading the document from storage failed: {e}");
         }
-        let bytes: usize = records.iter().map(Vec::len).sum();
         let report = self
             .state
             .replica
@@ -258,7 +251,6 @@ impl Node {
                     );
                 }
                 info!(doc, records = report.applied, "document loaded");
-                self.state.stored_bytes.insert(doc.clone(), bytes);
                 if report.applied + report.corrupt > COMPACT_AFTER_RECORDS || report.corrupt > 0 {
                     self.compact(&doc, sink);
                 }
@@ -330,11 +322,11 @@ impl Node {
         then: Vec<Output>,
         sink: &mut impl FnMut(Output),
     ) {
-        *self.state.stored_bytes.entry(doc.to_string()).or_default() += update.len();
-        let compact = self.state.replica.state_mut(doc).is_some_and(|s| {
-            s.records += 1;
-            s.records > COMPACT_AFTER_RECORDS
-        });
+        let compact = self
+            .state
+            .replica
+            .state_mut(doc)
+            .is_some_and(|s| s.note_appended(update.len()));
         sink(Output::Persist {
             doc: doc.to_string(),
             update,
@@ -350,8 +342,7 @@ impl Node {
             return;
         };
         let full = state.doc.encode_state();
-        state.records = 1;
-        self.state.stored_bytes.insert(doc.to_string(), full.len());
+        state.note_compacted(full.len());
         debug!(doc, bytes = full.len(), "compacting");
         sink(Output::Compact {
             doc: doc.to_string(),
@@ -360,19 +351,23 @@ impl Node {
     }
 
     fn broadcast_update(&mut self, doc: &str, update: &[u8]) {
-        if let Err(e) = self
+        match self
             .swarm
             .behaviour_mut()
             .gossipsub
             .publish(state_topic(doc), update.to_vec())
         {
-            // No peer yet, or too large for gossip: peers get it through the y-sync exchange
-            // (on connect, and every `RESYNC_INTERVAL`). Push it to connected peers now.
-            debug!(doc, "state update not gossiped ({e}); pushing through sync");
-            let peers = self.sync_peers();
-            for peer in peers {
-                self.send_sync(peer, [doc]);
+            Ok(_) => {}
+            // Too large for one gossip message: run the y-sync exchange with every connected
+            // peer now, which carries it in a sync frame.
+            Err(PublishError::MessageTooLarge) => {
+                for peer in self.sync_peers() {
+                    self.send_sync(peer, [doc]);
+                }
             }
+            // No subscriber yet (or queues full): peers catch up through the y-sync exchange
+            // on connect, when they open the document, and every `RESYNC_INTERVAL`.
+            Err(e) => debug!(doc, "state update not gossiped: {e}"),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Shared state: yrs documents, their peer sync, versions and presence.
+//! Shared state: yrs documents, their peer sync and their versions.
 //!
 //! Everything here is platform-neutral and natively tested; the node loop ([`crate::node`])
 //! wires it to tabs, the network and storage, and the relay reuses [`replica::Replica`] to pin

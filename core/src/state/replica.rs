@@ -10,7 +10,7 @@ use super::{
     path::validate_doc_name,
     sync_protocol::{DocMessages, SyncFrame},
 };
-use crate::{error::ErrorCode, NodeError};
+use crate::{error::ErrorCode, limits::COMPACT_AFTER_RECORDS, NodeError};
 
 /// An encoded update with no structs and an empty delete set: nothing to send.
 const EMPTY_UPDATE: [u8; 2] = [0, 0];
@@ -22,6 +22,23 @@ pub struct DocState {
     pub doc: SharedDoc,
     /// Update records stored since the last compaction.
     pub records: usize,
+    /// Bytes stored: the last compacted state plus the records appended since.
+    pub stored_bytes: usize,
+}
+
+impl DocState {
+    /// Counts an appended record; says whether the document is due for compaction.
+    pub fn note_appended(&mut self, bytes: usize) -> bool {
+        self.records += 1;
+        self.stored_bytes += bytes;
+        self.records > COMPACT_AFTER_RECORDS
+    }
+
+    /// Counts a compaction into one record of `bytes`.
+    pub fn note_compacted(&mut self, bytes: usize) {
+        self.records = 1;
+        self.stored_bytes = bytes;
+    }
 }
 
 /// What a batch of records or a sync message did to each document.
@@ -64,6 +81,11 @@ impl Replica {
     }
 
     /// The document and its bookkeeping.
+    pub fn state(&self, name: &str) -> Option<&DocState> {
+        self.docs.get(name)
+    }
+
+    /// The document and its bookkeeping, to update.
     pub fn state_mut(&mut self, name: &str) -> Option<&mut DocState> {
         self.docs.get_mut(name)
     }
@@ -109,7 +131,10 @@ impl Replica {
             .ok_or_else(|| NodeError::new(ErrorCode::Internal, "document vanished"))?;
         for record in records {
             match state.doc.apply_update(record) {
-                Ok(_) => report.applied += 1,
+                Ok(_) => {
+                    report.applied += 1;
+                    state.stored_bytes += record.len();
+                }
                 Err(e) => {
                     tracing::warn!(
                         doc = name,

@@ -219,8 +219,12 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<
             format!("sync frame of {len} bytes exceeds {MAX_SYNC_FRAME_BYTES}"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // Grown as bytes arrive, not allocated from the peer's claim up front.
+    let mut buf = Vec::new();
+    io.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     SyncFrame::decode(&buf)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.message))
 }
