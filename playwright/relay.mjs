@@ -1,8 +1,10 @@
 // Starts the real relay binary for a test, and drives browser nodes through the SDK.
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { extname, join, normalize } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { expect } from '@playwright/test';
@@ -10,12 +12,13 @@ import { expect } from '@playwright/test';
 const BINARY = process.env.RELAY_BIN ?? 'target/debug/relay-server';
 
 /** Starts a relay; resolves once it prints its READY line. */
-export async function startRelay({ httpPort = 0, wsPort = 0, identityDir } = {}) {
+export async function startRelay({ httpPort = 0, wsPort = 0, identityDir, stateDir } = {}) {
   const dir = identityDir ?? mkdtempSync(join(tmpdir(), 'pc-relay-'));
+  const pinning = stateDir ? ['--state-dir', stateDir] : [];
   const child = spawn(
     BINARY,
     ['--http', `127.0.0.1:${httpPort}`, '--listen', `/ip4/127.0.0.1/tcp/${wsPort}/ws`,
-      '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web'],
+      '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web', ...pinning],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   );
   child.stderr.on('data', (d) => process.stderr.write(d));
@@ -132,4 +135,26 @@ export async function deliver(from, to, topic, data, timeout = 20_000) {
     }
   }
   throw new Error(`message ${nonce} not delivered within ${timeout} ms`);
+}
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.css': 'text/css' };
+
+/**
+ * Serves dist/web on 127.0.0.1:`port` and nothing else: the app's files without a relay, as a
+ * CDN or a service-worker cache would while the network is down. Same port, same origin: the
+ * page sees the IndexedDB of the relay-served page it replaces.
+ */
+export async function serveStatic(port) {
+  const server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    try {
+      const body = await readFile(join('dist/web', path.endsWith('/') ? `${path}index.html` : path));
+      res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
 }

@@ -3,30 +3,12 @@
 import { expect, test } from '@playwright/test';
 import * as Y from 'yjs';
 
+import { openDoc, tree, until } from './docs.mjs';
 import { openNode, useRelay, waitForPeer } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 
 const currentRelay = useRelay(test);
-
-/** Opens document `name` in the page as `window.docs[name]`. */
-async function openDoc(page, name) {
-  await page.evaluate(async (n) => {
-    window.docs ??= {};
-    window.seen ??= {};
-    window.seen[n] = [];
-    const doc = window.node.state(n);
-    await doc.ready;
-    doc.observe(undefined, (change) => window.seen[n].push(change));
-    window.docs[n] = doc;
-  }, name);
-}
-
-const tree = (page, name) => page.evaluate((n) => window.docs[n].get(), name);
-
-async function until(page, name, check, timeout = 20_000) {
-  await expect.poll(async () => check(await tree(page, name)), { timeout, intervals: [50] }).toBe(true);
-}
 
 test('two nodes converge after concurrent edits to the same new object', async ({ browser }) => {
   const a = await openNode(await browser.newContext(), currentRelay());

@@ -10,6 +10,17 @@ export type ErrorCode =
   | 'INVALID_JSON'
   | 'BUSY'
   | 'TOO_MANY_SUBSCRIPTIONS'
+  | 'STATE_INVALID_DOC_NAME'
+  | 'STATE_INVALID_PATH'
+  | 'STATE_INVALID_VALUE'
+  | 'STATE_INVALID_UPDATE'
+  | 'STATE_NOT_OPEN'
+  | 'STATE_TOO_MANY_DOCS'
+  | 'STATE_DOC_TOO_LARGE'
+  | 'STATE_UNKNOWN_VERSION'
+  | 'STATE_TOO_MANY_VERSIONS'
+  | 'STATE_PERSIST_FAILED'
+  | 'PRESENCE_INVALID_VALUE'
   | 'INTERNAL'
   | 'BOOTSTRAP_FAILED'
   | 'NO_SHARED_WORKER'
@@ -28,6 +39,27 @@ export interface ConnectOptions {
   worker?: string | URL;
   /** How long to wait for a relay, in ms (default 10000, at most 120000). */
   timeoutMs?: number;
+  /**
+   * `false`: resolve once the worker is attached, without waiting for a relay (offline use).
+   * Documents load from IndexedDB, writes are durable locally, and the node syncs once a relay
+   * answers. Default `true`.
+   */
+  waitForRelay?: boolean;
+}
+
+/** Every node's presence state, this node's included. */
+export type PresencePeers = { [peerId: string]: Json };
+
+/** `node.presence`: one small JSON state per node, seen by every peer, gone when it leaves. */
+export interface Presence {
+  /** Sets this node's state (plain JSON, at most 4 KiB as JSON text); `null` clears it. */
+  set(state: Json | null): Promise<void>;
+  /** Clears this node's state. */
+  clear(): Promise<void>;
+  /** Every node's state, this one's included. */
+  get(): Promise<PresencePeers>;
+  /** Called when a state is set, changes, is cleared, or expires (30 s of silence, or gone). */
+  on(event: 'change', handler: (peers: PresencePeers) => void): () => void;
 }
 
 export interface RelayStatus {
@@ -123,6 +155,8 @@ export interface SharedState {
 
 export interface PeerComputeNode {
   readonly peerId: string;
+  /** This node's presence and every peer's. */
+  readonly presence: Presence;
   /** The shared document `name` (1–128 bytes, no control characters). */
   state(name: string): SharedState;
   getStatus(): Promise<NodeStatus>;

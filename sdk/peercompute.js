@@ -2,6 +2,7 @@
 // protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
 // all tabs of this origin share.
 
+import { Presence } from './presence.js';
 import { SharedState, checkDocName } from './state.js';
 
 const PROTOCOL_VERSION = 1;
@@ -139,6 +140,11 @@ export class PeerComputeNode {
     this.#lock = lock;
     /** This node's libp2p peer id (the same in every tab of the origin). */
     this.peerId = peerId;
+    /** This node's presence and every peer's: `set`, `clear`, `get`, `on('change')`. */
+    this.presence = new Presence(
+      (op, fields) => this.#channel.request(op, fields),
+      (code, message) => new PeerComputeError(code, message),
+    );
   }
 
   _dispatch(msg) {
@@ -163,6 +169,8 @@ export class PeerComputeNode {
       this.#emit('status', msg.status);
     } else if (msg.event === 'state') {
       this.#docs.get(msg.doc)?._applyChanges(msg.changes, msg.local);
+    } else if (msg.event === 'presence') {
+      this.presence._apply(msg.peers);
     }
   }
 
@@ -282,6 +290,10 @@ export const PeerCompute = {
    * @param {string|URL} [options.worker] URL of the PeerCompute worker script
    * @param {number} [options.timeoutMs=10000] how long to wait for a relay; the node keeps
    *   retrying in the background after a timeout
+   * @param {boolean} [options.waitForRelay=true] `false`: resolve as soon as the worker is
+   *   attached, without a relay (offline use). Documents load from IndexedDB and writes are
+   *   durable locally; the node dials the relays in the background and syncs when one answers.
+   *   A failed bootstrap (`/peercompute.json` unreachable) is then not an error.
    */
   async connect(options = {}) {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -305,7 +317,13 @@ export const PeerCompute = {
     const channel = new Channel(worker.port, (msg) => node?._dispatch(msg));
     worker.onerror = () =>
       channel.fail(new PeerComputeError('WORKER_START_FAILED', `the worker at ${workerUrl} failed to load`));
-    const bootstrap = relays === null ? bootstrapRelays() : Promise.resolve(relays);
+    const wait = options.waitForRelay ?? true;
+    if (typeof wait !== 'boolean') {
+      throw new PeerComputeError('BAD_REQUEST', 'waitForRelay must be a boolean');
+    }
+    let bootstrap = relays === null ? bootstrapRelays() : Promise.resolve(relays);
+    // Offline use: no relay list is no reason to fail; the node works locally.
+    if (!wait) bootstrap = bootstrap.catch(() => []);
     bootstrap.catch(() => {}); // awaited below; this only silences an early rejection
     const lock = await holdTabLock();
     // The worker enforces timeoutMs; this guard only catches a worker that never answers.
@@ -322,7 +340,7 @@ export const PeerCompute = {
         bootstrap,
       ]);
       node = new PeerComputeNode(channel, lock, attached.peerId);
-      await Promise.race([channel.request('connect', { relays: relayList, timeoutMs }), guard]);
+      await Promise.race([channel.request('connect', { relays: relayList, timeoutMs, wait }), guard]);
       return node;
     } catch (e) {
       // The node keeps retrying for other tabs; this tab lets go of its handle.

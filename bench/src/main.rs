@@ -56,6 +56,7 @@ async fn node(relay: &str) -> anyhow::Result<NativeNode> {
     n.request(Request::Connect {
         relays: vec![relay.into()],
         timeout_ms: Some(10_000),
+        wait: true,
     })
     .await?;
     Ok(n)

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     StateTooManyVersions,
     /// The write could not be made durable (IndexedDB failed); it is not acknowledged.
     StatePersistFailed,
+    /// A presence state is not plain JSON.
+    PresenceInvalidValue,
     /// An internal error; the node keeps running.
     Internal,
 }
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::StateUnknownVersion => "STATE_UNKNOWN_VERSION",
             ErrorCode::StateTooManyVersions => "STATE_TOO_MANY_VERSIONS",
             ErrorCode::StatePersistFailed => "STATE_PERSIST_FAILED",
+            ErrorCode::PresenceInvalidValue => "PRESENCE_INVALID_VALUE",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -16,6 +16,7 @@ pub mod limits;
 #[cfg(not(wasm_browser))]
 pub mod native;
 pub mod node;
+pub mod presence;
 pub mod pubsub;
 pub mod relay_addr;
 pub mod state;

@@ -59,3 +59,8 @@ pub const MAX_VERSIONS_PER_DOC: usize = 256;
 pub const MAX_VERSION_LABEL_BYTES: usize = 256;
 /// Stored update records of one document after which it is compacted into one.
 pub const COMPACT_AFTER_RECORDS: usize = 200;
+
+/// Largest presence state, as JSON text.
+pub const MAX_PRESENCE_BYTES: usize = 4 * 1024;
+/// Most peers whose presence a node shows.
+pub const MAX_PRESENCE_PEERS: usize = 1024;

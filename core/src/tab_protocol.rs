@@ -50,6 +50,10 @@ pub enum Request {
         relays: Vec<String>,
         /// How long to wait for a relay before answering `CONNECT_TIMEOUT`.
         timeout_ms: Option<u32>,
+        /// `false`: answer at once, without waiting for a relay (offline use: the node keeps
+        /// dialing the relays in the background, and works locally meanwhile).
+        #[serde(default = "yes")]
+        wait: bool,
     },
     /// The node's status.
     Status,
@@ -135,6 +139,17 @@ pub enum Request {
         /// The update.
         bytes: serde_bytes::ByteBuf,
     },
+    /// Replace this node's presence state (JSON text; `null` clears it).
+    PresenceSet {
+        /// JSON text of the state.
+        json: String,
+    },
+    /// Every peer's presence, this node's included, as `{ peerId: state }` JSON text.
+    PresenceGet,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Operation names this version understands.
@@ -156,6 +171,8 @@ pub const OPS: &[&str] = &[
     "stateAt",
     "stateExport",
     "stateImport",
+    "presenceSet",
+    "presenceGet",
 ];
 
 impl Request {
@@ -197,6 +214,16 @@ impl Request {
             | Request::StateUpdate { doc, .. }
             | Request::StateImport { doc, .. }
             | Request::StateSnapshot { doc, .. } => crate::state::path::validate_doc_name(doc),
+            Request::PresenceSet { json } if json.len() > crate::limits::MAX_PRESENCE_BYTES => {
+                Err(NodeError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "a presence state is at most {} bytes of JSON",
+                        crate::limits::MAX_PRESENCE_BYTES
+                    ),
+                ))
+            }
+            Request::PresenceSet { .. } | Request::PresenceGet => Ok(()),
             Request::Status
             | Request::Peers
             | Request::Ping
@@ -408,6 +435,11 @@ pub enum Event {
         /// Made by a tab of this node (`true`) or arrived from a peer.
         local: bool,
     },
+    /// Someone's presence changed (or expired).
+    Presence {
+        /// JSON text of `{ peerId: state }`, this node's own included.
+        peers: String,
+    },
 }
 
 #[cfg(test)]
@@ -433,7 +465,8 @@ mod tests {
             r,
             Request::Connect {
                 relays: vec![],
-                timeout_ms: Some(500)
+                timeout_ms: Some(500),
+                wait: true,
             }
         );
         for op in OPS {
@@ -443,6 +476,9 @@ mod tests {
             }
             if op.starts_with("state") {
                 v = json!({"v":1,"id":1,"op":op,"doc":"d","ops":"[]","version":"x","bytes":[0,0]});
+            }
+            if *op == "presenceSet" {
+                v = json!({"v":1,"id":1,"op":op,"json":"null"});
             }
 
             decode(v).unwrap_or_else(|e| panic!("{op}: {e:?}"));
@@ -496,5 +532,71 @@ mod tests {
                 .code,
             ErrorCode::InvalidJson
         );
+    }
+
+    /// Any JSON shape a tab could send, biased towards real ops and field names.
+    fn arb_message() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z{}\\[\\]\"0-9:,]{0,12}".prop_map(Value::from),
+            proptest::sample::select(OPS).prop_map(Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        let field = proptest::sample::select(vec![
+            "v",
+            "id",
+            "op",
+            "topic",
+            "json",
+            "bytes",
+            "relays",
+            "timeoutMs",
+            "wait",
+            "lock",
+            "doc",
+            "ops",
+            "label",
+            "version",
+        ]);
+        (
+            proptest::collection::btree_map(field, value, 0..8),
+            proptest::option::of(proptest::sample::select(OPS)),
+        )
+            .prop_map(|(m, op)| {
+                let mut o: serde_json::Map<String, Value> =
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                // Half the messages get a valid header, so the bodies are exercised too.
+                if let Some(op) = op {
+                    o.insert("v".into(), json!(1));
+                    o.insert("id".into(), json!(7));
+                    o.insert("op".into(), json!(op));
+                }
+                Value::Object(o)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
+        ))]
+        /// The decoder never panics, and every failure names a code; any request it accepts
+        /// passes its own bounds check.
+        #[test]
+        fn the_decoder_takes_any_message(msg in arb_message()) {
+            match decode(msg) {
+                Ok((_, request)) => proptest::prop_assert!(request.validate().is_ok()),
+                Err((_, e)) => proptest::prop_assert!(!e.code.as_str().is_empty()),
+            }
+        }
     }
 }

@@ -6,10 +6,13 @@ use libp2p::{
     connection_limits::{self, ConnectionLimits},
     gossipsub, identify,
     identity::Keypair,
-    ping, relay,
-    swarm::NetworkBehaviour,
+    ping, relay, request_response,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
 };
-use peercompute_core::behaviour::{gossipsub_behaviour, identify_behaviour, PING_INTERVAL};
+use peercompute_core::{
+    behaviour::{gossipsub_behaviour, identify_behaviour, state_sync_behaviour, PING_INTERVAL},
+    state::sync_protocol::SyncCodec,
+};
 
 /// Most connections the relay holds.
 pub const MAX_CONNECTIONS: u32 = 4096;
@@ -31,6 +34,8 @@ pub struct RelayBehaviour {
     pub ping: ping::Behaviour,
     /// Gossipsub router for discovery and application topics.
     pub gossipsub: gossipsub::Behaviour,
+    /// Shared-state sync with nodes, on a relay that pins documents (`--state-dir`).
+    pub state_sync: Toggle<request_response::Behaviour<SyncCodec>>,
 }
 
 /// Circuit relay v2 limits for sustained browser traffic.
@@ -58,8 +63,11 @@ pub fn relay_config() -> relay::Config {
 }
 
 impl RelayBehaviour {
-    /// Builds the relay behaviour.
-    pub fn new(key: &Keypair) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    /// Builds the relay behaviour; `pinning` adds the state-sync protocol.
+    pub fn new(
+        key: &Keypair,
+        pinning: bool,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let peer_id = key.public().to_peer_id();
         Ok(RelayBehaviour {
             limits: connection_limits::Behaviour::new(
@@ -75,6 +83,7 @@ impl RelayBehaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
             gossipsub: gossipsub_behaviour(key)?,
+            state_sync: pinning.then(state_sync_behaviour).into(),
         })
     }
 }

@@ -8,6 +8,7 @@
 pub mod behaviour;
 pub mod http;
 pub mod identity;
+pub mod pinning;
 pub mod stats;
 pub mod swarm;
 pub mod tls;
@@ -33,6 +34,8 @@ pub struct RelayConfig {
     pub web_root: Option<PathBuf>,
     /// PEM certificate chain and key for `/tls/ws` (`/wss`) listen addresses.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Directory to pin shared documents in (`--state-dir`); `None` pins nothing.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A running relay.

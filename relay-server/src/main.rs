@@ -34,6 +34,10 @@ struct Cli {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for the certificate.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Pin shared documents here: the relay keeps every document peers sync with it (up to
+    /// 1024), so their state survives when every browser has left. Off when not given.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -59,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         identity_file: cli.identity,
         web_root,
         tls: cli.tls_cert.zip(cli.tls_key),
+        state_dir: cli.state_dir,
     })
     .await?;
     // One machine-readable line on stdout: tests and scripts wait for it instead of sleeping.

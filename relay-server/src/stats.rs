@@ -17,6 +17,15 @@ pub struct PeerEntry {
     pub agent: Option<String>,
 }
 
+/// One pinned document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PinnedDoc {
+    /// Leaves (values at a path) it holds.
+    pub entries: usize,
+    /// Bytes in its file: the last compacted state plus the records appended since.
+    pub bytes: usize,
+}
+
 /// The relay's live statistics.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -37,6 +46,9 @@ pub struct Stats {
     pub topics: usize,
     /// Gossipsub messages rejected as malformed.
     pub rejected_messages: u64,
+    /// Documents pinned (`--state-dir`), by name; absent when the relay pins nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<BTreeMap<String, PinnedDoc>>,
     /// Unix time (ms) the relay started.
     pub started_at_ms: u64,
 }
@@ -53,6 +65,7 @@ impl Stats {
             circuits_total: 0,
             topics: 0,
             rejected_messages: 0,
+            pinned: None,
             started_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

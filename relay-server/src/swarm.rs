@@ -11,12 +11,13 @@ use libp2p::{
     identity::Keypair,
     metrics::{Metrics, Recorder},
     multiaddr::Protocol,
-    noise, relay,
+    noise, relay, request_response,
     swarm::SwarmEvent,
     tcp, websocket, yamux, Multiaddr, Swarm, Transport,
 };
 use peercompute_core::{
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
+    presence::{self, presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic_name, Payload},
     relay_addr::is_websocket,
     state::{sync_protocol::state_topic_doc, update_check::check_update_v1},
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     behaviour::{RelayBehaviour, RelayBehaviourEvent, MAX_ROUTED_TOPICS},
+    pinning::PinnedDocs,
     stats::{PeerEntry, Stats},
     RelayConfig,
 };
@@ -37,6 +39,8 @@ pub struct RunningSwarm {
     stats: Arc<Mutex<Stats>>,
     metrics: Metrics,
     routed_topics: HashSet<gossipsub::TopicHash>,
+    /// Documents pinned with `--state-dir`.
+    pinned: Option<PinnedDocs>,
 }
 
 impl RunningSwarm {
@@ -56,6 +60,12 @@ impl RunningSwarm {
                 anyhow::bail!("{addr} needs --tls-cert and --tls-key");
             }
         }
+        let pinned = match &config.state_dir {
+            Some(dir) => Some(PinnedDocs::open(dir)?),
+            None => None,
+        };
+        stats.lock().await.pinned = pinned.as_ref().map(PinnedDocs::summaries);
+        let pinning = pinned.is_some();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -77,7 +87,7 @@ impl RunningSwarm {
                 )
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_behaviour(RelayBehaviour::new)
+            .with_behaviour(|key| RelayBehaviour::new(key, pinning))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
@@ -85,6 +95,10 @@ impl RunningSwarm {
             .behaviour_mut()
             .gossipsub
             .subscribe(&discovery_topic())?;
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&presence_topic())?;
         let peer_id = *swarm.local_peer_id();
         let mut bound = Vec::new();
         for addr in &config.listen {
@@ -129,6 +143,7 @@ impl RunningSwarm {
                 stats,
                 metrics,
                 routed_topics: HashSet::new(),
+                pinned,
             },
             dialable,
         ))
@@ -227,6 +242,9 @@ impl RunningSwarm {
                 self.metrics.record(&event);
                 self.on_gossip(event, &mut stats);
             }
+            SwarmEvent::Behaviour(RelayBehaviourEvent::StateSync(event)) => {
+                self.on_state_sync(event, &mut stats)
+            }
             SwarmEvent::Behaviour(RelayBehaviourEvent::Limits(never)) => match never {},
             _ => {}
         }
@@ -257,12 +275,24 @@ impl RunningSwarm {
                     (Some(source), DISCOVERY_TOPIC) => {
                         Announcement::decode(&message.data, source).is_ok()
                     }
+                    (Some(_), PRESENCE_TOPIC) => presence::decode(&message.data).is_ok(),
                     (Some(_), t) if app_topic_name(t).is_some() => {
                         Payload::decode(&message.data).is_ok()
                     }
-                    (Some(_), t) if state_topic_doc(t).is_some() => {
-                        check_update_v1(&message.data).is_ok()
-                    }
+                    (Some(_), t) => match (state_topic_doc(t), &mut self.pinned) {
+                        (Some(doc), Some(pinned)) => {
+                            let ok = pinned.apply_broadcast(doc, &message.data);
+                            // Only this document changed: refresh its line alone.
+                            if let (Some(shown), Some(summary)) =
+                                (stats.pinned.as_mut(), pinned.summary(doc))
+                            {
+                                shown.insert(doc.to_string(), summary);
+                            }
+                            ok
+                        }
+                        (Some(_), None) => check_update_v1(&message.data).is_ok(),
+                        (None, _) => false,
+                    },
                     _ => false,
                 };
                 let acceptance = if valid {
@@ -277,6 +307,46 @@ impl RunningSwarm {
                     .behaviour_mut()
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            _ => {}
+        }
+    }
+
+    /// A node's sync request to the pinning relay: adopt, apply, answer.
+    fn on_state_sync(
+        &mut self,
+        event: request_response::Event<
+            peercompute_core::state::sync_protocol::SyncFrame,
+            peercompute_core::state::sync_protocol::SyncFrame,
+        >,
+        stats: &mut Stats,
+    ) {
+        let Some(pinned) = &mut self.pinned else {
+            return;
+        };
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let (response, rejected) = pinned.handle_request(request);
+                if rejected > 0 {
+                    debug!(%peer, rejected, "refused parts of a sync request");
+                }
+                stats.pinned = Some(pinned.summaries());
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .state_sync
+                    .as_mut()
+                    .map(|b| b.send_response(channel, response));
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "sync request failed: {error}");
             }
             _ => {}
         }

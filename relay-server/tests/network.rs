@@ -11,7 +11,7 @@ use peercompute_core::{
 };
 mod common;
 
-use common::relay;
+use common::{relay, wait_for};
 use relay_server::{start, RelayConfig, RelayHandle};
 use tokio::time::timeout;
 
@@ -26,6 +26,7 @@ async fn node(relay: &RelayHandle) -> NativeNode {
         n.request(Request::Connect {
             relays: vec![relay.dialable[0].to_string()],
             timeout_ms: Some(10_000),
+            wait: true,
         }),
     )
     .await
@@ -48,19 +49,6 @@ async fn chat_pair(relay: &RelayHandle) -> (NativeNode, NativeNode) {
         .expect("subscribe");
     }
     pair
-}
-
-async fn wait_for(n: &mut NativeNode, mut pred: impl FnMut(&Event) -> bool) -> Event {
-    timeout(T, async {
-        loop {
-            let e = n.next_event().await.expect("node alive");
-            if pred(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("event in time")
 }
 
 fn json(s: &str) -> Request {
@@ -163,6 +151,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
         identity_file: identity,
         web_root: None,
         tls: None,
+        state_dir: None,
     })
     .await
     .expect("relay restarts");
@@ -181,6 +170,7 @@ async fn bad_requests_get_codes_and_the_node_keeps_serving() {
         .request(Request::Connect {
             relays: vec!["/ip4/127.0.0.1/tcp/1/p2p/nope".into()],
             timeout_ms: None,
+            wait: true,
         })
         .await
         .expect_err("bad multiaddr");
@@ -216,6 +206,7 @@ async fn unreachable_relay_times_out_with_a_code() {
         .request(Request::Connect {
             relays: vec![dead],
             timeout_ms: Some(800),
+            wait: true,
         })
         .await
         .expect_err("times out");
@@ -277,6 +268,7 @@ async fn a_relay_with_a_dead_and_a_live_address_is_one_relay() {
         n.request(Request::Connect {
             relays: vec![dead.clone(), relay.dialable[0].to_string()],
             timeout_ms: Some(10_000),
+            wait: true,
         }),
     )
     .await
@@ -389,6 +381,7 @@ async fn circuits_are_kept_alive_deliberately_not_by_traffic() {
         n.request(Request::Connect {
             relays: vec![relay.dialable[0].to_string()],
             timeout_ms: Some(10_000),
+            wait: true,
         })
         .await
         .expect("connects");

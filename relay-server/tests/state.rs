@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use libp2p::identity::Keypair;
 use peercompute_core::{
     native::{MemoryStore, NativeNode},
     tab_protocol::{ReplyValue, Request},
-    ErrorCode, NodeConfig,
+    ErrorCode,
 };
 mod common;
 
-use common::relay;
+use common::{relay, relay_dir, relay_with_state};
 use relay_server::RelayHandle;
 use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
@@ -19,19 +18,7 @@ use tokio::time::{sleep, Instant};
 const T: Duration = Duration::from_secs(30);
 
 async fn node(relay: Option<&RelayHandle>, store: MemoryStore) -> NativeNode {
-    let mut n =
-        NativeNode::spawn_with_store(Keypair::generate_ed25519(), NodeConfig::default(), store)
-            .await
-            .expect("node");
-    if let Some(relay) = relay {
-        n.request(Request::Connect {
-            relays: vec![relay.dialable[0].to_string()],
-            timeout_ms: Some(10_000),
-        })
-        .await
-        .expect("connects");
-    }
-    n
+    common::node_on(relay, store).await
 }
 
 async fn open(n: &mut NativeNode, doc: &str) -> Value {
@@ -144,4 +131,39 @@ async fn a_write_survives_a_restart_and_bad_updates_change_nothing() {
     // A new node on the same storage, offline, has everything.
     let mut again = node(None, store.clone()).await;
     assert_eq!(open(&mut again, "w").await, json!({"k": 249}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pinning_relay_serves_a_newcomer_after_everyone_left_and_after_a_restart() {
+    let state_dir = relay_dir("pinning").join("state");
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let relay = relay_with_state("pinning", Some(state_dir.clone())).await;
+    let mut a = node(Some(&relay), MemoryStore::default()).await;
+    open(&mut a, "world").await;
+    update(
+        &mut a,
+        "world",
+        json!([{"set": ["boss"], "value": "alive"}]),
+    )
+    .await
+    .expect("durable");
+    update(&mut a, "world", json!([{"set": ["score"], "value": 3}]))
+        .await
+        .expect("durable");
+    // The relay has it once its status counts the document and a fresh node can read it.
+    let mut b = node(Some(&relay), MemoryStore::default()).await;
+    let expect = |t: &Value| t["boss"] == "alive" && t["score"] == 3;
+    until(&mut b, "world", expect).await;
+    a.stop();
+    b.stop();
+    let pinned = relay.stats.lock().await.pinned.clone().expect("pinning");
+    assert_eq!(pinned.len(), 1);
+    assert_eq!(pinned["world"].entries, 2);
+    relay.stop().await;
+
+    // A new relay process on the same directory: the newcomer has no other peer and no storage.
+    let relay = relay_with_state("pinning", Some(state_dir)).await;
+    let mut c = node(Some(&relay), MemoryStore::default()).await;
+    until(&mut c, "world", expect).await;
+    relay.stop().await;
 }

@@ -20,6 +20,7 @@ fn config(
         identity_file: dir.join("relay.key"),
         web_root: None,
         tls,
+        state_dir: None,
     }
 }
 

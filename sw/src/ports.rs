@@ -223,6 +223,10 @@ fn event_message(event: Event) -> (JsValue, Option<Array>) {
             set(&msg, "changes", &changes.into());
             set(&msg, "local", &local.into());
         }
+        Event::Presence { peers } => {
+            set(&msg, "event", &"presence".into());
+            set(&msg, "peers", &peers.into());
+        }
     }
     (msg.into(), transfer)
 }

@@ -6,6 +6,7 @@
 //! announcements and connects to them through the relay, and routes application pubsub between
 //! the network and the attached tabs.
 
+mod presence;
 mod state;
 
 use std::{
@@ -35,6 +36,7 @@ use crate::{
         DEFAULT_CONNECT_TIMEOUT, MAX_CIRCUIT_PEERS, MAX_CONNECT_TIMEOUT, MAX_KNOWN_PEERS,
         MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
     },
+    presence::{presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic, app_topic_name, Payload},
     relay_addr::{circuit_addr_of, circuit_listen_addr, RelayAddr},
     state::sync_protocol::state_topic_doc,
@@ -198,6 +200,7 @@ pub struct Node {
     announce_wanted: bool,
     status_dirty: bool,
     state: state::NodeState,
+    presence: presence::NodePresence,
 }
 
 impl Node {
@@ -207,6 +210,11 @@ impl Node {
             .behaviour_mut()
             .gossipsub
             .subscribe(&discovery_topic())
+            .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&presence_topic())
             .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
         Ok(Node {
             swarm,
@@ -220,6 +228,7 @@ impl Node {
             announce_wanted: false,
             status_dirty: false,
             state: state::NodeState::new(),
+            presence: presence::NodePresence::new(),
         })
     }
 
@@ -330,8 +339,12 @@ impl Node {
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
         Some(match request {
-            Request::Connect { relays, timeout_ms } => {
-                return self.connect(tab, id, relays, timeout_ms);
+            Request::Connect {
+                relays,
+                timeout_ms,
+                wait,
+            } => {
+                return self.connect(tab, id, relays, timeout_ms, wait);
             }
             Request::Status => Ok(ReplyValue::Status(self.status())),
             Request::Peers => Ok(ReplyValue::Peers(self.peer_list())),
@@ -356,6 +369,8 @@ impl Node {
                 self.detach(tab);
                 Ok(ReplyValue::Done)
             }
+            Request::PresenceSet { json } => self.set_presence(&json, sink),
+            Request::PresenceGet => Ok(self.presence_json()),
             state_request => return self.on_state_request(tab, id, state_request, sink),
         })
     }
@@ -366,6 +381,7 @@ impl Node {
         id: RequestId,
         relays: Vec<String>,
         timeout_ms: Option<u32>,
+        wait: bool,
     ) -> Option<Result<ReplyValue, NodeError>> {
         let parsed: Result<Vec<RelayAddr>, NodeError> =
             relays.iter().map(|r| RelayAddr::parse(r)).collect();
@@ -385,7 +401,7 @@ impl Node {
                 format!("a node keeps at most {MAX_RELAYS} relay addresses"),
             )));
         }
-        if self.relays.is_empty() && new.is_empty() {
+        if self.relays.is_empty() && new.is_empty() && wait {
             return Some(Err(NodeError::new(
                 ErrorCode::InvalidRelayAddr,
                 "no relay address given and none configured",
@@ -415,7 +431,7 @@ impl Node {
             }
         }
         self.drive_relays(now);
-        if self.is_online() {
+        if self.is_online() || !wait {
             return Some(Ok(self.connected_reply()));
         }
         let timeout = timeout_ms
@@ -605,6 +621,7 @@ impl Node {
         self.expire_peers(now);
         self.dial_peers(now);
         self.resync_tick(now);
+        self.presence_tick(now, sink);
         let periodic = self
             .last_announce
             .is_none_or(|t| now.duration_since(t) >= self.config.announce_interval);
@@ -784,6 +801,7 @@ impl Node {
                     if num_established.get() == 1 {
                         info!(peer = %peer_id, "peer connected");
                         self.sync_all_with(peer_id);
+                        self.presence.want_broadcast();
                         self.broadcast(
                             Event::PeerJoin {
                                 peer_id: peer_id.to_string(),
@@ -825,6 +843,7 @@ impl Node {
                             },
                             sink,
                         );
+                        self.presence_peer_left(&peer_id, sink);
                     }
                 }
             }
@@ -910,6 +929,12 @@ impl Node {
             {
                 self.announce_wanted = true;
             }
+            // Likewise for presence: the relay routes it to everyone from now on.
+            NodeBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if topic.as_str() == PRESENCE_TOPIC && self.relay_index(&peer_id).is_some() =>
+            {
+                self.presence.want_broadcast();
+            }
             NodeBehaviourEvent::StateSync(event) => self.on_sync_event(event, sink),
             NodeBehaviourEvent::Ping(ping::Event {
                 peer,
@@ -942,6 +967,9 @@ impl Node {
                 self.on_announcement(source, announcement, now);
             }
             return MessageAcceptance::Accept;
+        }
+        if topic == PRESENCE_TOPIC {
+            return self.on_presence_gossip(source, &message.data, now, sink);
         }
         if let Some(doc) = state_topic_doc(topic) {
             let doc = doc.to_string();

@@ -357,17 +357,18 @@ impl Node {
             .gossipsub
             .publish(state_topic(doc), update.to_vec())
         {
-            Ok(_) => {}
-            // Too large for one gossip message: run the y-sync exchange with every connected
-            // peer now, which carries it in a sync frame.
-            Err(PublishError::MessageTooLarge) => {
+            Ok(_) | Err(PublishError::Duplicate) => {}
+            // Too large for one gossip message, no route yet (the relay has not yet heard
+            // that we subscribed), queues full: run the y-sync exchange with every connected
+            // peer now, which carries the update in a sync frame. A write never waits for the
+            // next `RESYNC_INTERVAL` to leave this node, so a pinning relay has it even when
+            // the tab closes right after.
+            Err(e) => {
+                debug!(doc, "state update not gossiped ({e}): syncing instead");
                 for peer in self.sync_peers() {
                     self.send_sync(peer, [doc]);
                 }
             }
-            // No subscriber yet (or queues full): peers catch up through the y-sync exchange
-            // on connect, when they open the document, and every `RESYNC_INTERVAL`.
-            Err(e) => debug!(doc, "state update not gossiped: {e}"),
         }
     }
 

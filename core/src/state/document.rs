@@ -14,7 +14,11 @@
 //! value) that tabs apply to their mirror. History is kept (GC off) so named versions can be
 //! read back.
 
-use std::{cell::RefCell, collections::BTreeSet, ops::Bound, rc::Rc, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    ops::Bound,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use serde::Serialize;
 use serde_json::{Map as JsonMap, Number as JsonNumber, Value};
@@ -89,16 +93,24 @@ struct KeyIndex {
 pub struct SharedDoc {
     doc: Doc,
     root: MapRef,
-    index: Rc<RefCell<KeyIndex>>,
+    index: Arc<Mutex<KeyIndex>>,
     /// What the last transaction actually changed, as a Yjs v1 update.
-    effective: Rc<RefCell<Option<Vec<u8>>>>,
+    effective: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+/// Locks state the document's observers share with it. The locks are never contended (a
+/// document is used from one thread at a time); they make a document `Send`, so a native
+/// host (the pinning relay) can keep it in an async task. A poisoned lock still holds
+/// consistent data: every update under it is a single assignment or insertion.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for SharedDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedDoc")
             .field("client_id", &self.doc.client_id())
-            .field("entries", &self.index.borrow().keys.len())
+            .field("entries", &locked(&self.index).keys.len())
             .finish()
     }
 }
@@ -155,10 +167,10 @@ impl SharedDoc {
     pub fn new() -> Self {
         let doc = new_doc();
         let root = doc.get_or_insert_map(ROOT_MAP);
-        let index: Rc<RefCell<KeyIndex>> = Rc::default();
+        let index: Arc<Mutex<KeyIndex>> = Arc::default();
         let sink = index.clone();
         root.observe("peercompute", move |txn, event| {
-            let mut index = sink.borrow_mut();
+            let mut index = locked(&sink);
             for (key, change) in event.keys(txn) {
                 match change {
                     EntryChange::Removed(_) => index.keys.remove(key.as_ref()),
@@ -167,11 +179,11 @@ impl SharedDoc {
                 index.touched.insert(key.to_string());
             }
         });
-        let effective: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+        let effective: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let sink = effective.clone();
         // Fired on commit only when the transaction inserted or deleted something.
         let observed = doc.observe_update_v1("peercompute", move |_, event| {
-            *sink.borrow_mut() = Some(event.update.clone());
+            *locked(&sink) = Some(event.update.clone());
         });
         debug_assert!(observed.is_ok(), "no transaction is open yet");
         SharedDoc {
@@ -185,7 +197,7 @@ impl SharedDoc {
     /// The whole tree as JSON.
     pub fn to_json(&self) -> Value {
         let txn = self.doc.transact();
-        let index = self.index.borrow();
+        let index = locked(&self.index);
         build_tree(
             index
                 .keys
@@ -198,7 +210,7 @@ impl SharedDoc {
     /// The value at `path`, or `None`.
     pub fn get(&self, path: &[String]) -> Option<Value> {
         let txn = self.doc.transact();
-        let index = self.index.borrow();
+        let index = locked(&self.index);
         self.value_at(&txn, &index.keys, &entry_key(path))
     }
 
@@ -227,7 +239,7 @@ impl SharedDoc {
             // The observer updates the key index only at commit; later ops of the batch must
             // see what earlier ones did, so the index is kept current here as well (the
             // observer's own updates then agree with it).
-            let mut index = self.index.borrow_mut();
+            let mut index = locked(&self.index);
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut BTreeSet<String>, k: &str| {
                 if keys.remove(k) {
                     self.root.remove(txn, k);
@@ -282,6 +294,11 @@ impl SharedDoc {
             applied?;
         }
         Ok(self.take_applied())
+    }
+
+    /// How many leaves the document holds.
+    pub fn entry_count(&self) -> usize {
+        locked(&self.index).keys.len()
     }
 
     /// This document's state vector.
@@ -410,9 +427,9 @@ impl SharedDoc {
     /// The changes of the last transaction: for every touched entry, its path and value; for a
     /// removed one, the highest ancestor left empty (so a tab's mirror drops it as well).
     fn take_applied(&self) -> Applied {
-        let touched = std::mem::take(&mut self.index.borrow_mut().touched);
+        let touched = std::mem::take(&mut locked(&self.index).touched);
         let txn = self.doc.transact();
-        let index = self.index.borrow();
+        let index = locked(&self.index);
         let mut paths: BTreeSet<String> = BTreeSet::new();
         for key in touched {
             let mut key = key;
@@ -437,7 +454,7 @@ impl SharedDoc {
             })
             .collect();
         Applied {
-            update: self.effective.borrow_mut().take(),
+            update: locked(&self.effective).take(),
             changes,
         }
     }

@@ -2,7 +2,51 @@
 // Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use peercompute_core::{
+    native::{MemoryStore, NativeNode},
+    tab_protocol::{Event, Request},
+    NodeConfig,
+};
 use relay_server::{start, RelayConfig, RelayHandle};
+use tokio::time::timeout;
+
+/// How long a test waits for anything.
+pub(crate) const T: Duration = Duration::from_secs(30);
+
+/// A native node on `store`, connected to `relay` when given (offline otherwise).
+pub(crate) async fn node_on(relay: Option<&RelayHandle>, store: MemoryStore) -> NativeNode {
+    let mut n =
+        NativeNode::spawn_with_store(Keypair::generate_ed25519(), NodeConfig::default(), store)
+            .await
+            .expect("node");
+    if let Some(relay) = relay {
+        n.request(Request::Connect {
+            relays: vec![relay.dialable[0].to_string()],
+            timeout_ms: Some(10_000),
+            wait: true,
+        })
+        .await
+        .expect("connects");
+    }
+    n
+}
+
+/// The node's next event that satisfies `pred`, within [`T`].
+pub(crate) async fn wait_for(n: &mut NativeNode, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    timeout(T, async {
+        loop {
+            let e = n.next_event().await.expect("node alive");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
 
 /// The per-test directory a relay named `name` keeps its key in.
 pub(crate) fn relay_dir(name: &str) -> std::path::PathBuf {
@@ -11,6 +55,14 @@ pub(crate) fn relay_dir(name: &str) -> std::path::PathBuf {
 
 /// A relay on loopback with ephemeral ports and its key in [`relay_dir`]`(name)`.
 pub(crate) async fn relay(name: &str) -> RelayHandle {
+    relay_with_state(name, None).await
+}
+
+/// Like [`relay`], pinning documents in `state_dir` when given.
+pub(crate) async fn relay_with_state(
+    name: &str,
+    state_dir: Option<std::path::PathBuf>,
+) -> RelayHandle {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -23,6 +75,7 @@ pub(crate) async fn relay(name: &str) -> RelayHandle {
         identity_file: dir.join("relay.key"),
         web_root: None,
         tls: None,
+        state_dir,
     })
     .await
     .expect("relay starts")

@@ -1,0 +1,153 @@
+//! The node's presence: its own state (shared by all its tabs: the node is the peer), the
+//! other peers' states, and the broadcasts that keep both current. The wire format and the
+//! table live in [`crate::presence`].
+
+use libp2p::{gossipsub::MessageAcceptance, PeerId};
+use tracing::debug;
+use web_time::Instant;
+
+use super::{Node, Output};
+use crate::{
+    presence::{
+        decode, encode, presence_topic, validate_state, AwarenessEntry, PresenceTable,
+        PRESENCE_REFRESH,
+    },
+    tab_protocol::{Event, ReplyValue},
+    NodeError,
+};
+
+/// This node's presence and what it knows of the others'.
+pub(super) struct NodePresence {
+    table: PresenceTable,
+    /// Our own state as JSON text; `None` until a tab sets one.
+    own: Option<String>,
+    /// Our awareness clock: grows with every broadcast.
+    clock: u64,
+    /// Our awareness client id (peers identify us by the gossip signature, not by it).
+    client_id: u64,
+    last_sent: Option<Instant>,
+    /// Broadcast at the next tick (a peer joined, the relay started routing presence).
+    wanted: bool,
+}
+
+impl NodePresence {
+    pub(super) fn new() -> Self {
+        NodePresence {
+            table: PresenceTable::default(),
+            own: None,
+            clock: 0,
+            // Yjs client ids are 53-bit safe integers; 32 bits, like Yjs's own.
+            client_id: u64::from(rand::random::<u32>()),
+            last_sent: None,
+            wanted: false,
+        }
+    }
+
+    /// Asks for a broadcast at the next tick, if we have something to say.
+    pub(super) fn want_broadcast(&mut self) {
+        self.wanted = true;
+    }
+}
+
+impl Node {
+    /// `presenceSet`: replaces this node's state (JSON text; `null` clears it).
+    pub(super) fn set_presence(
+        &mut self,
+        json: &str,
+        sink: &mut impl FnMut(Output),
+    ) -> Result<ReplyValue, NodeError> {
+        let state = validate_state(json)?;
+        let cleared = state.is_none();
+        if state == self.presence.own {
+            return Ok(ReplyValue::Done);
+        }
+        self.presence.own = state;
+        // A cleared state is announced once (`null`); then we stay silent.
+        self.broadcast_presence(Instant::now(), cleared);
+        self.emit_presence(sink);
+        Ok(ReplyValue::Done)
+    }
+
+    /// `presenceGet`: every known state, ours included, as `{ peerId: state }`.
+    pub(super) fn presence_json(&self) -> ReplyValue {
+        ReplyValue::Tree {
+            json: self
+                .presence
+                .table
+                .to_json(&self.peer_id(), self.presence.own.as_deref()),
+        }
+    }
+
+    fn emit_presence(&self, sink: &mut impl FnMut(Output)) {
+        let peers = self
+            .presence
+            .table
+            .to_json(&self.peer_id(), self.presence.own.as_deref());
+        self.broadcast(Event::Presence { peers }, sink);
+    }
+
+    fn broadcast_presence(&mut self, now: Instant, send_null: bool) {
+        if self.presence.own.is_none() && !send_null {
+            return;
+        }
+        self.presence.clock += 1;
+        self.presence.last_sent = Some(now);
+        self.presence.wanted = false;
+        let bytes = encode(&AwarenessEntry {
+            client_id: self.presence.client_id,
+            clock: self.presence.clock,
+            state: self.presence.own.clone(),
+        });
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(presence_topic(), bytes)
+        {
+            // No route yet: the next refresh, or the relay's subscription, sends it again.
+            debug!("presence not sent: {e}");
+        }
+    }
+
+    /// Expires silent peers and repeats our own state when due.
+    pub(super) fn presence_tick(&mut self, now: Instant, sink: &mut impl FnMut(Output)) {
+        if self.presence.table.expire(now) {
+            self.emit_presence(sink);
+        }
+        let due = self
+            .presence
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= PRESENCE_REFRESH);
+        if self.presence.wanted || due {
+            self.broadcast_presence(now, false);
+        }
+    }
+
+    /// A peer left: its presence goes with it.
+    pub(super) fn presence_peer_left(&mut self, peer: &PeerId, sink: &mut impl FnMut(Output)) {
+        if self.presence.table.remove(peer) {
+            self.emit_presence(sink);
+        }
+    }
+
+    /// An awareness message on the presence topic.
+    pub(super) fn on_presence_gossip(
+        &mut self,
+        source: PeerId,
+        data: &[u8],
+        now: Instant,
+        sink: &mut impl FnMut(Output),
+    ) -> MessageAcceptance {
+        let entry = match decode(data) {
+            Ok(e) => e,
+            Err(e) => {
+                debug!(peer = %source, "rejected presence: {}", e.message);
+                return MessageAcceptance::Reject;
+            }
+        };
+        if source != self.peer_id() && self.presence.table.apply(source, entry, now) {
+            self.emit_presence(sink);
+        }
+        MessageAcceptance::Accept
+    }
+}

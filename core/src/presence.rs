@@ -1,0 +1,293 @@
+//! Presence (awareness): each node's small, ephemeral JSON state — a name, a cursor — seen by
+//! every other node, and forgotten when the node leaves.
+//!
+//! Wire: one gossipsub topic, [`PRESENCE_TOPIC`], carrying y-protocols awareness updates
+//! (`varuint count, (varuint clientID, varuint clock, varstring JSON)*`), so a Yjs awareness
+//! client reads them. A node sends exactly one entry: its own. Who sent it comes from the
+//! signed gossip envelope, never from the clientID, so nobody can speak for another peer.
+//!
+//! A node re-broadcasts its state every [`PRESENCE_REFRESH`]; an entry not refreshed for
+//! [`PRESENCE_TIMEOUT`] expires, as in y-protocols. State `null` removes an entry at once.
+
+use std::collections::BTreeMap;
+
+use libp2p::{gossipsub::IdentTopic, PeerId};
+use serde_json::Value;
+use web_time::{Duration, Instant};
+
+use crate::{
+    error::ErrorCode,
+    limits::{MAX_PRESENCE_BYTES, MAX_PRESENCE_PEERS},
+    state::path::validate_value,
+    NodeError,
+};
+
+/// The presence topic.
+pub const PRESENCE_TOPIC: &str = "pc/presence/1";
+/// How often a node repeats its state (y-protocols: 15 s).
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(15);
+/// How long an entry lives without a refresh (y-protocols: 30 s).
+pub const PRESENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest awareness message: one entry with the largest state.
+pub const MAX_PRESENCE_MESSAGE_BYTES: usize = MAX_PRESENCE_BYTES + 32;
+
+/// The presence topic as a gossipsub topic.
+pub fn presence_topic() -> IdentTopic {
+    IdentTopic::new(PRESENCE_TOPIC)
+}
+
+/// One awareness entry: `state` is JSON text, `None` for "removed" (`null`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwarenessEntry {
+    /// The sender's awareness client id (informative only).
+    pub client_id: u64,
+    /// Grows with every change and refresh.
+    pub clock: u64,
+    /// JSON text of the state, or `None` when removed.
+    pub state: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> NodeError {
+    NodeError::new(ErrorCode::PresenceInvalidValue, message)
+}
+
+/// Checks a state a tab sets: plain JSON (or `null`), at most [`MAX_PRESENCE_BYTES`] as text.
+/// Returns the canonical JSON text, `None` for `null`.
+pub fn validate_state(json: &str) -> Result<Option<String>, NodeError> {
+    if json.len() > MAX_PRESENCE_BYTES {
+        return Err(NodeError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("a presence state is at most {MAX_PRESENCE_BYTES} bytes of JSON"),
+        ));
+    }
+    let value: Value = serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    validate_value(&value).map_err(|e| bad(e.message))?;
+    Ok(Some(value.to_string()))
+}
+
+fn write_var(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Encodes one entry as an awareness update.
+pub fn encode(entry: &AwarenessEntry) -> Vec<u8> {
+    let state = entry.state.as_deref().unwrap_or("null");
+    let mut out = Vec::with_capacity(state.len() + 16);
+    write_var(&mut out, 1);
+    write_var(&mut out, entry.client_id);
+    write_var(&mut out, entry.clock);
+    write_var(&mut out, state.len() as u64);
+    out.extend_from_slice(state.as_bytes());
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn var(&mut self) -> Result<u64, NodeError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.0.split_first().ok_or_else(|| bad("truncated"))?;
+            self.0 = rest;
+            n |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(n);
+            }
+        }
+        Err(bad("varint too long"))
+    }
+}
+
+/// Decodes an awareness update holding exactly one entry, with a valid state.
+pub fn decode(bytes: &[u8]) -> Result<AwarenessEntry, NodeError> {
+    if bytes.len() > MAX_PRESENCE_MESSAGE_BYTES {
+        return Err(bad("presence message too large"));
+    }
+    let mut r = Reader(bytes);
+    if r.var()? != 1 {
+        return Err(bad("a presence message holds exactly one entry"));
+    }
+    let client_id = r.var()?;
+    let clock = r.var()?;
+    let len = usize::try_from(r.var()?).map_err(|_| bad("length"))?;
+    if len != r.0.len() {
+        return Err(bad("state length does not match the message"));
+    }
+    let text = std::str::from_utf8(r.0).map_err(|_| bad("state is not UTF-8"))?;
+    Ok(AwarenessEntry {
+        client_id,
+        clock,
+        state: validate_state(text)?,
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    clock: u64,
+    state: String,
+    at: Instant,
+}
+
+/// The other peers' presence, bounded and expiring.
+#[derive(Debug, Default)]
+pub struct PresenceTable {
+    peers: BTreeMap<PeerId, Seen>,
+}
+
+impl PresenceTable {
+    /// Takes an entry from `peer`; `true` if what the table shows changed.
+    pub fn apply(&mut self, peer: PeerId, entry: AwarenessEntry, now: Instant) -> bool {
+        let known = self.peers.get(&peer);
+        // Older than what we hold: a reordered or replayed message.
+        if known.is_some_and(|s| entry.clock < s.clock) {
+            return false;
+        }
+        match entry.state {
+            None => self.peers.remove(&peer).is_some(),
+            Some(state) => {
+                if known.is_none() && self.peers.len() >= MAX_PRESENCE_PEERS {
+                    return false;
+                }
+                let changed = known.is_none_or(|s| s.state != state);
+                self.peers.insert(
+                    peer,
+                    Seen {
+                        clock: entry.clock,
+                        state,
+                        at: now,
+                    },
+                );
+                changed
+            }
+        }
+    }
+
+    /// Forgets a peer that left; `true` if it was shown.
+    pub fn remove(&mut self, peer: &PeerId) -> bool {
+        self.peers.remove(peer).is_some()
+    }
+
+    /// Drops entries not refreshed within [`PRESENCE_TIMEOUT`]; `true` if any were.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let before = self.peers.len();
+        self.peers
+            .retain(|_, s| now.saturating_duration_since(s.at) < PRESENCE_TIMEOUT);
+        self.peers.len() != before
+    }
+
+    /// How many peers are shown.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is shown.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Every peer's state, plus `own` under `own_id`, as JSON text of `{ peerId: state }`.
+    pub fn to_json(&self, own_id: &PeerId, own: Option<&str>) -> String {
+        let mut out = String::from("{");
+        let mine = own.map(|s| (own_id, s));
+        let others = self.peers.iter().map(|(p, s)| (p, s.state.as_str()));
+        for (i, (peer, state)) in mine.into_iter().chain(others).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(&peer.to_string());
+            out.push_str("\":");
+            out.push_str(state);
+        }
+        out.push('}');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(clock: u64, state: Option<&str>) -> AwarenessEntry {
+        AwarenessEntry {
+            client_id: 7,
+            clock,
+            state: state.map(String::from),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_matches_y_protocols_layout() {
+        let e = entry(3, Some(r#"{"name":"alice"}"#));
+        let bytes = encode(&e);
+        // count 1, client 7, clock 3, then the JSON as a varstring.
+        assert_eq!(&bytes[..4], &[1, 7, 3, 16]);
+        assert_eq!(decode(&bytes).expect("decodes"), e);
+        assert_eq!(decode(&encode(&entry(4, None))).expect("null").state, None);
+    }
+
+    #[test]
+    fn bad_states_and_messages_are_refused() {
+        for bad_json in ["{", "[1,", "1e999", r#"{"a":}"#] {
+            assert!(validate_state(bad_json).is_err(), "{bad_json}");
+        }
+        let big = json!({ "s": "x".repeat(MAX_PRESENCE_BYTES) }).to_string();
+        assert_eq!(
+            validate_state(&big).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+        let mut two = encode(&entry(1, Some("1")));
+        two[0] = 2;
+        assert!(decode(&two).is_err());
+        let mut short = encode(&entry(1, Some("\"abc\"")));
+        short.pop();
+        assert!(decode(&short).is_err());
+        assert!(decode(&[0x80; 20]).is_err());
+    }
+
+    #[test]
+    fn the_table_keeps_the_newest_expires_and_is_bounded() {
+        let t0 = Instant::now();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut table = PresenceTable::default();
+        assert!(table.apply(a, entry(2, Some("1")), t0));
+        assert!(!table.apply(a, entry(1, Some("0")), t0), "older clock");
+        assert!(
+            !table.apply(a, entry(3, Some("1")), t0),
+            "a refresh changes nothing shown"
+        );
+        assert!(table.apply(b, entry(1, Some("\"b\"")), t0));
+        let own = PeerId::random();
+        let shown: Value = serde_json::from_str(&table.to_json(&own, Some("[1]"))).expect("json");
+        assert_eq!(shown[own.to_string()], json!([1]));
+        assert_eq!(shown[b.to_string()], json!("b"));
+        // `a` refreshes late, `b` does not: `b` expires.
+        let later = t0 + PRESENCE_TIMEOUT - Duration::from_secs(1);
+        table.apply(a, entry(4, Some("1")), later);
+        assert!(table.expire(t0 + PRESENCE_TIMEOUT));
+        assert_eq!(table.len(), 1);
+        assert!(table.apply(a, entry(5, None), later), "null removes");
+        assert!(table.is_empty());
+        for _ in 0..MAX_PRESENCE_PEERS + 10 {
+            table.apply(PeerId::random(), entry(1, Some("0")), t0);
+        }
+        assert_eq!(table.len(), MAX_PRESENCE_PEERS);
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

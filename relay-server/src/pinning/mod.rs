@@ -1,0 +1,251 @@
+//! Documents the relay pins (`--state-dir`): it takes part in the y-sync exchange and the
+//! per-document gossip like any node, adopts every document a peer syncs (up to
+//! [`MAX_PINNED_DOCS`]), and keeps each one in a file of update records, so that a world's
+//! state outlives every browser that edited it and a newcomer loads it from the relay alone.
+//!
+//! Files are written by one thread, in the order the updates were applied; each append is
+//! `fsync`ed before the next, and compaction replaces a file atomically (write, sync, rename).
+
+mod records;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::mpsc,
+    thread,
+};
+
+use anyhow::Context;
+use peercompute_core::{
+    limits::MAX_PINNED_DOCS,
+    state::{sync_protocol::SyncFrame, Applied, Replica},
+};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::stats::PinnedDoc;
+
+pub use records::{
+    decode_file, encode_file, encode_record, DocFile, FileError, MAGIC, MAX_RECORD_BYTES,
+};
+
+/// File extension of document files.
+const EXTENSION: &str = "ydoc";
+
+/// A write for the file thread.
+enum FileWrite {
+    Append { doc: String, update: Vec<u8> },
+    Compact { doc: String, state: Vec<u8> },
+}
+
+/// The pinned documents and their files.
+pub struct PinnedDocs {
+    replica: Replica,
+    writes: Option<mpsc::Sender<FileWrite>>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+/// The file that holds `doc`: named by a hash, since document names may hold any character
+/// and be longer than a file name may be; the name itself is the file's first record.
+pub fn doc_file(dir: &Path, doc: &str) -> PathBuf {
+    let hash = Sha256::digest(doc.as_bytes());
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}.{EXTENSION}"))
+}
+
+impl PinnedDocs {
+    /// Opens (creating it if needed) the state directory and loads every document in it.
+    /// Damaged records are skipped and reported; unreadable files are reported and left alone.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut replica = Replica::new(MAX_PINNED_DOCS);
+        let mut to_compact = Vec::new();
+        for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            let file = match fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    decode_file(&bytes).map_err(|e| format!("not a document file: {e:?}"))
+                }) {
+                Ok(file) => file,
+                Err(e) => {
+                    warn!(path = %path.display(), "skipping: {e}");
+                    continue;
+                }
+            };
+            match replica.load(&file.name, file.updates.iter().map(Vec::as_slice)) {
+                Ok(report) => {
+                    let corrupt = file.corrupt + report.corrupt;
+                    if corrupt > 0 {
+                        warn!(doc = file.name, corrupt, "skipped damaged records");
+                        to_compact.push(file.name.clone());
+                    }
+                    info!(
+                        doc = file.name,
+                        records = report.applied,
+                        "pinned document loaded"
+                    );
+                }
+                Err(e) => warn!(doc = file.name, "not loaded: {}", e.message),
+            }
+        }
+        let (writes, queue) = mpsc::channel();
+        let dir = dir.to_path_buf();
+        let writer = thread::Builder::new()
+            .name("state-files".into())
+            .spawn(move || write_files(&dir, queue))?;
+        let mut pinned = PinnedDocs {
+            replica,
+            writes: Some(writes),
+            writer: Some(writer),
+        };
+        // Rewrite damaged files without their damage, so it is reported once.
+        for doc in to_compact {
+            pinned.compact(&doc);
+        }
+        Ok(pinned)
+    }
+
+    /// How many documents are pinned.
+    pub fn len(&self) -> usize {
+        self.replica.len()
+    }
+
+    /// Whether nothing is pinned.
+    pub fn is_empty(&self) -> bool {
+        self.replica.is_empty()
+    }
+
+    /// The pinned documents' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.replica.names()
+    }
+
+    /// What `/status` shows of a pinned document.
+    pub fn summary(&self, doc: &str) -> Option<PinnedDoc> {
+        self.replica.state(doc).map(|s| PinnedDoc {
+            entries: s.doc.entry_count(),
+            bytes: s.stored_bytes,
+        })
+    }
+
+    /// Every pinned document's summary.
+    pub fn summaries(&self) -> BTreeMap<String, PinnedDoc> {
+        self.names()
+            .filter_map(|n| Some((n.to_string(), self.summary(n)?)))
+            .collect()
+    }
+
+    /// The document's contents as JSON, if pinned.
+    pub fn json(&self, doc: &str) -> Option<serde_json::Value> {
+        self.replica.get(doc).map(|d| d.to_json())
+    }
+
+    /// Answers a peer's sync request, adopting the documents it names; returns the response
+    /// and how many parts were refused.
+    pub fn handle_request(&mut self, frame: SyncFrame) -> (SyncFrame, usize) {
+        let (response, outcome) = self.replica.handle_request(frame, &|_| true);
+        self.persist(outcome.applied);
+        (response, outcome.rejected)
+    }
+
+    /// Applies an update gossiped on a document's topic; `false` if it was refused.
+    pub fn apply_broadcast(&mut self, doc: &str, update: &[u8]) -> bool {
+        let outcome = self.replica.apply_broadcast(doc, update, true);
+        self.persist(outcome.applied);
+        outcome.rejected == 0
+    }
+
+    fn persist(&mut self, applied: Vec<(String, Applied)>) {
+        for (doc, applied) in applied {
+            let Some(update) = applied.update else {
+                continue;
+            };
+            let compact = self
+                .replica
+                .state_mut(&doc)
+                .is_some_and(|s| s.note_appended(update.len()));
+            self.send(FileWrite::Append {
+                doc: doc.clone(),
+                update,
+            });
+            if compact {
+                self.compact(&doc);
+            }
+        }
+    }
+
+    fn compact(&mut self, doc: &str) {
+        let Some(state) = self.replica.state_mut(doc) else {
+            return;
+        };
+        let full = state.doc.encode_state();
+        state.note_compacted(full.len());
+        self.send(FileWrite::Compact {
+            doc: doc.to_string(),
+            state: full,
+        });
+    }
+
+    fn send(&self, write: FileWrite) {
+        if let Some(w) = &self.writes {
+            if w.send(write).is_err() {
+                warn!("the state file thread has stopped: an update was not stored");
+            }
+        }
+    }
+}
+
+impl Drop for PinnedDocs {
+    /// Finishes every queued write before the relay stops.
+    fn drop(&mut self) {
+        self.writes.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn write_files(dir: &Path, queue: mpsc::Receiver<FileWrite>) {
+    for write in queue {
+        let (doc, result) = match write {
+            FileWrite::Append { doc, update } => {
+                let r = append(&doc_file(dir, &doc), &doc, &update);
+                (doc, r)
+            }
+            FileWrite::Compact { doc, state } => {
+                let r = replace(&doc_file(dir, &doc), &encode_file(&doc, [state.as_slice()]));
+                (doc, r)
+            }
+        };
+        if let Err(e) = result {
+            warn!(doc, "writing the document's file failed: {e}");
+        }
+    }
+}
+
+fn append(path: &Path, doc: &str, update: &[u8]) -> std::io::Result<()> {
+    if !path.exists() {
+        return replace(path, &encode_file(doc, [update]));
+    }
+    let mut f = fs::OpenOptions::new().append(true).open(path)?;
+    f.write_all(&encode_record(update))?;
+    f.sync_data()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed over it.
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests;
