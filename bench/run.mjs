@@ -10,6 +10,7 @@ import { chromium } from '@playwright/test';
 
 import { chromiumArgs } from '../playwright.config.mjs';
 import { startRelay } from '../playwright/relay.mjs';
+import { benchBrowserState } from './state.mjs';
 
 const SKIP_BUILD = process.env.BENCH_SKIP_BUILD === '1';
 const run = (cmd, args) => {
@@ -139,6 +140,12 @@ try {
   const native = spawnSync('target/release/bench-native', ['--relay', relay.relays[0]], { encoding: 'utf8' });
   if (native.status !== 0) throw new Error(`bench-native failed: ${native.stderr}`);
   results.native = JSON.parse(native.stdout.trim().split('\n').at(-1));
+
+  // 6. Shared state in the browser, and the `yjs` baseline in Node on the same workload.
+  results.state = await benchBrowserState(browser, relay);
+  const yjs = spawnSync(process.execPath, ['--expose-gc', 'bench/state-yjs.mjs'], { encoding: 'utf8' });
+  if (yjs.status !== 0) throw new Error(`state-yjs failed: ${yjs.stderr}`);
+  results.yjs = JSON.parse(yjs.stdout.trim().split('\n').at(-1));
 } finally {
   await browser.close();
   await relay.stop();
@@ -162,6 +169,30 @@ const table = [
     `| ${name} | ${fmt(br)} | ${fmt(na)} | ${na == null ? '' : fmt(br / na)} | ${target} |`),
 ].join('\n');
 console.log(`\n${table}\n`);
+const st = results.state;
+const ns = n.state;
+const y = results.yjs;
+const stateRows = [
+  ['map updates applied, local ops (ops/s)¹', st.apply_ops_per_s, ns.apply_ops_per_s, y.apply_ops_per_s, '≥ 3× Yjs', 0],
+  ['map updates applied, from a peer (ops/s)⁴', null, ns.remote_apply_ops_per_s, y.remote_apply_ops_per_s, '≥ 3× Yjs', 0],
+  ['write → remote observer p50 (ms)', st.write_to_remote_observer_ms.p50, null, null, '', 2],
+  ['write → remote observer p99 (ms)', st.write_to_remote_observer_ms.p99, null, null, '', 2],
+  ['newcomer sync, 100k ops (ms)²', st.newcomer_sync_ms, ns.newcomer_sync_ms, y.newcomer_sync_ms, '≤ 1000', 0],
+  ['memory of the 100k-op document (MiB)³', null, ns.rss_growth_mib, y.heap_growth_mib, '', 1],
+  ['encoded document (KiB)', null, ns.encoded_bytes / 1024, y.encoded_bytes / 1024, '', 0],
+];
+const stateTable = [
+  '| shared state | browser | native core | yjs (Node) | native/yjs | target |',
+  '|---|---:|---:|---:|---:|---|',
+  ...stateRows.map(([name, br, na, yj, target, d]) =>
+    `| ${name} | ${fmt(br, d)} | ${fmt(na, d)} | ${fmt(yj, d)} | ${na == null || yj == null ? '' : fmt(na / yj)} | ${target} |`),
+].join('\n');
+console.log(`${stateTable}\n`);
+console.log('¹ browser: tab → worker → IndexedDB, each update acknowledged once durable; native core and');
+console.log('  yjs: in memory, each update encoded. ² browser and native: through the relay, from opening');
+console.log('  the document until the view holds every key; yjs: encode + apply + toJSON in one process.');
+console.log('³ native: process RSS growth; yjs: V8 heap growth after GC.');
+console.log('⁴ the 100 updates of the local run applied to a replica that reports each changed key.\n');
 const report = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) },

@@ -17,6 +17,8 @@ use peercompute_core::{
 };
 use tokio::time::timeout;
 
+mod state;
+
 #[derive(Parser)]
 struct Args {
     /// Relay multiaddr (…/ws/p2p/<id>).
@@ -34,6 +36,12 @@ struct Args {
     /// Throughput: bytes per message.
     #[arg(long, default_value_t = 256 * 1024)]
     bulk_bytes: usize,
+    /// Shared state: operations in the benchmark document.
+    #[arg(long, default_value_t = 100_000)]
+    state_ops: usize,
+    /// Shared state: operations per update (one transaction).
+    #[arg(long, default_value_t = 1000)]
+    state_batch: usize,
 }
 
 fn publish(topic: &str, payload: Payload) -> Request {
@@ -192,9 +200,20 @@ async fn main() -> anyhow::Result<()> {
     .context("bulk acknowledgement")?;
     let secs = t0.elapsed().as_secs_f64();
     echo.abort();
+
+    // Shared state: apply in the core, then a newcomer's sync through the relay.
+    let mut state = state::apply_in_core(args.state_ops, args.state_batch)?;
+    let mut writer = node(&args.relay).await.context("state writer")?;
+    let mut newcomer = node(&args.relay).await.context("state newcomer")?;
+    let sync =
+        state::newcomer_sync(&mut writer, &mut newcomer, args.state_ops, args.state_batch).await?;
+    if let (Some(s), Some(extra)) = (state.as_object_mut(), sync.as_object()) {
+        s.extend(extra.clone());
+    }
     println!(
         "{}",
         serde_json::json!({
+            "state": state,
             "pubsub_one_way_ms": {
                 "p50": percentile(&one_way, 0.5),
                 "p99": percentile(&one_way, 0.99),

@@ -82,11 +82,15 @@ pub struct Applied {
 }
 
 /// Entry keys present in the root map, sorted (for prefix scans), and those the current
-/// transaction touched. Both are kept by the root map's observer.
+/// transaction touched. The root map's observer keeps both for remote updates; a local
+/// transaction (`local`) keeps them itself, since it knows every key it writes, and spares
+/// the observer's diff of the map.
 #[derive(Default)]
 struct KeyIndex {
     keys: BTreeSet<String>,
-    touched: BTreeSet<String>,
+    /// Unsorted, possibly with repeats: sorted once per transaction.
+    touched: Vec<String>,
+    local: bool,
 }
 
 /// A shared document.
@@ -150,7 +154,9 @@ fn key_path(key: &str) -> Path {
 
 /// Keys strictly below `key` in the index.
 fn below<'a>(keys: &'a BTreeSet<String>, key: &str) -> impl Iterator<Item = &'a String> + 'a {
-    let prefix = format!("{key}{KEY_SEPARATOR}");
+    let mut prefix = String::with_capacity(key.len() + 1);
+    prefix.push_str(key);
+    prefix.push(KEY_SEPARATOR);
     keys.range::<String, _>((Bound::Included(prefix.clone()), Bound::Unbounded))
         .take_while(move |k| k.starts_with(&prefix))
 }
@@ -171,12 +177,15 @@ impl SharedDoc {
         let sink = index.clone();
         root.observe("peercompute", move |txn, event| {
             let mut index = locked(&sink);
+            if index.local {
+                return;
+            }
             for (key, change) in event.keys(txn) {
                 match change {
                     EntryChange::Removed(_) => index.keys.remove(key.as_ref()),
                     _ => index.keys.insert(key.to_string()),
                 };
-                index.touched.insert(key.to_string());
+                index.touched.push(key.to_string());
             }
         });
         let effective: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
@@ -240,9 +249,11 @@ impl SharedDoc {
             // see what earlier ones did, so the index is kept current here as well (the
             // observer's own updates then agree with it).
             let mut index = locked(&self.index);
-            let remove = |txn: &mut yrs::TransactionMut, keys: &mut BTreeSet<String>, k: &str| {
-                if keys.remove(k) {
+            index.local = true;
+            let remove = |txn: &mut yrs::TransactionMut, index: &mut KeyIndex, k: &str| {
+                if index.keys.remove(k) {
                     self.root.remove(txn, k);
+                    index.touched.push(k.to_string());
                 }
             };
             for op in ops {
@@ -250,25 +261,28 @@ impl SharedDoc {
                 // Everything below the path goes: a value replaces the whole subtree.
                 let doomed: Vec<String> = below(&index.keys, &key).cloned().collect();
                 for k in &doomed {
-                    remove(&mut txn, &mut index.keys, k);
+                    remove(&mut txn, &mut index, k);
                 }
                 match op {
                     Op::Set { path, value } => {
                         // A leaf above the path would hide the new value: remove it.
                         for end in 1..path.len() {
-                            remove(&mut txn, &mut index.keys, &entry_key(&path[..end]));
+                            remove(&mut txn, &mut index, &entry_key(&path[..end]));
                         }
                         let mut leaves = Vec::new();
                         flatten(&key, value, &mut leaves);
                         for (k, v) in leaves {
+                            self.root.insert(&mut txn, k.as_str(), In::Any(v));
                             index.keys.insert(k.clone());
-                            self.root.insert(&mut txn, k, In::Any(v));
+                            index.touched.push(k);
                         }
                     }
-                    Op::Delete { .. } => remove(&mut txn, &mut index.keys, &key),
+                    Op::Delete { .. } => remove(&mut txn, &mut index, &key),
                 }
             }
         }
+        // Committed (the observers have run): later transactions may be remote.
+        locked(&self.index).local = false;
         Ok(self.take_applied())
     }
 
@@ -430,7 +444,7 @@ impl SharedDoc {
         let touched = std::mem::take(&mut locked(&self.index).touched);
         let txn = self.doc.transact();
         let index = locked(&self.index);
-        let mut paths: BTreeSet<String> = BTreeSet::new();
+        let mut paths: Vec<String> = Vec::with_capacity(touched.len());
         for key in touched {
             let mut key = key;
             if !index.keys.contains(&key) && below(&index.keys, &key).next().is_none() {
@@ -443,9 +457,11 @@ impl SharedDoc {
                     key.truncate(cut);
                 }
             }
-            paths.insert(key);
+            paths.push(key);
         }
         // Sorted order puts a parent before its children: the order tabs apply them in.
+        paths.sort_unstable();
+        paths.dedup();
         let changes = paths
             .into_iter()
             .map(|key| Change {

@@ -1,0 +1,50 @@
+//! Profiles decode + apply of the state benchmark workload (`perf record` target).
+use std::time::Instant;
+
+use peercompute_core::state::{path::decode_ops, SharedDoc};
+use serde_json::{json, Value};
+
+fn main() {
+    let per = 1000;
+    let batches: Vec<String> = (0..100)
+        .map(|b| {
+            let ops: Vec<Value> = (b * per..(b + 1) * per)
+                .map(|i| json!({"set": [format!("k{i}")], "value": i}))
+                .collect();
+            Value::from(ops).to_string()
+        })
+        .collect();
+    let t = Instant::now();
+    let decoded: Vec<_> = batches
+        .iter()
+        .map(|b| decode_ops(b).expect("ops"))
+        .collect();
+    let decode = t.elapsed();
+    let doc = SharedDoc::new();
+    let t = Instant::now();
+    for ops in &decoded {
+        doc.apply_ops(ops).expect("apply");
+    }
+    let apply = t.elapsed();
+    println!("decode {decode:?} apply {apply:?}");
+    yrs_floor();
+}
+
+/// The floor: the same inserts straight into yrs, with an update observer.
+#[allow(dead_code)]
+pub fn yrs_floor() {
+    use yrs::{Any, Doc, Map, Transact};
+    let doc = Doc::new();
+    let root = doc.get_or_insert_map("root");
+    let _sub = doc.observe_update_v1("floor", |_, e: &yrs::UpdateEvent| {
+        std::hint::black_box(e.update.len());
+    });
+    let t = Instant::now();
+    for b in 0..100 {
+        let mut txn = doc.transact_mut();
+        for i in b * 1000..(b + 1) * 1000 {
+            root.insert(&mut txn, format!("k{i}"), Any::from(i as f64));
+        }
+    }
+    println!("yrs floor {:?}", t.elapsed());
+}

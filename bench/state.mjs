@@ -1,0 +1,114 @@
+// The browser half of the shared-state benchmarks (see bench/run.mjs): Chromium pages driving
+// the shared worker through the SDK, against the relay of the run.
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.round((s.length - 1) * p))];
+};
+
+async function connectedPage(browser, relay) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${relay.url}/sandbox.html?connect`);
+  await page.waitForFunction(() => window.connectedAt);
+  return { context, page };
+}
+
+/**
+ * Runs the browser state benchmarks: durable write throughput, write → remote observer
+ * latency, and a newcomer's initial sync of the `total`-op document.
+ */
+export async function benchBrowserState(browser, relay, { total = 100_000, batch = 1000, samples = 200 } = {}) {
+  const a = await connectedPage(browser, relay);
+  const b = await connectedPage(browser, relay);
+  const results = {};
+
+  // 1. Map updates applied in the worker, each acknowledged once durable in IndexedDB.
+  results.apply_ops_per_s = await a.page.evaluate(async ([n, per]) => {
+    const doc = window.node.state('bench-sync');
+    await doc.ready;
+    const batches = [];
+    for (let b = 0; b < n / per; b++) {
+      const ops = [];
+      for (let i = b * per; i < (b + 1) * per; i++) ops.push({ set: [`k${i}`], value: i });
+      batches.push(ops);
+    }
+    const t0 = performance.now();
+    for (const ops of batches) await doc.update(ops);
+    return n / ((performance.now() - t0) / 1000);
+  }, [total, batch]);
+
+  // 2. A tab's write → the other node's observer: b echoes each `ping` key as a `pong`, a
+  //    halves the round trip, at a steady 50 writes/s.
+  const bId = await b.page.evaluate(() => window.node.peerId);
+  await b.page.evaluate(async () => {
+    const doc = window.node.state('bench-latency');
+    await doc.ready;
+    doc.observe('ping', ({ changes, local }) => {
+      if (local) return;
+      for (const c of changes) if (c.value !== undefined) doc.set(['pong', c.path[1]], c.value);
+    });
+  });
+  const oneWay = await a.page.evaluate(async ([peer, n]) => {
+    while (!(await window.node.peers()).some((p) => p.peerId === peer && p.connected)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const doc = window.node.state('bench-latency');
+    await doc.ready;
+    const sent = new Map();
+    const xs = [];
+    let warmed = false;
+    doc.observe('pong', ({ changes, local }) => {
+      if (local) return;
+      for (const c of changes) {
+        if (c.path[1] === 'warm') warmed = true;
+        const t = sent.get(c.path[1]);
+        if (t !== undefined && c.value !== undefined) {
+          xs.push((performance.now() - t) / 2);
+          sent.delete(c.path[1]);
+        }
+      }
+    });
+    while (!warmed) {
+      await doc.set('ping.warm', Date.now());
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (let i = 0; i < n; i++) {
+      sent.set(`p${i}`, performance.now());
+      doc.set(['ping', `p${i}`], i);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const t0 = performance.now();
+    while (xs.length < n && performance.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 20));
+    return xs;
+  }, [bId, samples]);
+  results.write_to_remote_observer_ms = { p50: pct(oneWay, 0.5), p99: pct(oneWay, 0.99), samples: oneWay.length, rate_per_s: 50 };
+
+  // 3. A newcomer (fresh profile, empty IndexedDB) opens the 100k-op document: from
+  //    `state()` until its tab's view holds every key.
+  const c = await connectedPage(browser, relay);
+  const aId = await a.page.evaluate(() => window.node.peerId);
+  await c.page.evaluate(async (peer) => {
+    while (!(await window.node.peers()).some((p) => p.peerId === peer && p.connected)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }, aId);
+  results.newcomer_sync_ms = await c.page.evaluate(async (n) => {
+    const t0 = performance.now();
+    const doc = window.node.state('bench-sync');
+    let keys = 0;
+    let done;
+    const complete = new Promise((r) => (done = r));
+    doc.observe(undefined, ({ changes }) => {
+      keys += changes.filter((ch) => ch.value !== undefined && ch.path.length === 1).length;
+      if (keys >= n) done();
+    });
+    await doc.ready;
+    keys = Math.max(keys, Object.keys(doc.get()).length);
+    if (keys < n) await complete;
+    return performance.now() - t0;
+  }, total);
+
+  for (const x of [a, b, c]) await x.context.close();
+  return results;
+}
