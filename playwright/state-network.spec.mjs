@@ -10,7 +10,7 @@ import { openDoc, tree, until } from './docs.mjs';
 import { openNode, serveStatic, startRelay, waitForPeer, waitForStatus } from './relay.mjs';
 
 test('relay stopped, both sides edit, relay back: they converge', async ({ browser }) => {
-  const relay = await startRelay({ stateDir: mkdtempSync(join(tmpdir(), 'pc-state-')) });
+  const relay = await startRelay();
   let restarted;
   try {
     const a = await openNode(await browser.newContext(), relay);

@@ -31,8 +31,7 @@ fn main() {
 }
 
 /// The floor: the same inserts straight into yrs, with an update observer.
-#[allow(dead_code)]
-pub fn yrs_floor() {
+fn yrs_floor() {
     use yrs::{Any, Doc, Map, Transact};
     let doc = Doc::new();
     let root = doc.get_or_insert_map("root");

@@ -51,15 +51,21 @@ fn bad(message: impl Into<String>) -> NodeError {
     NodeError::new(ErrorCode::PresenceInvalidValue, message)
 }
 
-/// Checks a state a tab sets: plain JSON (or `null`), at most [`MAX_PRESENCE_BYTES`] as text.
-/// Returns the canonical JSON text, `None` for `null`.
-pub fn validate_state(json: &str) -> Result<Option<String>, NodeError> {
+/// Checks the size of a state's JSON text, before anything parses it.
+pub fn check_state_size(json: &str) -> Result<(), NodeError> {
     if json.len() > MAX_PRESENCE_BYTES {
         return Err(NodeError::new(
             ErrorCode::PayloadTooLarge,
             format!("a presence state is at most {MAX_PRESENCE_BYTES} bytes of JSON"),
         ));
     }
+    Ok(())
+}
+
+/// Checks a state a tab sets: plain JSON (or `null`), at most [`MAX_PRESENCE_BYTES`] as text.
+/// Returns the canonical JSON text, `None` for `null`.
+pub fn validate_state(json: &str) -> Result<Option<String>, NodeError> {
+    check_state_size(json)?;
     let value: Value = serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
     if value.is_null() {
         return Ok(None);
@@ -130,6 +136,8 @@ pub fn decode(bytes: &[u8]) -> Result<AwarenessEntry, NodeError> {
 
 #[derive(Debug, Clone)]
 struct Seen {
+    /// The sender's client id: a new one (a restarted node, same peer id) starts a new clock.
+    client_id: u64,
     clock: u64,
     state: String,
     at: Instant,
@@ -145,8 +153,8 @@ impl PresenceTable {
     /// Takes an entry from `peer`; `true` if what the table shows changed.
     pub fn apply(&mut self, peer: PeerId, entry: AwarenessEntry, now: Instant) -> bool {
         let known = self.peers.get(&peer);
-        // Older than what we hold: a reordered or replayed message.
-        if known.is_some_and(|s| entry.clock < s.clock) {
+        // Older than what we hold from the same session: a reordered or replayed message.
+        if known.is_some_and(|s| s.client_id == entry.client_id && entry.clock < s.clock) {
             return false;
         }
         match entry.state {
@@ -159,6 +167,7 @@ impl PresenceTable {
                 self.peers.insert(
                     peer,
                     Seen {
+                        client_id: entry.client_id,
                         clock: entry.clock,
                         state,
                         at: now,
@@ -262,6 +271,17 @@ mod tests {
         let mut table = PresenceTable::default();
         assert!(table.apply(a, entry(2, Some("1")), t0));
         assert!(!table.apply(a, entry(1, Some("0")), t0), "older clock");
+        // The same peer restarted (same peer id, new client id): its clock starts over.
+        let restarted = AwarenessEntry {
+            client_id: 8,
+            clock: 1,
+            state: Some("\"again\"".into()),
+        };
+        assert!(table.apply(a, restarted, t0), "a new session is taken");
+        assert!(
+            table.apply(a, entry(2, Some("1")), t0),
+            "sessions are not ordered: another client id always replaces"
+        );
         assert!(
             !table.apply(a, entry(3, Some("1")), t0),
             "a refresh changes nothing shown"

@@ -214,16 +214,8 @@ impl Request {
             | Request::StateUpdate { doc, .. }
             | Request::StateImport { doc, .. }
             | Request::StateSnapshot { doc, .. } => crate::state::path::validate_doc_name(doc),
-            Request::PresenceSet { json } if json.len() > crate::limits::MAX_PRESENCE_BYTES => {
-                Err(NodeError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!(
-                        "a presence state is at most {} bytes of JSON",
-                        crate::limits::MAX_PRESENCE_BYTES
-                    ),
-                ))
-            }
-            Request::PresenceSet { .. } | Request::PresenceGet => Ok(()),
+            Request::PresenceSet { json } => crate::presence::check_state_size(json),
+            Request::PresenceGet => Ok(()),
             Request::Status
             | Request::Peers
             | Request::Ping

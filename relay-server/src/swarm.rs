@@ -64,7 +64,9 @@ impl RunningSwarm {
             Some(dir) => Some(PinnedDocs::open(dir)?),
             None => None,
         };
-        stats.lock().await.pinned = pinned.as_ref().map(PinnedDocs::summaries);
+        if let Some(pinned) = &pinned {
+            pinned.show(&mut *stats.lock().await, pinned.names());
+        }
         let pinning = pinned.is_some();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -282,12 +284,7 @@ impl RunningSwarm {
                     (Some(_), t) => match (state_topic_doc(t), &mut self.pinned) {
                         (Some(doc), Some(pinned)) => {
                             let ok = pinned.apply_broadcast(doc, &message.data);
-                            // Only this document changed: refresh its line alone.
-                            if let (Some(shown), Some(summary)) =
-                                (stats.pinned.as_mut(), pinned.summary(doc))
-                            {
-                                shown.insert(doc.to_string(), summary);
-                            }
+                            pinned.show(stats, [doc]);
                             ok
                         }
                         (Some(_), None) => check_update_v1(&message.data).is_ok(),
@@ -333,11 +330,12 @@ impl RunningSwarm {
                     },
                 ..
             } => {
+                let docs: Vec<String> = request.entries.iter().map(|e| e.doc.clone()).collect();
                 let (response, rejected) = pinned.handle_request(request);
                 if rejected > 0 {
                     debug!(%peer, rejected, "refused parts of a sync request");
                 }
-                stats.pinned = Some(pinned.summaries());
+                pinned.show(stats, docs.iter().map(String::as_str));
                 let _ = self
                     .swarm
                     .behaviour_mut()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use peercompute_core::{
-    native::NativeNode,
+    native::{MemoryStore, NativeNode},
     pubsub::Payload,
     tab_protocol::{Event, ReplyValue, Request},
     NodeConfig,
@@ -375,17 +375,7 @@ async fn circuits_are_kept_alive_deliberately_not_by_traffic() {
     };
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let mut n = NativeNode::spawn(Keypair::generate_ed25519(), config.clone())
-            .await
-            .expect("node");
-        n.request(Request::Connect {
-            relays: vec![relay.dialable[0].to_string()],
-            timeout_ms: Some(10_000),
-            wait: true,
-        })
-        .await
-        .expect("connects");
-        nodes.push(n);
+        nodes.push(common::node_with(Some(&relay), MemoryStore::default(), config.clone()).await);
     }
     let b_id = nodes[1].peer_id().to_string();
     wait_for(

@@ -70,7 +70,7 @@ async fn presence_is_seen_updated_cleared_and_forgotten_when_a_peer_leaves() {
     until_presence(&mut b, |p| p[&a_id] == "back").await;
     a.stop();
     until_presence(&mut b, |p| p.get(&a_id).is_none()).await;
-    // B's own view still has B only if B set something; it set nothing.
+    // B set nothing itself, and A is gone: B shows nobody.
     match b.request(Request::PresenceGet).await.expect("get") {
         ReplyValue::Tree { json } => assert_eq!(json, "{}"),
         other => panic!("unexpected {other:?}"),

@@ -25,7 +25,7 @@ use peercompute_core::{
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::stats::PinnedDoc;
+use crate::stats::{PinnedDoc, Stats};
 
 pub use records::{
     decode_file, encode_file, encode_record, DocFile, FileError, MAGIC, MAX_RECORD_BYTES,
@@ -33,6 +33,9 @@ pub use records::{
 
 /// File extension of document files.
 const EXTENSION: &str = "ydoc";
+/// Writes queued for the file thread at most. A full queue makes the relay's event loop wait
+/// for the disk (back-pressure) instead of holding an unbounded backlog in memory.
+const MAX_QUEUED_WRITES: usize = 256;
 
 /// A write for the file thread.
 enum FileWrite {
@@ -43,7 +46,7 @@ enum FileWrite {
 /// The pinned documents and their files.
 pub struct PinnedDocs {
     replica: Replica,
-    writes: Option<mpsc::Sender<FileWrite>>,
+    writes: Option<mpsc::SyncSender<FileWrite>>,
     writer: Option<thread::JoinHandle<()>>,
 }
 
@@ -94,7 +97,7 @@ impl PinnedDocs {
                 Err(e) => warn!(doc = file.name, "not loaded: {}", e.message),
             }
         }
-        let (writes, queue) = mpsc::channel();
+        let (writes, queue) = mpsc::sync_channel(MAX_QUEUED_WRITES);
         let dir = dir.to_path_buf();
         let writer = thread::Builder::new()
             .name("state-files".into())
@@ -134,11 +137,14 @@ impl PinnedDocs {
         })
     }
 
-    /// Every pinned document's summary.
-    pub fn summaries(&self) -> BTreeMap<String, PinnedDoc> {
-        self.names()
-            .filter_map(|n| Some((n.to_string(), self.summary(n)?)))
-            .collect()
+    /// Refreshes the `/status` lines of `docs` only (what one message touched), not of all.
+    pub fn show<'a>(&self, stats: &mut Stats, docs: impl IntoIterator<Item = &'a str>) {
+        let shown = stats.pinned.get_or_insert_with(BTreeMap::new);
+        for doc in docs {
+            if let Some(summary) = self.summary(doc) {
+                shown.insert(doc.to_string(), summary);
+            }
+        }
     }
 
     /// The document's contents as JSON, if pinned.

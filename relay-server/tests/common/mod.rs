@@ -18,10 +18,18 @@ pub(crate) const T: Duration = Duration::from_secs(30);
 
 /// A native node on `store`, connected to `relay` when given (offline otherwise).
 pub(crate) async fn node_on(relay: Option<&RelayHandle>, store: MemoryStore) -> NativeNode {
-    let mut n =
-        NativeNode::spawn_with_store(Keypair::generate_ed25519(), NodeConfig::default(), store)
-            .await
-            .expect("node");
+    node_with(relay, store, NodeConfig::default()).await
+}
+
+/// Like [`node_on`], with `config`.
+pub(crate) async fn node_with(
+    relay: Option<&RelayHandle>,
+    store: MemoryStore,
+    config: NodeConfig,
+) -> NativeNode {
+    let mut n = NativeNode::spawn_with_store(Keypair::generate_ed25519(), config, store)
+        .await
+        .expect("node");
     if let Some(relay) = relay {
         n.request(Request::Connect {
             relays: vec![relay.dialable[0].to_string()],
