@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser bundle into dist/web: the demo at /, the SDK at /sdk, the worker at /sw.
+# Builds the browser bundle into dist/web: the demo at /, the SDK at /sdk, the node's
+# SharedWorker at /sw, the CPU executor worker at /worker-cpu.
 # PROFILE=dev gives a fast unoptimized build; the default is the size-optimized wasm-release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,23 +8,32 @@ profile=${PROFILE:-wasm-release}
 out=dist/web
 log() { printf '\033[1;34m[build]\033[0m %s\n' "$*"; }
 
-log "cargo build peercompute-sw (wasm32, profile $profile)"
-cargo build -p peercompute-sw --target wasm32-unknown-unknown --profile "$profile"
+log "cargo build peercompute-sw, peercompute-worker-cpu (wasm32, profile $profile)"
+cargo build -p peercompute-sw -p peercompute-worker-cpu --target wasm32-unknown-unknown --profile "$profile"
 dir=$profile; [ "$profile" = dev ] && dir=debug
 
 rm -rf "$out"
-mkdir -p "$out/sw/pkg" "$out/sdk"
-wasm-bindgen --target web --no-typescript --out-dir "$out/sw/pkg" \
-  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/peercompute_sw.wasm"
-if [ "$profile" != dev ]; then
-  log "wasm-opt -Oz"
-  npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-simd \
-    "$out/sw/pkg/peercompute_sw_bg.wasm" -o "$out/sw/pkg/peercompute_sw_bg.wasm"
-fi
+mkdir -p "$out/sw/pkg" "$out/worker-cpu/pkg" "$out/sdk"
+# bindgen CRATE DIR [wasm-opt level]
+bindgen() {
+  wasm-bindgen --target web --no-typescript --out-dir "$out/$2/pkg" \
+    "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/$1.wasm"
+  if [ "$profile" != dev ]; then
+    log "wasm-opt $3 $1"
+    npx --no-install wasm-opt "$3" --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-simd \
+      "$out/$2/pkg/$1_bg.wasm" -o "$out/$2/pkg/$1_bg.wasm"
+  fi
+}
+bindgen peercompute_sw sw -Oz
+# The kernels are the hot loop here: optimize for speed.
+bindgen peercompute_worker_cpu worker-cpu -O3
 cp sw/worker.js "$out/sw/"
+cp worker-cpu/worker.js "$out/worker-cpu/"
 cp sdk/*.js sdk/*.d.ts "$out/sdk/"
 cp demo/* "$out/"
 size=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm")
 gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)
 log "worker wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzip → $out"
+cpu=$(stat -c %s "$out/worker-cpu/pkg/peercompute_worker_cpu_bg.wasm")
+log "worker-cpu wasm: $((cpu / 1024)) KiB"

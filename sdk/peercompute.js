@@ -2,6 +2,7 @@
 // protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
 // all tabs of this origin share.
 
+import { Task, encodeTask, startCpuPool } from './compute.js';
 import { Presence } from './presence.js';
 import { SharedState, checkDocName } from './state.js';
 
@@ -110,7 +111,7 @@ async function holdTabLock() {
   return { name, release };
 }
 
-async function bootstrapRelays() {
+async function bootstrapConfig() {
   let response;
   try {
     response = await fetch(new URL('/peercompute.json', location.origin), { cache: 'no-cache' });
@@ -124,7 +125,7 @@ async function bootstrapRelays() {
   if (!config || !Array.isArray(config.relays) || config.relays.length === 0) {
     throw new PeerComputeError('BOOTSTRAP_FAILED', '/peercompute.json lists no relays');
   }
-  return config.relays;
+  return { relays: config.relays, rootKey: typeof config.rootKey === 'string' ? config.rootKey : undefined };
 }
 
 /** A connected node handle for this tab. All tabs of the origin share the node behind it. */
@@ -134,6 +135,7 @@ export class PeerComputeNode {
   #topics = new Map(); // topic -> Set(handler)
   #listeners = new Map(); // event -> Set(handler)
   #docs = new Map(); // name -> SharedState
+  #tasks = new Map(); // id -> Task
 
   constructor(channel, lock, peerId) {
     this.#channel = channel;
@@ -171,7 +173,26 @@ export class PeerComputeNode {
       this.#docs.get(msg.doc)?._applyChanges(msg.changes, msg.local);
     } else if (msg.event === 'presence') {
       this.presence._apply(msg.peers);
+    } else if (msg.event === 'taskProgress') {
+      this.#tasks.get(msg.task)?._progress({ done: msg.done, total: msg.total, peers: msg.peers });
     }
+  }
+
+  /**
+   * Runs a compute task: split into chunks over this node's CPU/GPU workers and its peers',
+   * verified when `redundancy > 1`, combined by `reduce`. Returns a {@link Task} at once;
+   * `task.result` resolves with a typed array. See README, "Compute".
+   */
+  submitTask(spec) {
+    const makeError = (code, message) => new PeerComputeError(code, message);
+    const { task, transfer } = encodeTask(spec, makeError);
+    if (this.#tasks.has(task.id)) throw makeError('TASK_DUPLICATE_ID', `task ${task.id} is already running here`);
+    const reply = this.#channel.request('taskSubmit', { task }, transfer);
+    const handle = new Task(task.id, reply, () => this.#channel.request('taskCancel', { task: task.id }));
+    this.#tasks.set(task.id, handle);
+    const forget = () => this.#tasks.get(task.id) === handle && this.#tasks.delete(task.id);
+    reply.then(forget, forget);
+    return handle;
   }
 
   /**
@@ -294,6 +315,11 @@ export const PeerCompute = {
    *   attached, without a relay (offline use). Documents load from IndexedDB and writes are
    *   durable locally; the node dials the relays in the background and syncs when one answers.
    *   A failed bootstrap (`/peercompute.json` unreachable) is then not an error.
+   * @param {string} [options.rootKey] the network's root public key (hex); default: `rootKey`
+   *   of /peercompute.json. Code from peers runs only when signed by it.
+   * @param {boolean} [options.compute=true] `false`: this tab lends the node no CPU workers.
+   * @param {number} [options.cpuWorkers] size of this tab's CPU worker pool (default:
+   *   hardwareConcurrency − 1, 1 to 4).
    */
   async connect(options = {}) {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -321,9 +347,9 @@ export const PeerCompute = {
     if (typeof wait !== 'boolean') {
       throw new PeerComputeError('BAD_REQUEST', 'waitForRelay must be a boolean');
     }
-    let bootstrap = relays === null ? bootstrapRelays() : Promise.resolve(relays);
+    let bootstrap = relays === null ? bootstrapConfig() : Promise.resolve({ relays, rootKey: options.rootKey });
     // Offline use: no relay list is no reason to fail; the node works locally.
-    if (!wait) bootstrap = bootstrap.catch(() => []);
+    if (!wait) bootstrap = bootstrap.catch(() => ({ relays: [] }));
     bootstrap.catch(() => {}); // awaited below; this only silences an early rejection
     const lock = await holdTabLock();
     // The worker enforces timeoutMs; this guard only catches a worker that never answers.
@@ -335,12 +361,24 @@ export const PeerCompute = {
       );
     });
     try {
-      const [attached, relayList] = await Promise.all([
+      const [attached, config] = await Promise.all([
         Promise.race([channel.request('attach', { lock: lock.name }), guard]),
         bootstrap,
       ]);
       node = new PeerComputeNode(channel, lock, attached.peerId);
-      await Promise.race([channel.request('connect', { relays: relayList, timeoutMs, wait }), guard]);
+      const rootKey = options.rootKey ?? config.rootKey;
+      await Promise.race([
+        channel.request('connect', { relays: config.relays, timeoutMs, wait, ...(rootKey ? { rootKey } : {}) }),
+        guard,
+      ]);
+      // This tab lends the node CPU workers, in the background (connect does not wait).
+      node.executors =
+        options.compute === false || typeof Worker === 'undefined'
+          ? Promise.resolve({ slots: 0, score: 0 })
+          : startCpuPool((op, fields, transfer) => channel.request(op, fields, transfer), {
+              size: options.cpuWorkers,
+            });
+      node.executors.catch((e) => console.warn('PeerCompute: CPU workers unavailable:', e.message));
       return node;
     } catch (e) {
       // The node keeps retrying for other tabs; this tab lets go of its handle.

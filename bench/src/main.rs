@@ -65,6 +65,7 @@ async fn node(relay: &str) -> anyhow::Result<NativeNode> {
         relays: vec![relay.into()],
         timeout_ms: Some(10_000),
         wait: true,
+        root_key: None,
     })
     .await?;
     Ok(n)

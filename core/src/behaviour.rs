@@ -22,7 +22,10 @@ mod derived {
     #![allow(missing_docs)]
     use libp2p::{gossipsub, identify, ping, relay, request_response, swarm::NetworkBehaviour};
 
-    use crate::{circuit_policy::OffCircuits, state::sync_protocol::SyncCodec};
+    use crate::{
+        circuit_policy::OffCircuits, compute::protocol::ComputeCodec,
+        state::sync_protocol::SyncCodec,
+    };
 
     /// The behaviour of a browser (or native) node.
     #[derive(NetworkBehaviour)]
@@ -38,6 +41,8 @@ mod derived {
         pub gossipsub: OffCircuits<gossipsub::Behaviour>,
         /// Shared-state sync (y-sync over request-response) with relays and peers.
         pub state_sync: request_response::Behaviour<SyncCodec>,
+        /// Chunk dispatch to and from peers.
+        pub compute: request_response::Behaviour<ComputeCodec>,
     }
 }
 
@@ -55,6 +60,25 @@ pub fn state_sync_behaviour(
         Config::default()
             .with_request_timeout(Duration::from_secs(30))
             .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+    )
+}
+
+/// The compute request-response behaviour. A request is answered when its chunk is done, so
+/// the stream timeout is the longest task; the scheduler's per-chunk timeout acts sooner.
+pub fn compute_behaviour(
+) -> libp2p::request_response::Behaviour<crate::compute::protocol::ComputeCodec> {
+    use libp2p::request_response::{Behaviour, Config, ProtocolSupport};
+    Behaviour::with_codec(
+        crate::compute::protocol::ComputeCodec,
+        [(
+            crate::compute::protocol::COMPUTE_PROTOCOL,
+            ProtocolSupport::Full,
+        )],
+        Config::default()
+            .with_request_timeout(Duration::from_millis(u64::from(
+                crate::compute::task::MAX_TASK_TIMEOUT_MS,
+            )))
+            .with_max_concurrent_streams(crate::limits::MAX_COMPUTE_STREAMS),
     )
 }
 
@@ -104,6 +128,7 @@ impl NodeBehaviour {
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
             gossipsub: OffCircuits::new(gossipsub_behaviour(key)?),
             state_sync: state_sync_behaviour(),
+            compute: compute_behaviour(),
         })
     }
 }

@@ -5,8 +5,10 @@
 //! announcing peer is the gossipsub message's signed `source`, never a field of the body, so a
 //! peer cannot announce addresses for someone else.
 //!
-//! Wire format: JSON `{"v":1,"addrs":["<multiaddr>", …]}`, at most
-//! [`MAX_ANNOUNCEMENT_BYTES`] bytes and [`MAX_ANNOUNCED_ADDRS`] addresses.
+//! Wire format: JSON `{"v":1,"addrs":["<multiaddr>", …],"compute":{…}}`, at most
+//! [`MAX_ANNOUNCEMENT_BYTES`] bytes and [`MAX_ANNOUNCED_ADDRS`] addresses. `compute` (optional)
+//! advertises what chunks the node takes: CPU slots, a WebGPU adapter, a measured speed score
+//! and its current load.
 
 use libp2p::{gossipsub::IdentTopic, multiaddr::Protocol, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
@@ -30,13 +32,49 @@ pub fn discovery_topic() -> IdentTopic {
 struct Wire {
     v: u8,
     addrs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    compute: Option<Capabilities>,
 }
 
-/// A validated announcement: circuit addresses of `source`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What compute work a node takes from peers.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// CPU chunks it runs at once (0: none).
+    pub cpu: u32,
+    /// It has a WebGPU (or native wgpu) adapter.
+    pub gpu: bool,
+    /// Measured speed (built-in mandelbrot, Mcells/s).
+    pub score: f64,
+    /// Current load, 0 to 1.
+    pub load: f64,
+}
+
+impl Capabilities {
+    /// Clamps what a peer claims into sane ranges.
+    fn sanitized(self) -> Capabilities {
+        let finite = |v: f64, max: f64| {
+            if v.is_finite() {
+                v.clamp(0.0, max)
+            } else {
+                0.0
+            }
+        };
+        Capabilities {
+            cpu: self.cpu.min(256),
+            gpu: self.gpu,
+            score: finite(self.score, 1e6),
+            load: finite(self.load, 1.0),
+        }
+    }
+}
+
+/// A validated announcement: circuit addresses of `source`, and what it computes.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Announcement {
     /// Circuit addresses, each ending in `/p2p-circuit/p2p/<source>`.
     pub addrs: Vec<Multiaddr>,
+    /// Compute capabilities, when it takes chunks.
+    pub compute: Option<Capabilities>,
 }
 
 impl Announcement {
@@ -45,6 +83,7 @@ impl Announcement {
         let wire = Wire {
             v: 1,
             addrs: self.addrs.iter().map(ToString::to_string).collect(),
+            compute: self.compute,
         };
         serde_json::to_vec(&wire).unwrap_or_default()
     }
@@ -72,7 +111,10 @@ impl Announcement {
         if addrs.is_empty() {
             return Err(bad("no usable circuit address".into()));
         }
-        Ok(Announcement { addrs })
+        Ok(Announcement {
+            addrs,
+            compute: wire.compute.map(Capabilities::sanitized),
+        })
     }
 }
 
@@ -103,9 +145,20 @@ mod tests {
                 circuit(relay, other),
                 "/ip4/1.2.3.4/tcp/1/p2p-circuit".parse().expect("valid"),
             ],
+            compute: Some(Capabilities {
+                cpu: 100_000,
+                gpu: true,
+                score: 1e9,
+                load: 0.5,
+            }),
         };
         let back = Announcement::decode(&a.encode(), me).expect("decodes");
         assert_eq!(back.addrs, vec![circuit(relay, me)]);
+        let caps = back.compute.expect("capabilities");
+        assert_eq!(
+            (caps.cpu, caps.gpu, caps.score, caps.load),
+            (256, true, 1e6, 0.5)
+        );
         assert!(Announcement::decode(&a.encode(), PeerId::random()).is_err());
     }
 
@@ -120,6 +173,7 @@ mod tests {
             serde_json::to_vec(&Wire {
                 v: 1,
                 addrs: vec![circuit(PeerId::random(), me).to_string(); MAX_ANNOUNCED_ADDRS + 1],
+                compute: None,
             })
             .expect("json"),
         ] {

@@ -49,6 +49,30 @@ pub enum ErrorCode {
     StatePersistFailed,
     /// A presence state is not plain JSON.
     PresenceInvalidValue,
+    /// A compute task is malformed or out of bounds.
+    TaskInvalid,
+    /// A CPU task names a kernel this runtime does not have.
+    TaskUnknownKernel,
+    /// Code from the network (or code to be sent to it) has no root-key signature.
+    CodeUnsigned,
+    /// A code signature is malformed or does not verify against the network's root key.
+    CodeSignatureInvalid,
+    /// This node cannot run that kind of work (no WebGPU adapter, no executor).
+    TaskUnsupported,
+    /// A chunk failed on a worker.
+    TaskChunkFailed,
+    /// A task failed: its chunks kept failing, or no worker could run them.
+    TaskFailed,
+    /// Workers disagreed on a chunk and no majority emerged.
+    TaskUnverifiable,
+    /// The task did not finish within its timeout.
+    TaskTimeout,
+    /// The task was cancelled.
+    TaskCancelled,
+    /// A task with that id is already running on this node.
+    TaskDuplicateId,
+    /// No running task has that id.
+    TaskUnknown,
     /// An internal error; the node keeps running.
     Internal,
 }
@@ -78,8 +102,64 @@ impl ErrorCode {
             ErrorCode::StateTooManyVersions => "STATE_TOO_MANY_VERSIONS",
             ErrorCode::StatePersistFailed => "STATE_PERSIST_FAILED",
             ErrorCode::PresenceInvalidValue => "PRESENCE_INVALID_VALUE",
+            ErrorCode::TaskInvalid => "TASK_INVALID",
+            ErrorCode::TaskUnknownKernel => "TASK_UNKNOWN_KERNEL",
+            ErrorCode::CodeUnsigned => "CODE_UNSIGNED",
+            ErrorCode::CodeSignatureInvalid => "CODE_SIGNATURE_INVALID",
+            ErrorCode::TaskUnsupported => "TASK_UNSUPPORTED",
+            ErrorCode::TaskChunkFailed => "TASK_CHUNK_FAILED",
+            ErrorCode::TaskFailed => "TASK_FAILED",
+            ErrorCode::TaskUnverifiable => "TASK_UNVERIFIABLE",
+            ErrorCode::TaskTimeout => "TASK_TIMEOUT",
+            ErrorCode::TaskCancelled => "TASK_CANCELLED",
+            ErrorCode::TaskDuplicateId => "TASK_DUPLICATE_ID",
+            ErrorCode::TaskUnknown => "TASK_UNKNOWN",
             ErrorCode::Internal => "INTERNAL",
         }
+    }
+
+    /// Every code, for parsing codes that come back from peers.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownOp,
+        ErrorCode::InvalidRelayAddr,
+        ErrorCode::ConnectTimeout,
+        ErrorCode::InvalidTopic,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::InvalidJson,
+        ErrorCode::Busy,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::StateInvalidDocName,
+        ErrorCode::StateInvalidPath,
+        ErrorCode::StateInvalidValue,
+        ErrorCode::StateInvalidUpdate,
+        ErrorCode::StateNotOpen,
+        ErrorCode::StateTooManyDocs,
+        ErrorCode::StateDocTooLarge,
+        ErrorCode::StateUnknownVersion,
+        ErrorCode::StateTooManyVersions,
+        ErrorCode::StatePersistFailed,
+        ErrorCode::PresenceInvalidValue,
+        ErrorCode::TaskInvalid,
+        ErrorCode::TaskUnknownKernel,
+        ErrorCode::CodeUnsigned,
+        ErrorCode::CodeSignatureInvalid,
+        ErrorCode::TaskUnsupported,
+        ErrorCode::TaskChunkFailed,
+        ErrorCode::TaskFailed,
+        ErrorCode::TaskUnverifiable,
+        ErrorCode::TaskTimeout,
+        ErrorCode::TaskCancelled,
+        ErrorCode::TaskDuplicateId,
+        ErrorCode::TaskUnknown,
+        ErrorCode::Internal,
+    ];
+
+    /// The code with this string form.
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(s: &str) -> Option<ErrorCode> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
     }
 }
 
@@ -100,5 +180,24 @@ impl NodeError {
             code,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_string() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_str(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", code.as_str()),
+                "serde and as_str agree"
+            );
+        }
+        assert_eq!(ErrorCode::from_str("NOPE"), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod circuit_policy;
 pub mod compute;
 pub mod discovery;
 pub mod error;
+pub mod frame;
 pub mod limits;
 #[cfg(not(wasm_browser))]
 pub mod native;

@@ -64,3 +64,11 @@ pub const COMPACT_AFTER_RECORDS: usize = 200;
 pub const MAX_PRESENCE_BYTES: usize = 4 * 1024;
 /// Most peers whose presence a node shows.
 pub const MAX_PRESENCE_PEERS: usize = 1024;
+
+/// Most compute streams open at once on one connection (each may buffer one chunk's frame).
+pub const MAX_COMPUTE_STREAMS: usize = 16;
+/// Most compute tasks one node coordinates at once.
+pub const MAX_RUNNING_TASKS: usize = 16;
+/// Most chunks running on a node's executors at once (its own and peers'); beyond it, peers
+/// are answered `BUSY` and their scheduler retries elsewhere.
+pub const MAX_RUNNING_CHUNKS: usize = 256;

@@ -2,7 +2,7 @@
 //! native peers, integration tests and benchmarks.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
 };
 
@@ -11,6 +11,7 @@ use libp2p::{identity::Keypair, PeerId};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::{
+    compute::{kernels, task::ChunkJob},
     error::ErrorCode,
     limits::TAB_INPUT_QUEUE,
     node::{Input, Node, NodeConfig, Output},
@@ -41,11 +42,79 @@ impl MemoryStore {
     }
 }
 
+/// The native executors.
+#[derive(Debug, Clone)]
+pub struct ComputeConfig {
+    /// Threads running CPU chunks (0: the node takes no chunks).
+    pub cpu_threads: u32,
+    /// Test-only fault switch: flip a bit in every chunk result this node produces, so tests
+    /// can check that redundancy catches a peer returning wrong results.
+    pub corrupt_results: bool,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ComputeConfig {
+            cpu_threads: cores.clamp(1, 4) as u32,
+            corrupt_results: false,
+        }
+    }
+}
+
+type Jobs = Arc<Mutex<std::sync::mpsc::Receiver<(u64, ChunkJob)>>>;
+
+/// CPU chunks on a fixed pool of threads; aborted jobs that have not started are skipped.
+struct CpuPool {
+    queue: std::sync::mpsc::Sender<(u64, ChunkJob)>,
+    aborted: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl CpuPool {
+    fn start(config: &ComputeConfig, done: mpsc::Sender<Input>) -> Self {
+        let (queue, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
+        let rx: Jobs = Arc::new(Mutex::new(rx));
+        let aborted = Arc::new(Mutex::new(HashSet::new()));
+        for i in 0..config.cpu_threads {
+            let (rx, aborted, mut done) = (rx.clone(), aborted.clone(), done.clone());
+            let corrupt = config.corrupt_results;
+            let spawned = std::thread::Builder::new()
+                .name(format!("peercompute-cpu-{i}"))
+                .spawn(move || loop {
+                    let next = rx.lock().ok().and_then(|r| r.recv().ok());
+                    let Some((job, chunk)) = next else { return };
+                    if aborted.lock().is_ok_and(|mut a| a.remove(&job)) {
+                        continue;
+                    }
+                    let mut result = kernels::run(&chunk);
+                    if corrupt {
+                        if let Ok(bytes) = &mut result {
+                            if let Some(b) = bytes.first_mut() {
+                                *b ^= 1;
+                            }
+                        }
+                    }
+                    use futures::SinkExt;
+                    if futures::executor::block_on(done.send(Input::ChunkDone { job, result }))
+                        .is_err()
+                    {
+                        return; // the node stopped
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a CPU worker thread: {e}");
+            }
+        }
+        CpuPool { queue, aborted }
+    }
+}
+
 /// A node running on its own thread (documents are not `Send`), driven like a single tab.
 pub struct NativeNode {
     inputs: mpsc::Sender<Input>,
     outputs: tokio_mpsc::Receiver<Output>,
     events: VecDeque<Event>,
+    replies: HashMap<RequestId, Result<ReplyValue, NodeError>>,
     peer_id: PeerId,
     tab: TabId,
     next_id: RequestId,
@@ -57,16 +126,27 @@ impl NativeNode {
         Self::spawn_with_store(keypair, config, MemoryStore::default()).await
     }
 
-    /// Builds the node and starts its loop on `store`.
+    /// Builds the node and starts its loop on `store`, with the default executors.
     pub async fn spawn_with_store(
         keypair: Keypair,
         config: NodeConfig,
         store: MemoryStore,
     ) -> Result<Self, NodeError> {
+        Self::spawn_with(keypair, config, store, ComputeConfig::default()).await
+    }
+
+    /// Builds the node and starts its loop on `store`, with `compute` executors.
+    pub async fn spawn_with(
+        keypair: Keypair,
+        config: NodeConfig,
+        store: MemoryStore,
+        compute: ComputeConfig,
+    ) -> Result<Self, NodeError> {
         let (tx, rx) = mpsc::channel(TAB_INPUT_QUEUE);
         let (out_tx, out_rx) = tokio_mpsc::channel(OUTPUT_QUEUE);
         let (ready_tx, ready_rx) = futures::channel::oneshot::channel();
         let loopback = tx.clone();
+        let pool = CpuPool::start(&compute, tx.clone());
         std::thread::Builder::new()
             .name("peercompute-node".into())
             .spawn(move || {
@@ -92,7 +172,7 @@ impl NativeNode {
                     let _ = ready_tx.send(Ok(node.peer_id()));
                     let mut loopback = loopback;
                     node.run(rx, move |output| {
-                        host_output(&store, &mut loopback, &out_tx, output)
+                        host_output(&store, &pool, &mut loopback, &out_tx, output)
                     })
                     .await;
                 });
@@ -105,11 +185,20 @@ impl NativeNode {
             inputs: tx,
             outputs: out_rx,
             events: VecDeque::new(),
+            replies: HashMap::new(),
             peer_id,
             tab: 1,
             next_id: 1,
         };
         this.send(Input::Attach(this.tab)).await?;
+        if compute.cpu_threads > 0 {
+            this.send(Input::Executors {
+                cpu_slots: compute.cpu_threads,
+                gpu: false,
+                score: kernels::benchmark_score(),
+            })
+            .await?;
+        }
         Ok(this)
     }
 
@@ -128,6 +217,12 @@ impl NativeNode {
 
     /// Sends a request and waits for its reply, queueing events that arrive meanwhile.
     pub async fn request(&mut self, request: Request) -> Result<ReplyValue, NodeError> {
+        let id = self.send_request(request).await?;
+        self.reply(id).await
+    }
+
+    /// Sends a request without waiting for its reply; [`NativeNode::reply`] waits for it.
+    pub async fn send_request(&mut self, request: Request) -> Result<RequestId, NodeError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.send(Input::Request {
@@ -136,11 +231,25 @@ impl NativeNode {
             request,
         })
         .await?;
+        Ok(id)
+    }
+
+    /// Waits for the reply to request `id`, queueing events and other replies that arrive
+    /// meanwhile.
+    pub async fn reply(&mut self, id: RequestId) -> Result<ReplyValue, NodeError> {
+        if let Some(result) = self.replies.remove(&id) {
+            return result;
+        }
         loop {
             match self.outputs.recv().await {
                 Some(Output::Reply {
                     id: got, result, ..
-                }) if got == id => return result,
+                }) => {
+                    if got == id {
+                        return result;
+                    }
+                    self.replies.insert(got, result);
+                }
                 Some(Output::Event { event, .. }) => self.events.push_back(event),
                 Some(_) => {}
                 None => return Err(NodeError::new(ErrorCode::Internal, "node stopped")),
@@ -169,6 +278,7 @@ impl NativeNode {
 /// Storage for the node's documents, and delivery of everything else to the tab's queue.
 fn host_output(
     store: &MemoryStore,
+    pool: &CpuPool,
     loopback: &mut mpsc::Sender<Input>,
     out: &tokio_mpsc::Sender<Output>,
     output: Output,
@@ -190,11 +300,30 @@ fn host_output(
         Output::Persist { doc, update, then } => {
             store.with(|m| m.entry(doc).or_default().push(update));
             for o in then {
-                host_output(store, loopback, out, o);
+                host_output(store, pool, loopback, out, o);
             }
         }
         Output::Compact { doc, state } => {
             store.with(|m| m.insert(doc, vec![state]));
+        }
+        Output::RunChunk { job, chunk } => {
+            if let Err(e) = pool.queue.send((job, chunk)) {
+                let failed = Input::ChunkDone {
+                    job: e.0 .0,
+                    result: Err(NodeError::new(ErrorCode::Internal, "no CPU worker thread")),
+                };
+                let _ = loopback.try_send(failed);
+            }
+        }
+        Output::AbortChunk { job } => {
+            if let Ok(mut a) = pool.aborted.lock() {
+                // Aborts of jobs that already ran are never taken out: forget them in bulk
+                // (the worst case is running an unwanted chunk, whose answer is ignored).
+                if a.len() >= 4096 {
+                    a.clear();
+                }
+                a.insert(job);
+            }
         }
         other => {
             if out.try_send(other).is_err() {

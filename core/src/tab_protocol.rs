@@ -40,7 +40,7 @@ pub struct Header {
 }
 
 /// A request from a tab.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Request {
     /// Add relays (or none, to just wait) and resolve once a relay connection is up.
@@ -54,6 +54,9 @@ pub enum Request {
         /// dialing the relays in the background, and works locally meanwhile).
         #[serde(default = "yes")]
         wait: bool,
+        /// The network's root public key (hex), from `/peercompute.json`: code from peers runs
+        /// only when signed by it. The first key a node is given stays its key.
+        root_key: Option<String>,
     },
     /// The node's status.
     Status,
@@ -146,6 +149,16 @@ pub enum Request {
     },
     /// Every peer's presence, this node's included, as `{ peerId: state }` JSON text.
     PresenceGet,
+    /// Run a compute task; `taskProgress` events follow and the reply is its result.
+    TaskSubmit {
+        /// The task.
+        task: Box<crate::compute::task::TaskRequest>,
+    },
+    /// Cancel a running task of this tab (its submit is answered `TASK_CANCELLED`).
+    TaskCancel {
+        /// The task id.
+        task: String,
+    },
 }
 
 fn yes() -> bool {
@@ -173,6 +186,8 @@ pub const OPS: &[&str] = &[
     "stateImport",
     "presenceSet",
     "presenceGet",
+    "taskSubmit",
+    "taskCancel",
 ];
 
 impl Request {
@@ -215,7 +230,11 @@ impl Request {
             | Request::StateImport { doc, .. }
             | Request::StateSnapshot { doc, .. } => crate::state::path::validate_doc_name(doc),
             Request::PresenceSet { json } => crate::presence::check_state_size(json),
-            Request::PresenceGet => Ok(()),
+            Request::PresenceGet | Request::TaskSubmit { .. } => Ok(()),
+            Request::TaskCancel { task } if task.len() > crate::compute::task::MAX_TASK_ID_BYTES => {
+                Err(NodeError::new(ErrorCode::TaskUnknown, "task id too long"))
+            }
+            Request::TaskCancel { .. } => Ok(()),
             Request::Status
             | Request::Peers
             | Request::Ping
@@ -322,8 +341,67 @@ pub enum ReplyValue {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// Answer to `taskSubmit`.
+    TaskResult(TaskResult),
     /// Answer with no value.
     Done,
+}
+
+/// A finished task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResult {
+    /// Little-endian elements of the output type. Not serialized: the browser host sends it
+    /// as a transferred `Uint8Array`, not as an array of numbers.
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+    /// Element type (`f32`, `u32`, `i32`).
+    #[serde(rename = "type")]
+    pub ty: crate::compute::reduce::ElementType,
+    /// Chunks the task was split into.
+    pub chunks: u32,
+    /// Workers (peer ids, this node's included) whose results were accepted.
+    pub workers: Vec<String>,
+    /// Workers excluded because their results lost a vote: `{ peerId, chunk }`.
+    pub excluded: Vec<ExcludedWorker>,
+    /// Milliseconds from submit to result.
+    pub elapsed_ms: f64,
+}
+
+/// A worker excluded from a task for a wrong result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExcludedWorker {
+    /// Its peer id.
+    pub peer_id: String,
+    /// The task.
+    pub task: String,
+    /// The chunk it got wrong.
+    pub chunk: u32,
+}
+
+/// This node's compute side, in its status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeStatus {
+    /// CPU chunks this node runs at once (its tabs' worker pools, or threads natively).
+    pub cpu_slots: u32,
+    /// A WebGPU adapter is available.
+    pub gpu: bool,
+    /// Measured speed score.
+    pub score: f64,
+    /// The network's root key (hex), if known.
+    pub root_key: Option<String>,
+    /// Tasks this node coordinates now.
+    pub tasks: usize,
+    /// Chunks running on this node now (its own and peers').
+    pub running_chunks: usize,
+    /// Chunks this node ran for other peers.
+    pub chunks_served: u64,
+    /// Chunks refused (bad signature, unsupported, busy).
+    pub chunks_refused: u64,
+    /// Workers recently excluded for wrong results (newest last).
+    pub excluded: Vec<ExcludedWorker>,
 }
 
 /// Where a published message went.
@@ -364,6 +442,8 @@ pub struct PeerStatus {
     pub connected: bool,
     /// Last measured round-trip time, if any.
     pub rtt_ms: Option<f64>,
+    /// What it computes, from its announcements.
+    pub compute: Option<crate::discovery::Capabilities>,
 }
 
 /// The node's status.
@@ -390,6 +470,8 @@ pub struct Status {
     pub tabs: usize,
     /// Milliseconds since the node started.
     pub uptime_ms: u64,
+    /// Compute.
+    pub compute: ComputeStatus,
 }
 
 /// An event pushed to a tab.
@@ -432,6 +514,17 @@ pub enum Event {
         /// JSON text of `{ peerId: state }`, this node's own included.
         peers: String,
     },
+    /// A task of this tab progressed.
+    TaskProgress {
+        /// Task id.
+        task: String,
+        /// Chunks with an accepted result.
+        done: u32,
+        /// All chunks.
+        total: u32,
+        /// Workers that contributed so far.
+        peers: usize,
+    },
 }
 
 #[cfg(test)]
@@ -459,6 +552,7 @@ mod tests {
                 relays: vec![],
                 timeout_ms: Some(500),
                 wait: true,
+                root_key: None,
             }
         );
         for op in OPS {
@@ -471,6 +565,13 @@ mod tests {
             }
             if *op == "presenceSet" {
                 v = json!({"v":1,"id":1,"op":op,"json":"null"});
+            }
+            if *op == "taskSubmit" {
+                v = json!({"v":1,"id":1,"op":op,"task":{"id":"t","type":"cpu","kernel":"square",
+                    "output":{"type":"f32","length":1},"grid":[1]}});
+            }
+            if *op == "taskCancel" {
+                v = json!({"v":1,"id":1,"op":op,"task":"t"});
             }
 
             decode(v).unwrap_or_else(|e| panic!("{op}: {e:?}"));
@@ -559,6 +660,8 @@ mod tests {
             "ops",
             "label",
             "version",
+            "task",
+            "rootKey",
         ]);
         (
             proptest::collection::btree_map(field, value, 0..8),

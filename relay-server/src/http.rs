@@ -28,6 +28,8 @@ pub struct AppState {
     pub dialable: Vec<Multiaddr>,
     /// Static files.
     pub web_root: Option<PathBuf>,
+    /// The network's root public key (hex).
+    pub root_public_key: Option<String>,
 }
 
 /// `/peercompute.json`: what `PeerCompute.connect()` with no arguments bootstraps from.
@@ -37,6 +39,9 @@ struct Bootstrap {
     version: u32,
     relays: Vec<String>,
     peer_id: String,
+    /// Ed25519 public key (hex) that signs the code allowed to travel between peers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_key: Option<String>,
 }
 
 /// Builds the router.
@@ -66,6 +71,7 @@ async fn bootstrap(State(state): State<AppState>) -> Json<Bootstrap> {
         version: 1,
         relays: state.dialable.iter().map(ToString::to_string).collect(),
         peer_id: stats.peer_id.clone(),
+        root_key: state.root_public_key.clone(),
     })
 }
 

@@ -9,6 +9,7 @@ pub mod behaviour;
 pub mod http;
 pub mod identity;
 pub mod pinning;
+pub mod signing;
 pub mod stats;
 pub mod swarm;
 pub mod tls;
@@ -36,6 +37,8 @@ pub struct RelayConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Directory to pin shared documents in (`--state-dir`); `None` pins nothing.
     pub state_dir: Option<PathBuf>,
+    /// The network's root public key (hex), published in `/peercompute.json`.
+    pub root_public_key: Option<String>,
 }
 
 /// A running relay.
@@ -85,6 +88,7 @@ pub async fn start(config: RelayConfig) -> anyhow::Result<RelayHandle> {
         registry: Arc::new(registry),
         dialable: dialable.clone(),
         web_root: config.web_root.clone(),
+        root_public_key: config.root_public_key.clone(),
     });
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -10,8 +10,10 @@ use tracing_subscriber::EnvFilter;
 /// PeerCompute relay: circuit relay v2 + gossipsub router for browser nodes, and the HTTP
 /// server for the app (`/`, `/peercompute.json`, `/status`, `/metrics`).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// libp2p listen address; repeat for several. A browser can dial only `/ws` (or `/wss`).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/9090/ws")]
     listen: Vec<Multiaddr>,
@@ -38,6 +40,32 @@ struct Cli {
     /// 1024), so their state survives when every browser has left. Off when not given.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// The network's root key file (see `root-key`): its public half is published in
+    /// /peercompute.json, and nodes run code from peers only when signed by it.
+    #[arg(long, conflicts_with = "root_public_key")]
+    root_key: Option<PathBuf>,
+    /// The root public key as 64 hex digits, when the key file stays offline.
+    #[arg(long)]
+    root_public_key: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Create the network's root signing key (if missing) and print its public key.
+    RootKey {
+        /// Key file (mode 0600). Keep it safe: whoever holds it decides what code runs.
+        #[arg(long, default_value = ".peercompute/root.key")]
+        key: PathBuf,
+    },
+    /// Sign a code file (a WGSL shader) with the root key; prints the signature (hex) that
+    /// goes into a task's `signature`.
+    Sign {
+        /// Root key file, made by `root-key`.
+        #[arg(long, default_value = ".peercompute/root.key")]
+        key: PathBuf,
+        /// The file to sign, exactly as the page will submit it.
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -49,6 +77,29 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::RootKey { key }) => {
+            let key = relay_server::signing::load_or_create_root_key(key)?;
+            println!("{}", peercompute_core::compute::signing::public_hex(&key));
+            return Ok(());
+        }
+        Some(Command::Sign { key, file }) => {
+            println!("{}", relay_server::signing::sign_file(key, file)?);
+            return Ok(());
+        }
+        None => {}
+    }
+    let root_public_key = match (&cli.root_key, &cli.root_public_key) {
+        (Some(path), _) => Some(peercompute_core::compute::signing::public_hex(
+            &relay_server::signing::load_root_key(path)?,
+        )),
+        (None, Some(hex)) => Some(
+            peercompute_core::compute::signing::RootKey::from_hex(hex)
+                .map_err(|e| anyhow::anyhow!(e.message))?
+                .to_hex(),
+        ),
+        (None, None) => None,
+    };
     let web_root = cli.web_root.is_dir().then_some(cli.web_root.clone());
     if web_root.is_none() {
         tracing::warn!(
@@ -64,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         web_root,
         tls: cli.tls_cert.zip(cli.tls_key),
         state_dir: cli.state_dir,
+        root_public_key,
     })
     .await?;
     // One machine-readable line on stdout: tests and scripts wait for it instead of sleeping.

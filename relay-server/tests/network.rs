@@ -27,6 +27,7 @@ async fn node(relay: &RelayHandle) -> NativeNode {
             relays: vec![relay.dialable[0].to_string()],
             timeout_ms: Some(10_000),
             wait: true,
+            root_key: None,
         }),
     )
     .await
@@ -131,7 +132,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
     first.stop().await;
     wait_for(
         &mut a,
-        |e| matches!(e, Event::Status(s) if !s.relays[0].connected),
+        |e| matches!(e, Event::Status(s) if s.relays.first().is_some_and(|r| !r.connected)),
     )
     .await;
     let port = addr
@@ -152,6 +153,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
         web_root: None,
         tls: None,
         state_dir: None,
+        root_public_key: None,
     })
     .await
     .expect("relay restarts");
@@ -171,6 +173,7 @@ async fn bad_requests_get_codes_and_the_node_keeps_serving() {
             relays: vec!["/ip4/127.0.0.1/tcp/1/p2p/nope".into()],
             timeout_ms: None,
             wait: true,
+            root_key: None,
         })
         .await
         .expect_err("bad multiaddr");
@@ -207,6 +210,7 @@ async fn unreachable_relay_times_out_with_a_code() {
             relays: vec![dead],
             timeout_ms: Some(800),
             wait: true,
+            root_key: None,
         })
         .await
         .expect_err("times out");
@@ -230,6 +234,10 @@ async fn http_endpoints_answer() {
         .expect("json");
     let relays = boot["relays"].as_array().expect("relays");
     assert!(!relays.is_empty());
+    assert!(
+        boot.get("rootKey").is_none(),
+        "no root key configured, none published"
+    );
     assert!(relays
         .iter()
         .all(|r| r.as_str().is_some_and(|s| s.contains("/ws/p2p/"))));
@@ -269,6 +277,7 @@ async fn a_relay_with_a_dead_and_a_live_address_is_one_relay() {
             relays: vec![dead.clone(), relay.dialable[0].to_string()],
             timeout_ms: Some(10_000),
             wait: true,
+            root_key: None,
         }),
     )
     .await

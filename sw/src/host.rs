@@ -8,11 +8,12 @@ use peercompute_core::{
     ErrorCode, NodeError,
 };
 
-use crate::{ports::Ports, storage::StateStore};
+use crate::{executors::Executors, ports::Ports, storage::StateStore};
 
 /// Everything the node's outputs go to.
 pub(crate) struct Host {
     pub(crate) ports: Rc<RefCell<Ports>>,
+    pub(crate) executors: Rc<RefCell<Executors>>,
     pub(crate) store: Rc<StateStore>,
     /// Back into the node loop (answers to `LoadDoc`).
     pub(crate) inputs: mpsc::Sender<Input>,
@@ -61,6 +62,8 @@ impl Host {
                     }
                 });
             }
+            Output::RunChunk { job, chunk } => self.executors.borrow_mut().run(job, chunk),
+            Output::AbortChunk { job } => self.executors.borrow_mut().abort(job),
             other => Ports::deliver(&self.ports, other),
         }
     }

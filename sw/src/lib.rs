@@ -7,6 +7,7 @@
 #![cfg(all(target_family = "wasm", target_os = "unknown"))]
 
 mod db;
+mod executors;
 mod host;
 mod identity;
 mod ports;
@@ -44,9 +45,11 @@ impl WorkerNode {
             .map_err(|e| JsValue::from_str(&e.to_string()))?;
         tracing::info!(peer_id = %node.peer_id(), "PeerCompute node started");
         let (inputs, rx) = mpsc::channel(TAB_INPUT_QUEUE);
-        let ports = Rc::new(RefCell::new(Ports::new(inputs.clone())));
+        let executors = Rc::new(RefCell::new(executors::Executors::new(inputs.clone())));
+        let ports = Rc::new(RefCell::new(Ports::new(inputs.clone(), executors.clone())));
         let mut host = host::Host {
             ports: ports.clone(),
+            executors,
             store: storage::StateStore::new(db),
             inputs,
         };

@@ -7,12 +7,16 @@ use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use peercompute_core::{
     node::{Input, Output},
     pubsub::Payload,
-    tab_protocol::{decode_request, Event, Header, Request, RequestId, TabId, PROTOCOL_VERSION},
+    tab_protocol::{
+        decode_request, Event, Header, ReplyValue, Request, RequestId, TabId, PROTOCOL_VERSION,
+    },
     ErrorCode, NodeError,
 };
 use serde::Serialize;
 use wasm_bindgen::{prelude::*, JsCast};
 use web_sys::{MessageEvent, MessagePort};
+
+use crate::executors::{Executors, MAX_POOL_SLOTS};
 
 struct Tab {
     port: MessagePort,
@@ -24,14 +28,16 @@ struct Tab {
 /// Attached tabs and the queue into the node loop.
 pub(crate) struct Ports {
     inputs: mpsc::Sender<Input>,
+    executors: Rc<RefCell<Executors>>,
     tabs: HashMap<TabId, Tab>,
     next_tab: TabId,
 }
 
 impl Ports {
-    pub(crate) fn new(inputs: mpsc::Sender<Input>) -> Self {
+    pub(crate) fn new(inputs: mpsc::Sender<Input>, executors: Rc<RefCell<Executors>>) -> Self {
         Ports {
             inputs,
+            executors,
             tabs: HashMap::new(),
             next_tab: 1,
         }
@@ -67,7 +73,19 @@ impl Ports {
         match output {
             Output::Reply { tab, id, result } => {
                 if let Some(t) = this.borrow().tabs.get(&tab) {
-                    post(&t.port, &reply(Some(id), result), None);
+                    // A task's result is bulk data: it travels as a transferred Uint8Array.
+                    let bytes = match &result {
+                        Ok(ReplyValue::TaskResult(r)) => Some(Uint8Array::from(r.bytes.as_slice())),
+                        _ => None,
+                    };
+                    let msg = reply(Some(id), result);
+                    let transfer = bytes.map(|b| {
+                        if let Ok(value) = Reflect::get(&msg, &"value".into()) {
+                            let _ = Reflect::set(&value, &"bytes".into(), &b);
+                        }
+                        Array::of1(&b.buffer())
+                    });
+                    post(&t.port, &msg, transfer);
                 }
             }
             Output::Event { tab, event } => {
@@ -77,18 +95,33 @@ impl Ports {
                 }
             }
             Output::Forget { tab } => {
+                let executors = this.borrow().executors.clone();
+                executors.borrow_mut().detach_tab(tab);
                 if let Some(t) = this.borrow_mut().tabs.remove(&tab) {
                     t.port.set_onmessage(None);
                     t.port.close();
                 }
             }
-            // Storage outputs are the host's; they never reach here.
-            Output::LoadDoc { .. } | Output::Persist { .. } | Output::Compact { .. } => {}
+            // Storage and executor outputs are the host's; they never reach here.
+            Output::LoadDoc { .. }
+            | Output::Persist { .. }
+            | Output::Compact { .. }
+            | Output::RunChunk { .. }
+            | Output::AbortChunk { .. } => {}
         }
     }
 }
 
 fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: JsValue) {
+    if Reflect::get(&data, &"op".into())
+        .ok()
+        .and_then(|o| o.as_string())
+        .as_deref()
+        == Some(EXECUTOR_ATTACH)
+    {
+        attach_executor(ports, tab, port, &data);
+        return;
+    }
     let header = serde_wasm_bindgen::from_value::<Header>(data.clone());
     let decoded = decode_request(header, || serde_wasm_bindgen::from_value::<Request>(data));
     let (id, request) = match decoded {
@@ -118,6 +151,42 @@ fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: 
             None,
         );
     }
+}
+
+/// The browser-only request by which a tab lends the node its worker pool:
+/// `{ v, id, op: "executorAttach", port: MessagePort, cpuSlots, score }` (the port transferred).
+/// A port cannot travel through serde, so it is handled here, before the core decoder.
+const EXECUTOR_ATTACH: &str = "executorAttach";
+
+fn attach_executor(
+    ports: &Rc<RefCell<Ports>>,
+    tab: TabId,
+    reply_port: &MessagePort,
+    data: &JsValue,
+) {
+    let get = |k: &str| Reflect::get(data, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    let id = get("id").as_f64().map(|i| i as RequestId);
+    let pool = get("port").dyn_into::<MessagePort>().ok();
+    let slots = get("cpuSlots")
+        .as_f64()
+        .filter(|s| s.fract() == 0.0 && *s >= 1.0 && *s <= f64::from(MAX_POOL_SLOTS));
+    let score = get("score").as_f64().filter(|s| s.is_finite() && *s >= 0.0);
+    let result = match (get("v").as_f64(), pool, slots, score) {
+        (Some(v), _, _, _) if v != f64::from(PROTOCOL_VERSION) => Err(NodeError::new(
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {v}, expected {PROTOCOL_VERSION}"),
+        )),
+        (_, Some(pool), Some(slots), Some(score)) => {
+            let executors = ports.borrow().executors.clone();
+            Executors::attach(&executors, tab, pool, slots as u32, score);
+            Ok(ReplyValue::Done)
+        }
+        _ => Err(NodeError::new(
+            ErrorCode::BadRequest,
+            format!("executorAttach needs a transferred `port`, `cpuSlots` 1..={MAX_POOL_SLOTS} and a `score`"),
+        )),
+    };
+    post(reply_port, &reply(id, result), None);
 }
 
 /// Asks for the tab's Web Lock; the browser grants it to us only once the tab, which holds it
@@ -154,10 +223,7 @@ fn set(obj: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), value);
 }
 
-fn reply(
-    id: Option<RequestId>,
-    result: Result<peercompute_core::tab_protocol::ReplyValue, NodeError>,
-) -> JsValue {
+fn reply(id: Option<RequestId>, result: Result<ReplyValue, NodeError>) -> JsValue {
     let msg = Object::new();
     set(&msg, "v", &PROTOCOL_VERSION.into());
     set(&msg, "id", &id.map_or(JsValue::NULL, JsValue::from));
@@ -226,6 +292,18 @@ fn event_message(event: Event) -> (JsValue, Option<Array>) {
         Event::Presence { peers } => {
             set(&msg, "event", &"presence".into());
             set(&msg, "peers", &peers.into());
+        }
+        Event::TaskProgress {
+            task,
+            done,
+            total,
+            peers,
+        } => {
+            set(&msg, "event", &"taskProgress".into());
+            set(&msg, "task", &task.into());
+            set(&msg, "done", &done.into());
+            set(&msg, "total", &total.into());
+            set(&msg, "peers", &(peers as u32).into());
         }
     }
     (msg.into(), transfer)

@@ -1,10 +1,16 @@
-//! Distributed compute, the platform-neutral part: how a task's grid is split into chunks
-//! ([`split`]), how chunks are handed to peers, retried, verified and collected
-//! ([`scheduler`]), and how chunk results are combined ([`reduce`]).
+//! Distributed compute, the platform-neutral part: tasks and their bounds ([`task`]), how a
+//! task's grid is split into chunks ([`split`]), the built-in CPU kernels ([`kernels`]), code
+//! signatures ([`signing`]), how chunks are handed to peers, retried, verified and collected
+//! ([`scheduler`]), how chunk results are combined ([`reduce`]), and the peer wire protocol
+//! ([`protocol`]).
 //!
 //! Everything here is data in, decisions out: no I/O and no clock of its own, so it runs the
 //! same in the browser node, in a native compute peer and in seeded simulations.
 
+pub mod kernels;
+pub mod protocol;
 pub mod reduce;
 pub mod scheduler;
+pub mod signing;
 pub mod split;
+pub mod task;

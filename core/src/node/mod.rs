@@ -6,6 +6,7 @@
 //! announcements and connects to them through the relay, and routes application pubsub between
 //! the network and the attached tabs.
 
+mod compute;
 mod presence;
 mod state;
 
@@ -104,6 +105,22 @@ pub enum Input {
         /// Why storage could not be read, if it could not (the document opens empty).
         error: Option<String>,
     },
+    /// What the host's executors can run now (reported again whenever it changes).
+    Executors {
+        /// CPU chunks it runs at once.
+        cpu_slots: u32,
+        /// A WebGPU adapter is available.
+        gpu: bool,
+        /// Measured speed ([`crate::compute::kernels::benchmark_score`]).
+        score: f64,
+    },
+    /// The answer to [`Output::RunChunk`].
+    ChunkDone {
+        /// The job number.
+        job: u64,
+        /// The chunk's result bytes, or why it failed.
+        result: Result<Vec<u8>, NodeError>,
+    },
 }
 
 /// What the node asks the host to deliver.
@@ -153,6 +170,19 @@ pub enum Output {
         /// The whole document as one Yjs v1 update.
         state: Vec<u8>,
     },
+    /// Run a chunk on an executor and answer with [`Input::ChunkDone`].
+    RunChunk {
+        /// The job number, echoed in the answer.
+        job: u64,
+        /// What to run.
+        chunk: crate::compute::task::ChunkJob,
+    },
+    /// The result of a job is no longer wanted: stop it if possible (an answer that still
+    /// comes is ignored).
+    AbortChunk {
+        /// The job number.
+        job: u64,
+    },
 }
 
 /// One relay, known by its peer id, reachable at one or more addresses.
@@ -178,6 +208,8 @@ struct Peer {
     rtt: Option<Duration>,
     backoff: Backoff,
     next_dial: Instant,
+    /// What it computes, from its announcements.
+    compute: Option<crate::discovery::Capabilities>,
 }
 
 struct PendingConnect {
@@ -201,6 +233,9 @@ pub struct Node {
     status_dirty: bool,
     state: state::NodeState,
     presence: presence::NodePresence,
+    compute: compute::NodeCompute,
+    /// Outputs produced where no sink is at hand; delivered after the current event.
+    pending_outputs: Vec<Output>,
 }
 
 impl Node {
@@ -229,6 +264,8 @@ impl Node {
             status_dirty: false,
             state: state::NodeState::new(),
             presence: presence::NodePresence::new(),
+            compute: compute::NodeCompute::new(),
+            pending_outputs: Vec::new(),
         })
     }
 
@@ -276,6 +313,9 @@ impl Node {
                     tick.reset(self.config.tick);
                 }
             }
+            for output in std::mem::take(&mut self.pending_outputs) {
+                sink(output);
+            }
             if std::mem::take(&mut self.status_dirty) {
                 let status = self.status();
                 for &tab in self.tabs.keys() {
@@ -296,7 +336,7 @@ impl Node {
                 self.tabs.entry(tab).or_default();
             }
             Input::Detach(tab) => {
-                self.detach(tab);
+                self.detach(tab, sink);
                 sink(Output::Forget { tab });
             }
             Input::Request { tab, id, request } => {
@@ -316,10 +356,17 @@ impl Node {
                 records,
                 error,
             } => self.on_doc_loaded(doc, records, error, sink),
+            Input::Executors {
+                cpu_slots,
+                gpu,
+                score,
+            } => self.on_executors(cpu_slots, gpu, score),
+            Input::ChunkDone { job, result } => self.on_chunk_done(job, result, sink),
         }
     }
 
-    fn detach(&mut self, tab: TabId) {
+    fn detach(&mut self, tab: TabId, sink: &mut impl FnMut(Output)) {
+        self.compute_forget_tab(tab, sink);
         if let Some(topics) = self.tabs.remove(&tab) {
             for topic in topics {
                 self.release_topic(&topic);
@@ -343,7 +390,13 @@ impl Node {
                 relays,
                 timeout_ms,
                 wait,
+                root_key,
             } => {
+                if let Some(key) = root_key {
+                    if let Err(e) = self.compute.set_root_key(&key) {
+                        return Some(Err(e));
+                    }
+                }
                 return self.connect(tab, id, relays, timeout_ms, wait);
             }
             Request::Status => Ok(ReplyValue::Status(self.status())),
@@ -366,9 +419,11 @@ impl Node {
             }),
             Request::Ping => Ok(ReplyValue::Pong { pong: true }),
             Request::Detach => {
-                self.detach(tab);
+                self.detach(tab, sink);
                 Ok(ReplyValue::Done)
             }
+            Request::TaskSubmit { task } => return self.submit_task(tab, id, *task),
+            Request::TaskCancel { task } => self.cancel_task(tab, &task, sink),
             Request::PresenceSet { json } => self.set_presence(&json, sink),
             Request::PresenceGet => Ok(self.presence_json()),
             state_request => return self.on_state_request(tab, id, state_request, sink),
@@ -586,6 +641,7 @@ impl Node {
             documents: self.state.documents(),
             tabs: self.tabs.len(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            compute: self.compute.status(),
         }
     }
 
@@ -597,6 +653,7 @@ impl Node {
                 peer_id: id.to_string(),
                 connected: p.connections > 0,
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                compute: p.compute,
             })
             .collect();
         list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -622,6 +679,7 @@ impl Node {
         self.dial_peers(now);
         self.resync_tick(now);
         self.presence_tick(now, sink);
+        self.compute_tick(now, sink);
         let periodic = self
             .last_announce
             .is_none_or(|t| now.duration_since(t) >= self.config.announce_interval);
@@ -729,7 +787,11 @@ impl Node {
         {
             return; // rate limit; `announce_wanted` stays set
         }
-        let bytes = Announcement { addrs }.encode();
+        let bytes = Announcement {
+            addrs,
+            compute: self.compute.capabilities(),
+        }
+        .encode();
         match self
             .swarm
             .behaviour_mut()
@@ -795,6 +857,7 @@ impl Node {
                             self.config.peer_backoff.1,
                         ),
                         next_dial: now,
+                        compute: None,
                     });
                     peer.connections = num_established.get();
                     peer.backoff.reset();
@@ -844,6 +907,7 @@ impl Node {
                             sink,
                         );
                         self.presence_peer_left(&peer_id, sink);
+                        self.compute_peer_left(peer_id, sink);
                     }
                 }
             }
@@ -936,6 +1000,7 @@ impl Node {
                 self.presence.want_broadcast();
             }
             NodeBehaviourEvent::StateSync(event) => self.on_sync_event(event, sink),
+            NodeBehaviourEvent::Compute(event) => self.on_compute_event(event, sink),
             NodeBehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
@@ -1014,14 +1079,21 @@ impl Node {
             rtt: None,
             backoff: Backoff::new(backoff.0, backoff.1),
             next_dial: now,
+            compute: None,
         });
         let is_new = peer.addrs.is_empty();
         peer.addrs = announcement.addrs;
+        let gained_compute =
+            announcement.compute.is_some() && peer.compute.is_none() && peer.connections > 0;
+        peer.compute = announcement.compute;
         peer.last_seen = now;
         if is_new {
             debug!(peer = %source, "discovered peer");
             // Answer a newcomer at once, so it learns about us without waiting a period.
             self.announce_wanted = true;
+        }
+        if gained_compute {
+            self.on_peer_capabilities(source);
         }
     }
 }

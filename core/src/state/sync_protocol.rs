@@ -12,7 +12,7 @@
 //! a remote message. Every count and length is bounded before anything is allocated.
 
 use libp2p::{
-    futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    futures::{AsyncRead, AsyncWrite},
     gossipsub::IdentTopic,
     StreamProtocol,
 };
@@ -25,6 +25,7 @@ use yrs::{
 use super::update_check::{check_state_vector_v1, check_update_v1};
 use crate::{
     error::ErrorCode,
+    frame,
     limits::{MAX_DOC_NAME_BYTES, MAX_PINNED_DOCS, MAX_SYNC_FRAME_BYTES, MAX_SYNC_UPDATE_BYTES},
     NodeError,
 };
@@ -68,66 +69,18 @@ fn bad(message: impl Into<String>) -> NodeError {
     NodeError::new(ErrorCode::StateInvalidUpdate, message)
 }
 
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, NodeError> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self
-                .buf
-                .split_first()
-                .ok_or_else(|| bad("truncated varint"))?;
-            self.buf = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad("varint too long"))
-    }
-
-    fn bounded(&mut self, max: usize, what: &str) -> Result<usize, NodeError> {
-        let n = self.varint()?;
-        if n > max as u64 {
-            return Err(bad(format!("{what} {n} exceeds {max}")));
-        }
-        Ok(n as usize)
-    }
-
-    fn bytes(&mut self, max: usize, what: &str) -> Result<&'a [u8], NodeError> {
-        let n = self.bounded(max, what)?;
-        if n > self.buf.len() {
-            return Err(bad(format!("truncated {what}")));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-}
-
 impl SyncFrame {
     /// Encodes the frame.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![FRAME_VERSION];
-        write_varint(&mut out, self.entries.len() as u64);
+        frame::write_varint(&mut out, self.entries.len() as u64);
         for entry in &self.entries {
-            write_varint(&mut out, entry.doc.len() as u64);
+            frame::write_varint(&mut out, entry.doc.len() as u64);
             out.extend_from_slice(entry.doc.as_bytes());
-            write_varint(&mut out, entry.messages.len() as u64);
+            frame::write_varint(&mut out, entry.messages.len() as u64);
             for message in &entry.messages {
                 let bytes = Message::Sync(message.clone()).encode_v1();
-                write_varint(&mut out, bytes.len() as u64);
+                frame::write_varint(&mut out, bytes.len() as u64);
                 out.extend_from_slice(&bytes);
             }
         }
@@ -143,7 +96,7 @@ impl SyncFrame {
         if version != FRAME_VERSION {
             return Err(bad(format!("unknown frame version {version}")));
         }
-        let mut r = Reader { buf: rest };
+        let mut r = frame::Reader::new(rest, ErrorCode::StateInvalidUpdate);
         let count = r.bounded(MAX_PINNED_DOCS, "document count")?;
         let mut entries = Vec::with_capacity(count.min(64));
         for _ in 0..count {
@@ -160,7 +113,7 @@ impl SyncFrame {
             }
             entries.push(DocMessages { doc, messages });
         }
-        if !r.buf.is_empty() {
+        if !r.is_empty() {
             return Err(bad("trailing bytes after the frame"));
         }
         Ok(SyncFrame { entries })
@@ -170,13 +123,13 @@ impl SyncFrame {
 /// Decodes one y-sync message (`[0 = sync][0 = step 1 | 1 = step 2 | 2 = update][payload]`),
 /// checking the payload's layout before yrs decodes it.
 fn decode_sync_message(bytes: &[u8]) -> Result<SyncMessage, NodeError> {
-    let mut r = Reader { buf: bytes };
+    let mut r = frame::Reader::new(bytes, ErrorCode::StateInvalidUpdate);
     if r.varint()? != 0 {
         return Err(bad("only y-sync sync messages are expected here"));
     }
     let kind = r.varint()?;
     let payload = r.bytes(MAX_SYNC_FRAME_BYTES, "payload")?;
-    if !r.buf.is_empty() {
+    if !r.is_empty() {
         return Err(bad("trailing bytes after a y-sync message"));
     }
     match kind {
@@ -210,39 +163,15 @@ fn decode_sync_message(bytes: &[u8]) -> Result<SyncMessage, NodeError> {
 pub struct SyncCodec;
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<SyncFrame> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_SYNC_FRAME_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("sync frame of {len} bytes exceeds {MAX_SYNC_FRAME_BYTES}"),
-        ));
-    }
-    // Grown as bytes arrive, not allocated from the peer's claim up front.
-    let mut buf = Vec::new();
-    io.take(len as u64).read_to_end(&mut buf).await?;
-    if buf.len() != len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    SyncFrame::decode(&buf)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.message))
+    let bytes = frame::read_frame(io, MAX_SYNC_FRAME_BYTES, "sync").await?;
+    SyncFrame::decode(&bytes).map_err(frame::invalid_data)
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
-    frame: SyncFrame,
+    sync: SyncFrame,
 ) -> std::io::Result<()> {
-    let bytes = frame.encode();
-    let len = u32::try_from(bytes.len())
-        .ok()
-        .filter(|&l| l as usize <= MAX_SYNC_FRAME_BYTES)
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "sync frame too large")
-        })?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(&bytes).await?;
-    io.close().await
+    frame::write_frame(io, &sync.encode(), MAX_SYNC_FRAME_BYTES, "sync").await
 }
 
 impl libp2p::request_response::Codec for SyncCodec {

@@ -31,15 +31,21 @@ pub(crate) async fn node_with(
         .await
         .expect("node");
     if let Some(relay) = relay {
-        n.request(Request::Connect {
-            relays: vec![relay.dialable[0].to_string()],
-            timeout_ms: Some(10_000),
-            wait: true,
-        })
-        .await
-        .expect("connects");
+        connect(&mut n, relay).await;
     }
     n
+}
+
+/// Connects `n` to `relay` (and waits for its reservation).
+pub(crate) async fn connect(n: &mut NativeNode, relay: &RelayHandle) {
+    n.request(Request::Connect {
+        relays: vec![relay.dialable[0].to_string()],
+        timeout_ms: Some(10_000),
+        wait: true,
+        root_key: None,
+    })
+    .await
+    .expect("connects");
 }
 
 /// The node's next event that satisfies `pred`, within [`T`].
@@ -84,6 +90,7 @@ pub(crate) async fn relay_with_state(
         web_root: None,
         tls: None,
         state_dir,
+        root_public_key: None,
     })
     .await
     .expect("relay starts")

@@ -1,0 +1,410 @@
+//! The CPU kernels built into every PeerCompute runtime (native peers and the browser's
+//! `worker-cpu`, compiled from this same code, so results are bit-identical).
+//!
+//! Each kernel computes one chunk: the cells `job.range` of the grid `job.grid`, and returns
+//! `job.output.length` little-endian elements. Inputs are checked again here, because a job
+//! may come from another peer: a bad job is an error, never a panic.
+//!
+//! | kernel | inputs | params | output per chunk |
+//! |---|---|---|---|
+//! | `mandelbrot` | – | `maxIter` (256), `x0` `y0` `x1` `y1` (view) | u32 iterations per cell |
+//! | `matmul` | binding 2: A (m×k f32), 3: B (k×n f32); grid `[n, m]` | – | f32 rows of C = A·B |
+//! | `square` | binding 2: x (one element per cell) | – | x² per cell (integers wrap) |
+//! | `sum` | binding 2: x (one element per cell) | – | one element: the chunk's sum; `reduce: 'sum'` |
+
+use super::{
+    reduce::{ElementType, Reduce},
+    task::{ChunkJob, Task},
+};
+use crate::{error::ErrorCode, NodeError};
+
+/// Names of the built-in kernels.
+pub const KERNELS: &[&str] = &["mandelbrot", "matmul", "square", "sum"];
+
+fn bad(message: impl Into<String>) -> NodeError {
+    NodeError::new(ErrorCode::TaskInvalid, message)
+}
+
+fn cells(grid: [u32; 3]) -> u64 {
+    grid.iter().map(|&g| u64::from(g)).product()
+}
+
+/// Checks a task's inputs and output against its kernel, before it is split.
+pub fn check(task: &Task) -> Result<(), NodeError> {
+    let jobs = task.jobs(1)?;
+    let Some(first) = jobs.first() else {
+        return Err(bad("the task has no chunks"));
+    };
+    let whole = ChunkJob {
+        range: super::split::ChunkRange {
+            offset: [0; 3],
+            size: task.grid,
+        },
+        output: task.output,
+        ..first.clone()
+    };
+    shape(&whole)?;
+    if whole.code == super::task::Code::Kernel("sum".into()) && task.reduce != Reduce::Sum {
+        return Err(bad(
+            "the sum kernel gives one partial sum per chunk: use reduce 'sum'",
+        ));
+    }
+    Ok(())
+}
+
+/// What a kernel needs of a job: input and output sizes and types.
+fn shape(job: &ChunkJob) -> Result<(), NodeError> {
+    let super::task::Code::Kernel(name) = &job.code else {
+        return Err(bad("not a CPU kernel"));
+    };
+    let n = cells(job.grid);
+    let chunk_cells = job.range.cells();
+    let end_ok = (0..3).all(|a| {
+        u64::from(job.range.offset[a]) + u64::from(job.range.size[a]) <= u64::from(job.grid[a])
+    });
+    if !end_ok || chunk_cells == 0 {
+        return Err(bad("the chunk is not inside the grid"));
+    }
+    let len = u64::from(job.output.length);
+    let elements = |binding: u32| -> Result<(ElementType, u64), NodeError> {
+        let input = job
+            .input(binding)
+            .ok_or_else(|| bad(format!("kernel {name} reads input binding {binding}")))?;
+        Ok((input.ty, input.bytes.len() as u64 / 4))
+    };
+    match name.as_str() {
+        "mandelbrot" => {
+            if job.output.ty != ElementType::U32 || len != chunk_cells {
+                return Err(bad("mandelbrot writes one u32 per cell"));
+            }
+        }
+        "matmul" => {
+            let (ta, a) = elements(2)?;
+            let (tb, b) = elements(3)?;
+            let (n_cols, m) = (u64::from(job.grid[0]), u64::from(job.grid[1]));
+            if ta != ElementType::F32 || tb != ElementType::F32 || job.output.ty != ElementType::F32
+            {
+                return Err(bad("matmul multiplies f32 matrices"));
+            }
+            if job.grid[2] != 1 || a % m != 0 || a == 0 || b != (a / m) * n_cols {
+                return Err(bad("matmul: grid [n, m], A is m×k and B is k×n elements"));
+            }
+            if len != chunk_cells {
+                return Err(bad("matmul writes one f32 per cell of C"));
+            }
+        }
+        "square" | "sum" => {
+            let (t, x) = elements(2)?;
+            if x != n || t != job.output.ty {
+                return Err(bad(format!(
+                    "{name}: input 2 has one element per grid cell, of the output's type"
+                )));
+            }
+            let want = if name == "square" { chunk_cells } else { 1 };
+            if len != want {
+                return Err(bad(format!("{name} writes {want} elements per chunk")));
+            }
+        }
+        other => {
+            return Err(NodeError::new(
+                ErrorCode::TaskUnknownKernel,
+                format!(
+                    "no built-in kernel {:?}",
+                    other.chars().take(64).collect::<String>()
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Runs a chunk of a built-in kernel.
+pub fn run(job: &ChunkJob) -> Result<Vec<u8>, NodeError> {
+    shape(job)?;
+    let super::task::Code::Kernel(name) = &job.code else {
+        return Err(bad("not a CPU kernel"));
+    };
+    Ok(match name.as_str() {
+        "mandelbrot" => mandelbrot(job),
+        "matmul" => matmul(job),
+        "square" => square(job),
+        _ => sum(job),
+    })
+}
+
+fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The chunk's cells as row-major runs `(first index, length)` of the grid, one per row.
+fn rows(job: &ChunkJob) -> impl Iterator<Item = (usize, usize)> {
+    let [gx, gy, _] = job.grid.map(|g| g as usize);
+    let [ox, oy, oz] = job.range.offset.map(|o| o as usize);
+    let [sx, sy, sz] = job.range.size.map(|s| s as usize);
+    (oz..oz + sz).flat_map(move |z| (oy..oy + sy).map(move |y| ((z * gy + y) * gx + ox, sx)))
+}
+
+/// The chunk's elements of a 4-byte array with one element per grid cell.
+fn chunk_elements<'a>(job: &'a ChunkJob, bytes: &'a [u8]) -> impl Iterator<Item = [u8; 4]> + 'a {
+    rows(job).flat_map(move |(start, len)| {
+        bytes[start * 4..(start + len) * 4]
+            .chunks_exact(4)
+            .map(|b| [b[0], b[1], b[2], b[3]])
+    })
+}
+
+fn mandelbrot(job: &ChunkJob) -> Vec<u8> {
+    let param = |name: &str, default: f32| job.param(name).map_or(default, |v| v.as_f32());
+    let max_iter = job.param("maxIter").and_then(|v| v.as_u32()).unwrap_or(256);
+    let (x0, y0) = (param("x0", -2.0), param("y0", -1.25));
+    let (x1, y1) = (param("x1", 0.5), param("y1", 1.25));
+    let (w, h) = (job.grid[0] as f32, job.grid[1] as f32);
+    let mut out = Vec::with_capacity(job.output.bytes());
+    let [ox, oy, _] = job.range.offset;
+    let [sx, sy, sz] = job.range.size;
+    for _z in 0..sz {
+        for y in oy..oy + sy {
+            let ci = y0 + (y1 - y0) * (y as f32 / h);
+            for x in ox..ox + sx {
+                let cr = x0 + (x1 - x0) * (x as f32 / w);
+                let (mut zr, mut zi, mut i) = (0.0f32, 0.0f32, 0u32);
+                while i < max_iter && zr * zr + zi * zi <= 4.0 {
+                    let t = zr * zr - zi * zi + cr;
+                    zi = 2.0 * zr * zi + ci;
+                    zr = t;
+                    i += 1;
+                }
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn matmul(job: &ChunkJob) -> Vec<u8> {
+    let a: Vec<f32> = job
+        .input(2)
+        .map(|i| f32s(&i.bytes).collect())
+        .unwrap_or_default();
+    let b: Vec<f32> = job
+        .input(3)
+        .map(|i| f32s(&i.bytes).collect())
+        .unwrap_or_default();
+    let (n, m) = (job.grid[0] as usize, job.grid[1] as usize);
+    let k = a.len() / m;
+    let [ox, oy, _] = job.range.offset.map(|v| v as usize);
+    let [sx, sy, _] = job.range.size.map(|v| v as usize);
+    let mut c = vec![0.0f32; sx * sy];
+    // i-k-j order: each C element still sums its products in increasing k, like the naive
+    // loop (and the WGSL kernel), but B is read row by row.
+    for (r, row) in c.chunks_exact_mut(sx).enumerate() {
+        let i = oy + r;
+        for kk in 0..k {
+            let aik = a[i * k + kk];
+            let b_row = &b[kk * n + ox..kk * n + ox + sx];
+            for (cj, bj) in row.iter_mut().zip(b_row) {
+                *cj += aik * bj;
+            }
+        }
+    }
+    c.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn square(job: &ChunkJob) -> Vec<u8> {
+    let Some(input) = job.input(2) else {
+        return Vec::new();
+    };
+    let elements = chunk_elements(job, &input.bytes);
+    match input.ty {
+        ElementType::F32 => elements
+            .flat_map(|b| {
+                let v = f32::from_le_bytes(b);
+                (v * v).to_le_bytes()
+            })
+            .collect(),
+        ElementType::U32 => elements
+            .flat_map(|b| {
+                let v = u32::from_le_bytes(b);
+                v.wrapping_mul(v).to_le_bytes()
+            })
+            .collect(),
+        ElementType::I32 => elements
+            .flat_map(|b| {
+                let v = i32::from_le_bytes(b);
+                v.wrapping_mul(v).to_le_bytes()
+            })
+            .collect(),
+    }
+}
+
+fn sum(job: &ChunkJob) -> Vec<u8> {
+    let Some(input) = job.input(2) else {
+        return Vec::new();
+    };
+    let elements = chunk_elements(job, &input.bytes);
+    match input.ty {
+        ElementType::F32 => elements
+            .fold(0.0f32, |s, b| s + f32::from_le_bytes(b))
+            .to_le_bytes()
+            .to_vec(),
+        ElementType::U32 | ElementType::I32 => elements
+            .fold(0u32, |s, b| s.wrapping_add(u32::from_le_bytes(b)))
+            .to_le_bytes()
+            .to_vec(),
+    }
+}
+
+/// A quick speed measurement for capability adverts: Mcells/s of a small mandelbrot.
+pub fn benchmark_score() -> f64 {
+    let job = ChunkJob {
+        task: "score".into(),
+        code: super::task::Code::Kernel("mandelbrot".into()),
+        signature: None,
+        params: vec![super::task::Param {
+            name: "maxIter".into(),
+            value: super::task::ParamValue::U32(64),
+        }],
+        inputs: Vec::new(),
+        grid: [64, 64, 1],
+        range: super::split::ChunkRange {
+            offset: [0; 3],
+            size: [64, 64, 1],
+        },
+        output: super::task::OutputSpec {
+            binding: 1,
+            ty: ElementType::U32,
+            length: 64 * 64,
+        },
+    };
+    let start = web_time::Instant::now();
+    let mut rounds = 0u32;
+    while rounds < 3 || (start.elapsed().as_millis() < 20 && rounds < 1000) {
+        let _ = mandelbrot(&job);
+        rounds += 1;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-6);
+    f64::from(rounds) * 4096.0 / secs / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::compute::{
+        reduce::reduce,
+        task::{InputArray, TaskRequest},
+    };
+
+    fn task(json: serde_json::Value) -> Task {
+        serde_json::from_value::<TaskRequest>(json)
+            .expect("parses")
+            .validate()
+            .expect("valid")
+    }
+
+    fn run_split(task: &Task, chunks: usize) -> Vec<u8> {
+        let parts: Vec<Vec<u8>> = task
+            .jobs(chunks)
+            .expect("splits")
+            .iter()
+            .map(|j| run(j).expect("runs"))
+            .collect();
+        reduce(&parts, task.reduce, task.output.ty).expect("reduces")
+    }
+
+    fn bytes_of(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn mandelbrot_is_the_same_however_it_is_split() {
+        let t = task(serde_json::json!({
+            "id": "m", "type": "cpu", "kernel": "mandelbrot", "params": [["maxIter", 50]],
+            "output": { "type": "u32", "length": 40 * 30 }, "grid": [40, 30],
+        }));
+        let whole = run_split(&t, 1);
+        assert_eq!(whole.len(), 40 * 30 * 4);
+        assert_eq!(run_split(&t, 3), whole);
+        // The centre of the view is inside the set; the corner escapes at once.
+        let at = |x: usize, y: usize| {
+            u32::from_le_bytes(whole[(y * 40 + x) * 4..][..4].try_into().unwrap())
+        };
+        assert_eq!(at(32, 15), 50);
+        assert!(at(0, 0) < 3);
+    }
+
+    #[test]
+    fn matmul_matches_the_naive_product() {
+        let (m, k, n) = (5usize, 3usize, 4usize);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 + 0.25).collect();
+        let t = task(serde_json::json!({
+            "id": "mm", "type": "cpu", "kernel": "matmul",
+            "inputs": [
+                { "binding": 2, "type": "f32", "bytes": bytes_of(&a) },
+                { "binding": 3, "type": "f32", "bytes": bytes_of(&b) },
+            ],
+            "output": { "type": "f32", "length": m * n }, "grid": [n, m],
+        }));
+        let mut want = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for kk in 0..k {
+                    want[i * n + j] += a[i * k + kk] * b[kk * n + j];
+                }
+            }
+        }
+        assert_eq!(run_split(&t, 2), bytes_of(&want));
+    }
+
+    #[test]
+    fn map_and_reduce_over_arrays() {
+        let x: Vec<u32> = (0..100).collect();
+        let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let squares = task(serde_json::json!({
+            "id": "sq", "type": "cpu", "kernel": "square",
+            "inputs": [{ "binding": 2, "type": "u32", "bytes": xb }],
+            "output": { "type": "u32", "length": 100 }, "grid": [100],
+        }));
+        let out = run_split(&squares, 7);
+        assert_eq!(&out[99 * 4..], &(99u32 * 99).to_le_bytes());
+        let total = task(serde_json::json!({
+            "id": "s", "type": "cpu", "kernel": "sum", "reduce": "sum",
+            "inputs": [{ "binding": 2, "type": "u32", "bytes": xb }],
+            "output": { "type": "u32", "length": 1 }, "grid": [100],
+        }));
+        assert_eq!(run_split(&total, 6), 4950u32.to_le_bytes());
+    }
+
+    #[test]
+    fn hostile_jobs_are_errors_not_panics() {
+        let t = task(serde_json::json!({
+            "id": "sq", "type": "cpu", "kernel": "square",
+            "inputs": [{ "binding": 2, "type": "f32", "bytes": [0, 0, 128, 63, 0, 0, 0, 64] }],
+            "output": { "type": "f32", "length": 2 }, "grid": [2],
+        }));
+        let job = t.jobs(1).unwrap().remove(0);
+        let mut outside = job.clone();
+        outside.range.offset[0] = 2;
+        assert!(run(&outside).is_err(), "chunk past the grid");
+        let mut short = job.clone();
+        short.inputs[0] = InputArray {
+            bytes: Arc::new(vec![0; 4]),
+            ..short.inputs[0].clone()
+        };
+        assert!(run(&short).is_err(), "input shorter than the grid");
+        let mut missing = job.clone();
+        missing.inputs.clear();
+        assert!(run(&missing).is_err());
+        let mut unknown = job;
+        unknown.code = crate::compute::task::Code::Kernel("nope".into());
+        assert_eq!(
+            run(&unknown).unwrap_err().code,
+            ErrorCode::TaskUnknownKernel
+        );
+        assert!(benchmark_score() > 0.0);
+    }
+}

@@ -1,0 +1,156 @@
+// Distributed compute between browser nodes in real Chromium, through a real relay: each tab
+// lends its node a pool of worker-cpu dedicated workers running the built-in wasm kernels.
+import { expect, test } from '@playwright/test';
+
+import { openNode, useRelay } from './relay.mjs';
+
+test.describe.configure({ mode: 'serial' });
+
+const currentRelay = useRelay(test);
+
+/** Opens `n` browser nodes (one context each) whose workers are ready and who see each other compute. */
+async function computeNodes(browser, n) {
+  const contexts = [];
+  const nodes = [];
+  for (let i = 0; i < n; i++) {
+    const ctx = await browser.newContext();
+    contexts.push(ctx);
+    const node = await openNode(ctx, currentRelay());
+    await node.page.evaluate(() => window.node.executors);
+    nodes.push(node);
+  }
+  for (const node of nodes) {
+    const others = nodes.filter((o) => o !== node).map((o) => o.peerId);
+    await expect
+      .poll(
+        () =>
+          node.page.evaluate(
+            async (ids) => {
+              const peers = await window.node.peers();
+              return ids.every((id) => peers.some((p) => p.peerId === id && p.connected && p.compute?.cpu > 0));
+            },
+            others,
+          ),
+        { timeout: 30_000, intervals: [100] },
+      )
+      .toBe(true);
+  }
+  return { nodes, close: () => Promise.all(contexts.map((c) => c.close())), contexts };
+}
+
+/** Runs a mandelbrot task on `page`'s node; returns the result as a plain array and the report. */
+function runMandelbrot(page, { id, width, height, maxIter, chunks, local = false, closeAfterFirstProgress = false }) {
+  return page.evaluate(
+    async (t) => {
+      const task = window.node.submitTask({
+        id: t.id,
+        type: 'cpu',
+        kernel: 'mandelbrot',
+        data: { params: { maxIter: t.maxIter } },
+        output: { type: 'u32', length: t.width * t.height },
+        grid: [t.width, t.height],
+        split: { axis: 1, chunks: t.chunks },
+        local: t.local,
+      });
+      const progress = [];
+      task.on('progress', (p) => progress.push(p));
+      const done = await task.done;
+      return {
+        values: Array.from(done.result),
+        isU32: done.result instanceof Uint32Array,
+        workers: done.workers,
+        chunks: done.chunks,
+        progress,
+      };
+    },
+    { id, width, height, maxIter, chunks, local },
+  );
+}
+
+test('a task split across three browser nodes returns exactly the local result', async ({ browser }) => {
+  const { nodes, close } = await computeNodes(browser, 3);
+  const [a, b, c] = nodes;
+  const shape = { width: 160, height: 120, maxIter: 1500, chunks: 12 };
+  const local = await runMandelbrot(a.page, { ...shape, id: 'local', local: true });
+  expect(local.workers).toEqual([a.peerId]);
+  const spread = await runMandelbrot(a.page, { ...shape, id: 'spread' });
+  expect(spread.isU32).toBe(true);
+  expect(spread.values.length).toBe(160 * 120);
+  expect(spread.values).toEqual(local.values);
+  expect(spread.chunks).toBe(12);
+  expect(spread.workers).toEqual(expect.arrayContaining([b.peerId, c.peerId]));
+  expect(spread.progress.at(-1)).toMatchObject({ done: 12, total: 12 });
+
+  // Map/reduce over an array, across the same peers.
+  const sum = await a.page.evaluate(async () => {
+    const xs = Uint32Array.from({ length: 10_000 }, (_, i) => i);
+    const task = window.node.submitTask({
+      type: 'cpu', kernel: 'sum', reduce: 'sum',
+      inputs: [{ binding: 2, data: xs }],
+      output: { type: 'u32', length: 1 }, grid: [xs.length], split: { chunks: 9 },
+    });
+    return Array.from(await task.result);
+  });
+  expect(sum).toEqual([49_995_000]);
+
+  // Bad tasks get their codes; the node keeps working.
+  const errors = await a.page.evaluate(async () => {
+    const codeOf = (spec) => window.node.submitTask(spec).result.then(() => 'resolved', (e) => e.code);
+    return Promise.all([
+      codeOf({ type: 'cpu', kernel: 'rm -rf', output: { type: 'u32', length: 1 }, grid: [1] }),
+      codeOf({ type: 'cpu', kernel: 'mandelbrot', output: { type: 'u32', length: 3 }, grid: [2] }),
+      codeOf({ type: 'webgpu', shader: '@compute @workgroup_size(1) fn main() {}', output: { type: 'u32', length: 1 }, grid: [1], local: true }),
+    ]);
+  });
+  expect(errors).toEqual(['TASK_UNKNOWN_KERNEL', 'TASK_INVALID', 'TASK_UNSUPPORTED']);
+  for (const n of nodes) expect(n.errors).toEqual([]);
+  await close();
+});
+
+test('a node closed mid-task does not stop the task', async ({ browser }) => {
+  const { nodes, contexts, close } = await computeNodes(browser, 3);
+  const [a] = nodes;
+  const shape = { width: 256, height: 192, maxIter: 4000, chunks: 24 };
+  const expected = await runMandelbrot(a.page, { ...shape, id: 'expected', local: true });
+  const running = runMandelbrot(a.page, { ...shape, id: 'survives' });
+  // Close b as soon as the task is under way (b holds chunks by then).
+  await expect
+    .poll(() => nodes[1].page.evaluate(async () => (await window.node.getStatus()).compute.runningChunks), {
+      timeout: 20_000,
+      intervals: [20],
+    })
+    .toBeGreaterThan(0);
+  await contexts[1].close();
+  const result = await running;
+  expect(result.values).toEqual(expected.values);
+  expect(result.progress.at(-1)).toMatchObject({ done: 24, total: 24 });
+  await close();
+});
+
+test('cancel stops the work on every peer', async ({ browser }) => {
+  const { nodes, close } = await computeNodes(browser, 2);
+  const [a, b] = nodes;
+  await a.page.evaluate(() => {
+    window.longTask = window.node.submitTask({
+      id: 'long', type: 'cpu', kernel: 'mandelbrot', data: { params: { maxIter: 100_000 } },
+      output: { type: 'u32', length: 512 * 512 }, grid: [512, 512], split: { chunks: 64 },
+    });
+    window.longOutcome = window.longTask.result.then(() => 'resolved', (e) => e.code);
+  });
+  await expect
+    .poll(() => b.page.evaluate(async () => (await window.node.getStatus()).compute.runningChunks), {
+      timeout: 20_000,
+      intervals: [20],
+    })
+    .toBeGreaterThan(0);
+  await a.page.evaluate(() => window.longTask.cancel());
+  expect(await a.page.evaluate(() => window.longOutcome)).toBe('TASK_CANCELLED');
+  await expect
+    .poll(() => b.page.evaluate(async () => (await window.node.getStatus()).compute.runningChunks), {
+      timeout: 20_000,
+      intervals: [50],
+    })
+    .toBe(0);
+  expect(await a.page.evaluate(async () => (await window.node.getStatus()).compute.tasks)).toBe(0);
+  await close();
+});

@@ -1,0 +1,300 @@
+//! Distributed compute between native nodes through a real relay: tasks split across peers
+//! return exactly the local result, survive a peer leaving, catch a peer that lies (with
+//! redundancy 2), report progress, and cancel on every peer.
+
+mod common;
+
+use common::{connect, relay, T};
+use libp2p::identity::Keypair;
+use peercompute_core::{
+    compute::{
+        kernels,
+        reduce::reduce,
+        task::{Task, TaskRequest},
+    },
+    native::{ComputeConfig, MemoryStore, NativeNode},
+    tab_protocol::{Event, ReplyValue, Request, TaskResult},
+    ErrorCode, NodeConfig,
+};
+use relay_server::RelayHandle;
+use serde_json::json;
+use tokio::time::{sleep, timeout, Duration};
+
+async fn compute_node(relay: &RelayHandle, threads: u32, corrupt: bool) -> NativeNode {
+    let mut n = NativeNode::spawn_with(
+        Keypair::generate_ed25519(),
+        NodeConfig::default(),
+        MemoryStore::default(),
+        ComputeConfig {
+            cpu_threads: threads,
+            corrupt_results: corrupt,
+        },
+    )
+    .await
+    .expect("node");
+    connect(&mut n, relay).await;
+    n
+}
+
+/// A relay and nodes with `(cpu threads, corrupt results)` each; the first node sees the
+/// others as compute workers.
+async fn cluster(name: &str, nodes: &[(u32, bool)]) -> (RelayHandle, NativeNode, Vec<NativeNode>) {
+    let relay = relay(name).await;
+    let mut all = Vec::new();
+    for &(threads, corrupt) in nodes {
+        all.push(compute_node(&relay, threads, corrupt).await);
+    }
+    let mut first = all.remove(0);
+    wait_for_workers(&mut first, &all.iter().collect::<Vec<_>>()).await;
+    (relay, first, all)
+}
+
+async fn shut_down(relay: RelayHandle, a: NativeNode, others: Vec<NativeNode>) {
+    for n in others {
+        n.stop();
+    }
+    a.stop();
+    relay.stop().await;
+}
+
+async fn running_chunks(n: &mut NativeNode) -> usize {
+    match n.request(Request::Status).await {
+        Ok(ReplyValue::Status(s)) => s.compute.running_chunks,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+/// Waits until `n` is connected to every node in `others` and knows they compute.
+async fn wait_for_workers(n: &mut NativeNode, others: &[&NativeNode]) {
+    let want: Vec<String> = others.iter().map(|o| o.peer_id().to_string()).collect();
+    timeout(T, async {
+        loop {
+            if let Ok(ReplyValue::Peers(peers)) = n.request(Request::Peers).await {
+                let ready = want.iter().all(|w| {
+                    peers
+                        .iter()
+                        .any(|p| &p.peer_id == w && p.connected && p.compute.is_some())
+                });
+                if ready {
+                    return;
+                }
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("peers with compute in time");
+}
+
+fn mandelbrot(id: &str, w: u32, h: u32, max_iter: u32, chunks: u32) -> serde_json::Value {
+    json!({
+        "id": id, "type": "cpu", "kernel": "mandelbrot",
+        "params": [["maxIter", max_iter]],
+        "output": { "type": "u32", "length": w * h },
+        "grid": [w, h], "split": { "chunks": chunks },
+    })
+}
+
+fn parse(task: &serde_json::Value) -> TaskRequest {
+    serde_json::from_value(task.clone()).expect("task json")
+}
+
+/// The task run here, in this process, chunk by chunk: what a distributed run must equal.
+fn local_result(task: &serde_json::Value) -> Vec<u8> {
+    let task: Task = parse(task).validate().expect("valid");
+    let parts: Vec<Vec<u8>> = task
+        .jobs(1)
+        .expect("splits")
+        .iter()
+        .map(|j| kernels::run(j).expect("runs"))
+        .collect();
+    reduce(&parts, task.reduce, task.output.ty).expect("reduces")
+}
+
+async fn submit(n: &mut NativeNode, task: &serde_json::Value) -> Result<TaskResult, ErrorCode> {
+    match timeout(
+        T,
+        n.request(Request::TaskSubmit {
+            task: Box::new(parse(task)),
+        }),
+    )
+    .await
+    .expect("task answered in time")
+    {
+        Ok(ReplyValue::TaskResult(r)) => Ok(r),
+        Ok(other) => panic!("unexpected reply {other:?}"),
+        Err(e) => Err(e.code),
+    }
+}
+
+/// Progress events queued so far, as (done, total).
+async fn drain_progress(n: &mut NativeNode) -> Vec<(u32, u32)> {
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = timeout(Duration::from_millis(200), n.next_event()).await {
+        if let Event::TaskProgress { done, total, .. } = e {
+            seen.push((done, total));
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_split_across_peers_equals_the_local_result() {
+    let (relay, mut a, others) = cluster("compute-split", &[(2, false); 3]).await;
+
+    // Chunks long enough (tens of ms) that the network is not the whole story.
+    let task = mandelbrot("split", 96, 64, 2000, 12);
+    let result = submit(&mut a, &task).await.expect("task succeeds");
+    assert_eq!(
+        result.bytes,
+        local_result(&task),
+        "bit-identical to the local run"
+    );
+    assert_eq!(result.chunks, 12);
+    for peer in &others {
+        assert!(
+            result.workers.contains(&peer.peer_id().to_string()),
+            "{} took chunks: {:?}",
+            peer.peer_id(),
+            result.workers
+        );
+    }
+    let progress = drain_progress(&mut a).await;
+    assert_eq!(
+        progress.last(),
+        Some(&(12, 12)),
+        "progress ends at done = total"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress only grows"
+    );
+
+    // Map and reduce over arrays, across the same peers.
+    let xs: Vec<u8> = (0..1000u32).flat_map(|v| v.to_le_bytes()).collect();
+    let sum = json!({
+        "id": "sum", "type": "cpu", "kernel": "sum", "reduce": "sum",
+        "inputs": [{ "binding": 2, "type": "u32", "bytes": xs }],
+        "output": { "type": "u32", "length": 1 }, "grid": [1000], "split": { "chunks": 9 },
+    });
+    let result = submit(&mut a, &sum).await.expect("sum succeeds");
+    assert_eq!(result.bytes, 499_500u32.to_le_bytes());
+
+    // Bad tasks are refused with their codes, and the node keeps working.
+    let mut bad = mandelbrot("bad", 8, 8, 10, 1);
+    bad["kernel"] = "fork-bomb".into();
+    assert_eq!(
+        submit(&mut a, &bad).await.unwrap_err(),
+        ErrorCode::TaskUnknownKernel
+    );
+    let shader = json!({
+        "id": "gpu", "type": "webgpu", "shader": "@compute @workgroup_size(1) fn main() {}",
+        "output": { "type": "u32", "length": 1 }, "grid": [1],
+    });
+    assert_eq!(
+        submit(&mut a, &shader).await.unwrap_err(),
+        ErrorCode::TaskUnsupported,
+        "no GPU here, and unsigned code never travels"
+    );
+    shut_down(relay, a, others).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_leaves_mid_task_does_not_stop_it() {
+    let (relay, mut a, mut others) =
+        cluster("compute-leave", &[(1, false), (2, false), (2, false)]).await;
+
+    // Slow enough chunks that b still holds some when it goes.
+    let task = mandelbrot("leave", 128, 96, 3000, 16);
+    let id = a
+        .send_request(Request::TaskSubmit {
+            task: Box::new(parse(&task)),
+        })
+        .await
+        .expect("sent");
+    timeout(T, async {
+        while !matches!(a.next_event().await, Some(Event::TaskProgress { .. })) {}
+    })
+    .await
+    .expect("first progress");
+    others.remove(0).stop();
+    let reply = timeout(T * 2, a.reply(id)).await.expect("answered");
+    let Ok(ReplyValue::TaskResult(result)) = reply else {
+        panic!("task failed: {reply:?}");
+    };
+    assert_eq!(result.bytes, local_result(&task));
+    shut_down(relay, a, others).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundancy_catches_a_peer_returning_wrong_chunks() {
+    let (relay, mut a, others) =
+        cluster("compute-liar", &[(1, false), (1, false), (2, true)]).await;
+    let liar_id = others[1].peer_id().to_string();
+
+    let mut task = mandelbrot("verified", 64, 64, 100, 8);
+    task["redundancy"] = 2.into();
+    let result = submit(&mut a, &task).await.expect("task succeeds");
+    assert_eq!(
+        result.bytes,
+        local_result(&task),
+        "the liar's chunks were outvoted"
+    );
+    assert!(
+        result.excluded.iter().any(|x| x.peer_id == liar_id),
+        "the liar is reported: {:?}",
+        result.excluded
+    );
+    assert!(!result.workers.contains(&liar_id));
+    let Ok(ReplyValue::Status(status)) = a.request(Request::Status).await else {
+        panic!("status");
+    };
+    assert!(status.compute.excluded.iter().any(|x| x.peer_id == liar_id));
+    shut_down(relay, a, others).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_the_work_on_every_peer() {
+    let (relay, mut a, mut others) = cluster("compute-cancel", &[(1, false); 2]).await;
+    let b = &mut others[0];
+
+    let task = mandelbrot("long", 256, 256, 20_000, 64);
+    let id = a
+        .send_request(Request::TaskSubmit {
+            task: Box::new(parse(&task)),
+        })
+        .await
+        .expect("sent");
+    // Wait until b runs one of its chunks.
+    timeout(T, async {
+        while running_chunks(b).await == 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b runs a chunk");
+    a.request(Request::TaskCancel {
+        task: "long".into(),
+    })
+    .await
+    .expect("cancelled");
+    let reply = timeout(T, a.reply(id)).await.expect("answered");
+    assert_eq!(reply.unwrap_err().code, ErrorCode::TaskCancelled);
+    assert_eq!(
+        a.request(Request::TaskCancel {
+            task: "long".into()
+        })
+        .await
+        .unwrap_err()
+        .code,
+        ErrorCode::TaskUnknown
+    );
+    timeout(T, async {
+        while running_chunks(b).await > 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b dropped the task's chunks");
+    shut_down(relay, a, others).await;
+}

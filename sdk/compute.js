@@ -1,0 +1,149 @@
+// Distributed compute, the tab's side: `node.submitTask(spec)` and the pool of CPU workers
+// this tab lends the node (a SharedWorker cannot start workers itself). The node splits,
+// schedules, verifies and reduces; the tab only converts the task and shows its progress.
+
+const TYPED = { f32: Float32Array, u32: Uint32Array, i32: Int32Array };
+const DEFAULT_POOL_SIZE = Math.max(1, Math.min(4, (globalThis.navigator?.hardwareConcurrency ?? 2) - 1));
+
+function bytesOf(array, makeError, what) {
+  if (ArrayBuffer.isView(array)) return new Uint8Array(array.buffer, array.byteOffset, array.byteLength).slice();
+  if (array instanceof ArrayBuffer) return new Uint8Array(array.slice(0));
+  throw makeError('TASK_INVALID', `${what} must be a typed array or an ArrayBuffer`);
+}
+
+function typeOf(array) {
+  if (array instanceof Float32Array) return 'f32';
+  if (array instanceof Uint32Array) return 'u32';
+  if (array instanceof Int32Array) return 'i32';
+  return undefined;
+}
+
+/** Converts the page's task into the tab protocol's `task` (see README, "Compute"). */
+export function encodeTask(spec, makeError) {
+  if (!spec || typeof spec !== 'object') throw makeError('TASK_INVALID', 'a task is an object');
+  const data = spec.data ?? {};
+  const params = spec.params ?? data.params ?? {};
+  if (typeof params !== 'object' || Array.isArray(params)) {
+    throw makeError('TASK_INVALID', '`params` is an object of numbers');
+  }
+  const inputs = (spec.inputs ?? data.inputs ?? []).map((input, i) => {
+    const array = input?.data ?? input?.bytes;
+    return {
+      binding: input?.binding ?? i + 2,
+      type: input?.type ?? typeOf(array),
+      bytes: bytesOf(array, makeError, `input ${i}`),
+    };
+  });
+  const task = {
+    id: spec.id ?? `task-${crypto.randomUUID()}`,
+    type: spec.type,
+    params: Object.entries(params),
+    inputs,
+    output: spec.output,
+    grid: spec.grid,
+  };
+  for (const key of ['shader', 'entry', 'workgroupSize', 'kernel', 'signature', 'split', 'reduce',
+    'redundancy', 'timeoutMs', 'chunkTimeoutMs', 'local']) {
+    if (spec[key] !== undefined) task[key] = spec[key];
+  }
+  if (spec.grid !== undefined && !Array.isArray(spec.grid)) {
+    throw makeError('TASK_INVALID', '`grid` is an array of 1 to 3 numbers');
+  }
+  return { task, transfer: inputs.map((i) => i.bytes.buffer) };
+}
+
+/** A running task: `result`, `done`, `on('progress')`, `cancel()`. */
+export class Task {
+  #listeners = new Set();
+  #cancel;
+
+  constructor(id, reply, cancel) {
+    this.id = id;
+    this.#cancel = cancel;
+    /** Resolves with `{ result, workers, excluded, chunks, elapsedMs }`. */
+    this.done = reply.then((value) => {
+      const Typed = TYPED[value.type];
+      const bytes = value.bytes;
+      return { ...value, result: new Typed(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) };
+    });
+    /** Resolves with the result as a typed array of the output type. */
+    this.result = this.done.then((d) => d.result);
+    this.result.catch(() => {}); // reported through `done`/`result` to whoever awaits them
+  }
+
+  /** `progress` handlers get `{ done, total, peers }`. Returns an off function. */
+  on(event, handler) {
+    if (event !== 'progress') throw new TypeError(`unknown task event ${event}`);
+    this.#listeners.add(handler);
+    return () => this.#listeners.delete(handler);
+  }
+
+  /** Stops the task on every peer; `result` rejects with `TASK_CANCELLED`. */
+  cancel() {
+    return this.#cancel();
+  }
+
+  _progress(p) {
+    for (const h of this.#listeners) {
+      try {
+        h(p);
+      } catch (e) {
+        console.error('PeerCompute progress handler threw:', e);
+      }
+    }
+  }
+}
+
+/**
+ * Starts this tab's pool of CPU workers and lends it to the node. Resolves with
+ * `{ slots, score }` once the workers are ready and the node has them.
+ */
+export async function startCpuPool(request, options = {}) {
+  const size = options.size ?? DEFAULT_POOL_SIZE;
+  const url = options.url ?? new URL('../worker-cpu/worker.js', import.meta.url);
+  const workers = [];
+  const scores = [];
+  for (let i = 0; i < size; i++) {
+    const worker = new Worker(url, { type: 'module', name: `peercompute-cpu-${i}` });
+    const ready = new Promise((resolve, reject) => {
+      worker.onmessage = ({ data }) => (data?.ready ? resolve(data.score) : reject(new Error(data?.error)));
+      worker.onerror = (e) => reject(new Error(e.message || 'worker-cpu failed to load'));
+    });
+    workers.push(worker);
+    scores.push(ready);
+  }
+  const score = Math.max(...(await Promise.all(scores)));
+  const { port1, port2 } = new MessageChannel();
+  const idle = [...workers];
+  const queue = []; // { job, bytes }
+  const running = new Map(); // worker -> job
+  const pump = () => {
+    while (idle.length && queue.length) {
+      const worker = idle.pop();
+      const { job, bytes } = queue.shift();
+      running.set(worker, job);
+      worker.postMessage({ job, bytes }, [bytes.buffer]);
+    }
+  };
+  for (const worker of workers) {
+    worker.onmessage = ({ data }) => {
+      running.delete(worker);
+      idle.push(worker);
+      port1.postMessage(data, [data.bytes.buffer]);
+      pump();
+    };
+  }
+  port1.onmessage = ({ data }) => {
+    if (data.abort !== undefined) {
+      // Not started yet: drop it. Running: it finishes and the node ignores the answer.
+      const i = queue.findIndex((q) => q.job === data.abort);
+      if (i >= 0) queue.splice(i, 1);
+      return;
+    }
+    queue.push(data);
+    pump();
+  };
+  port1.start();
+  await request('executorAttach', { port: port2, cpuSlots: size, score }, [port2]);
+  return { slots: size, score, close: () => workers.forEach((w) => w.terminate()) };
+}

@@ -1,0 +1,215 @@
+//! The CPU executors tabs lend the node: each tab runs a pool of `worker-cpu` dedicated
+//! workers (a SharedWorker cannot start workers itself) and hands the node one `MessagePort`
+//! to it. Chunks go to the pool with the most free slots, as encoded compute-protocol frames;
+//! a tab that closes takes its pool with it, and its running chunks are reported failed so
+//! the scheduler runs them elsewhere.
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+    rc::Rc,
+};
+
+use futures::channel::mpsc;
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use peercompute_core::{
+    compute::{
+        protocol::{ComputeRequest, ComputeResponse},
+        task::ChunkJob,
+    },
+    node::Input,
+    tab_protocol::TabId,
+    ErrorCode, NodeError,
+};
+use wasm_bindgen::{prelude::*, JsCast};
+use web_sys::{MessageEvent, MessagePort};
+
+/// Most worker slots one tab may lend.
+pub(crate) const MAX_POOL_SLOTS: u32 = 64;
+
+struct Pool {
+    tab: TabId,
+    port: MessagePort,
+    slots: u32,
+    score: f64,
+    running: HashSet<u64>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+}
+
+/// Every pool lent by a tab, and which pool runs which job.
+pub(crate) struct Executors {
+    inputs: mpsc::Sender<Input>,
+    pools: Vec<Pool>,
+    jobs: HashMap<u64, TabId>,
+}
+
+impl Executors {
+    pub(crate) fn new(inputs: mpsc::Sender<Input>) -> Self {
+        Executors {
+            inputs,
+            pools: Vec::new(),
+            jobs: HashMap::new(),
+        }
+    }
+
+    /// A tab lends a pool of `slots` workers behind `port`.
+    pub(crate) fn attach(
+        this: &Rc<RefCell<Executors>>,
+        tab: TabId,
+        port: MessagePort,
+        slots: u32,
+        score: f64,
+    ) {
+        let weak = Rc::downgrade(this);
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            if let Some(this) = weak.upgrade() {
+                this.borrow_mut().on_result(tab, ev.data());
+            }
+        });
+        port.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        port.start();
+        let mut me = this.borrow_mut();
+        me.pools.push(Pool {
+            tab,
+            port,
+            slots: slots.clamp(1, MAX_POOL_SLOTS),
+            score: if score.is_finite() {
+                score.max(0.0)
+            } else {
+                0.0
+            },
+            running: HashSet::new(),
+            _on_message: on_message,
+        });
+        me.report();
+    }
+
+    /// The tab is gone: its pool's running chunks fail (and run elsewhere).
+    pub(crate) fn detach_tab(&mut self, tab: TabId) {
+        let Some(i) = self.pools.iter().position(|p| p.tab == tab) else {
+            return;
+        };
+        let pool = self.pools.remove(i);
+        pool.port.set_onmessage(None);
+        pool.port.close();
+        for job in pool.running {
+            self.jobs.remove(&job);
+            self.done(
+                job,
+                Err(NodeError::new(
+                    ErrorCode::TaskChunkFailed,
+                    "the tab running this chunk closed",
+                )),
+            );
+        }
+        self.report();
+    }
+
+    /// Runs a chunk on the pool with the most free slots.
+    pub(crate) fn run(&mut self, job: u64, chunk: ChunkJob) {
+        let best = self
+            .pools
+            .iter_mut()
+            .max_by_key(|p| i64::from(p.slots) - p.running.len() as i64);
+        let Some(pool) = best else {
+            self.done(
+                job,
+                Err(NodeError::new(
+                    ErrorCode::TaskUnsupported,
+                    "no tab lends this node CPU workers",
+                )),
+            );
+            return;
+        };
+        let frame = ComputeRequest::Run {
+            nonce: job,
+            chunk: 0,
+            job: Box::new(chunk),
+        }
+        .encode();
+        let bytes = Uint8Array::from(frame.as_slice());
+        let msg = Object::new();
+        let _ = Reflect::set(&msg, &"job".into(), &JsValue::from_f64(job as f64));
+        let _ = Reflect::set(&msg, &"bytes".into(), &bytes);
+        match pool
+            .port
+            .post_message_with_transferable(&msg, &Array::of1(&bytes.buffer()))
+        {
+            Ok(()) => {
+                pool.running.insert(job);
+                let tab = pool.tab;
+                self.jobs.insert(job, tab);
+            }
+            Err(e) => self.done(
+                job,
+                Err(NodeError::new(
+                    ErrorCode::TaskChunkFailed,
+                    format!("posting to the worker pool failed: {e:?}"),
+                )),
+            ),
+        }
+    }
+
+    /// The node no longer wants a job's result; the pool drops it if it has not started.
+    pub(crate) fn abort(&mut self, job: u64) {
+        let Some(tab) = self.jobs.remove(&job) else {
+            return;
+        };
+        if let Some(pool) = self.pools.iter_mut().find(|p| p.tab == tab) {
+            pool.running.remove(&job);
+            let msg = Object::new();
+            let _ = Reflect::set(&msg, &"abort".into(), &JsValue::from_f64(job as f64));
+            let _ = pool.port.post_message(&msg);
+        }
+    }
+
+    fn on_result(&mut self, tab: TabId, data: JsValue) {
+        let job = Reflect::get(&data, &"job".into())
+            .ok()
+            .and_then(|j| j.as_f64())
+            .map(|j| j as u64);
+        let bytes = Reflect::get(&data, &"bytes".into())
+            .ok()
+            .and_then(|b| b.dyn_into::<Uint8Array>().ok());
+        let (Some(job), Some(bytes)) = (job, bytes) else {
+            tracing::warn!(tab, "a worker pool sent a malformed message");
+            return;
+        };
+        // Only jobs this pool was given count; a late answer to an aborted job is dropped.
+        let ours = self.pools.iter_mut().find(|p| p.tab == tab);
+        if !ours.is_some_and(|p| p.running.remove(&job)) {
+            return;
+        }
+        self.jobs.remove(&job);
+        let result = match ComputeResponse::decode(&bytes.to_vec()) {
+            Ok(ComputeResponse::Result(b)) => Ok(b),
+            Ok(ComputeResponse::Error(e)) => Err(e),
+            Ok(ComputeResponse::Ack) | Err(_) => Err(NodeError::new(
+                ErrorCode::TaskChunkFailed,
+                "the worker's answer could not be read",
+            )),
+        };
+        self.done(job, result);
+    }
+
+    fn done(&mut self, job: u64, result: Result<Vec<u8>, NodeError>) {
+        if self
+            .inputs
+            .try_send(Input::ChunkDone { job, result })
+            .is_err()
+        {
+            // The scheduler's chunk timeout retries it.
+            tracing::warn!(job, "node queue full: a chunk result is lost");
+        }
+    }
+
+    fn report(&mut self) {
+        let cpu_slots = self.pools.iter().map(|p| p.slots).sum();
+        let score = self.pools.iter().map(|p| p.score).fold(0.0, f64::max);
+        let _ = self.inputs.try_send(Input::Executors {
+            cpu_slots,
+            gpu: false,
+            score,
+        });
+    }
+}

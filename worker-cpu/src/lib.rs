@@ -1,0 +1,36 @@
+//! PeerCompute's CPU executor, one per dedicated worker of a tab's pool (`worker.js`).
+//!
+//! It speaks the peer compute protocol's own frames (`peercompute_core::compute::protocol`):
+//! a run request in, a result or error response out, so a chunk is checked and bounded here
+//! exactly as when it arrives from a peer. The kernels are the core crate's, the same code a
+//! native peer runs, so results are bit-identical.
+#![cfg(all(target_family = "wasm", target_os = "unknown"))]
+
+use peercompute_core::{
+    compute::{
+        kernels,
+        protocol::{ComputeRequest, ComputeResponse},
+    },
+    ErrorCode, NodeError,
+};
+use wasm_bindgen::prelude::*;
+
+/// Runs one chunk: an encoded run request in, an encoded response out.
+#[wasm_bindgen]
+pub fn run(request: &[u8]) -> Vec<u8> {
+    let response = match ComputeRequest::decode(request) {
+        Ok(ComputeRequest::Run { job, .. }) => match kernels::run(&job) {
+            Ok(bytes) => ComputeResponse::Result(bytes),
+            Err(e) => ComputeResponse::Error(e),
+        },
+        Ok(ComputeRequest::Cancel { .. }) => ComputeResponse::Ack,
+        Err(e) => ComputeResponse::Error(NodeError::new(ErrorCode::BadRequest, e.message)),
+    };
+    response.encode()
+}
+
+/// This worker's speed score (built-in mandelbrot, Mcells/s).
+#[wasm_bindgen]
+pub fn score() -> f64 {
+    kernels::benchmark_score()
+}

@@ -1,0 +1,22 @@
+// A CPU executor: one dedicated worker of a tab's pool (see sdk/compute.js). It receives
+// `{ job, bytes }` (an encoded chunk run request) and answers `{ job, bytes }` (the encoded
+// response); the wasm module checks and runs the chunk. No code from the network is evaluated:
+// only the built-in kernels compiled into the module run.
+import init, { run, score } from './pkg/peercompute_worker_cpu.js';
+
+const ready = init().then(
+  () => {
+    postMessage({ ready: true, score: score() });
+    return true;
+  },
+  (e) => {
+    postMessage({ ready: false, error: String(e) });
+    return false;
+  },
+);
+
+onmessage = async ({ data }) => {
+  if (!(await ready)) return;
+  const out = run(data.bytes);
+  postMessage({ job: data.job, bytes: out }, [out.buffer]);
+};
