@@ -107,6 +107,25 @@ test('a task split across three browser nodes returns exactly the local result',
   await close();
 });
 
+// The digest core/src/compute/kernels.rs asserts for the native kernel: same bytes in wasm.
+const GOLDEN_MANDELBROT_SHA256 = '77283d09fa10cf983b110e5629d6162dbf96418505a52801c6d1922381fd17ac';
+
+test('the wasm kernels give the native kernels\' bytes', async ({ browser }) => {
+  const { nodes, close } = await computeNodes(browser, 1);
+  const digest = await nodes[0].page.evaluate(async () => {
+    const task = window.node.submitTask({
+      id: 'golden', type: 'cpu', kernel: 'mandelbrot',
+      data: { params: { maxIter: 300, x0: { f32: -0.75 }, y0: { f32: 0.05 }, x1: { f32: -0.7 }, y1: { f32: 0.1 } } },
+      output: { type: 'u32', length: 64 * 48 }, grid: [64, 48], split: { chunks: 3 },
+    });
+    const result = await task.result;
+    const hash = await crypto.subtle.digest('SHA-256', result);
+    return Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, '0')).join('');
+  });
+  expect(digest).toBe(GOLDEN_MANDELBROT_SHA256);
+  await close();
+});
+
 test('a node closed mid-task does not stop the task', async ({ browser }) => {
   const { nodes, contexts, close } = await computeNodes(browser, 3);
   const [a] = nodes;

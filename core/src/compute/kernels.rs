@@ -379,6 +379,24 @@ mod tests {
         assert_eq!(run_split(&total, 6), 4950u32.to_le_bytes());
     }
 
+    /// SHA-256 of the golden mandelbrot below. The browser test
+    /// (`playwright/compute.spec.mjs`) checks the wasm kernels against the same digest, so
+    /// native and wasm results are bit-identical.
+    const GOLDEN_MANDELBROT_SHA256: &str =
+        "77283d09fa10cf983b110e5629d6162dbf96418505a52801c6d1922381fd17ac";
+
+    #[test]
+    fn the_golden_mandelbrot_has_its_digest() {
+        let t = task(serde_json::json!({
+            "id": "golden", "type": "cpu", "kernel": "mandelbrot",
+            "params": [["maxIter", 300], ["x0", -0.75], ["y0", 0.05], ["x1", -0.7], ["y1", 0.1]],
+            "output": { "type": "u32", "length": 64 * 48 }, "grid": [64, 48],
+        }));
+        use sha2::Digest;
+        let digest = crate::compute::signing::to_hex(&sha2::Sha256::digest(run_split(&t, 3)));
+        assert_eq!(digest, GOLDEN_MANDELBROT_SHA256);
+    }
+
     #[test]
     fn hostile_jobs_are_errors_not_panics() {
         let t = task(serde_json::json!({
