@@ -21,6 +21,18 @@ export type ErrorCode =
   | 'STATE_TOO_MANY_VERSIONS'
   | 'STATE_PERSIST_FAILED'
   | 'PRESENCE_INVALID_VALUE'
+  | 'TASK_INVALID'
+  | 'TASK_UNKNOWN_KERNEL'
+  | 'CODE_UNSIGNED'
+  | 'CODE_SIGNATURE_INVALID'
+  | 'TASK_UNSUPPORTED'
+  | 'TASK_CHUNK_FAILED'
+  | 'TASK_FAILED'
+  | 'TASK_UNVERIFIABLE'
+  | 'TASK_TIMEOUT'
+  | 'TASK_CANCELLED'
+  | 'TASK_DUPLICATE_ID'
+  | 'TASK_UNKNOWN'
   | 'INTERNAL'
   | 'BOOTSTRAP_FAILED'
   | 'NO_SHARED_WORKER'
@@ -45,6 +57,103 @@ export interface ConnectOptions {
    * answers. Default `true`.
    */
   waitForRelay?: boolean;
+  /** The network's root public key (hex); default: `rootKey` of `/peercompute.json`. */
+  rootKey?: string;
+  /** `false`: this tab lends the node no CPU workers. Default `true`. */
+  compute?: boolean;
+  /** Size of this tab's CPU worker pool (default hardwareConcurrency − 1, 1 to 4). */
+  cpuWorkers?: number;
+}
+
+/** What a node computes for peers. */
+export interface Capabilities {
+  /** CPU chunks it runs at once. */
+  cpu: number;
+  gpu: boolean;
+  /** Measured speed (built-in mandelbrot, Mcells/s). */
+  score: number;
+  /** 0 (idle) to 1 (busy). */
+  load: number;
+}
+
+export type ElementType = 'f32' | 'u32' | 'i32';
+/** A scalar parameter: a non-negative integer is u32, a negative one i32, anything else f32. */
+export type ParamValue = number | { f32: number } | { u32: number } | { i32: number };
+
+export interface TaskSpec {
+  /** Unique among this node's running tasks; default: a random id. */
+  id?: string;
+  /** `cpu`: a built-in kernel; `webgpu`: a WGSL shader. */
+  type: 'cpu' | 'webgpu';
+  /** Built-in kernel (`cpu`): `mandelbrot`, `matmul`, `square`, `sum`. */
+  kernel?: string;
+  /** WGSL source (`webgpu`). */
+  shader?: string;
+  entry?: string;
+  workgroupSize?: number[];
+  /** Hex Ed25519 signature of the shader by the root key (`relay-server sign`): lets it travel. */
+  signature?: string;
+  /** Parameters and inputs, seed style: `data: { params, inputs }`. */
+  data?: { params?: Record<string, ParamValue>; inputs?: TaskInput[] };
+  params?: Record<string, ParamValue>;
+  inputs?: TaskInput[];
+  output: { binding?: number; type: ElementType; length: number };
+  /** 1 to 3 dimensions. */
+  grid: number[];
+  /** Axis (default the outermost longer than 1) and chunk count (default `auto`). */
+  split?: { axis?: number; chunks?: number | 'auto' };
+  reduce?: 'concat' | 'sum' | 'min' | 'max';
+  /** >1: each chunk runs on that many peers and results are compared (at most 5). */
+  redundancy?: number;
+  /** Run on this node only. */
+  local?: boolean;
+  timeoutMs?: number;
+  chunkTimeoutMs?: number;
+}
+
+export interface TaskInput {
+  /** Storage binding (default 2, 3, …). */
+  binding?: number;
+  /** Default: from the typed array. */
+  type?: ElementType;
+  data: Float32Array | Uint32Array | Int32Array | ArrayBuffer;
+}
+
+export interface ExcludedWorker {
+  peerId: string;
+  task: string;
+  chunk: number;
+}
+
+export interface TaskReport {
+  result: Float32Array | Uint32Array | Int32Array;
+  type: ElementType;
+  chunks: number;
+  /** Peer ids (this node's included) whose results were accepted. */
+  workers: string[];
+  /** Workers whose results lost a vote, excluded from the task. */
+  excluded: ExcludedWorker[];
+  elapsedMs: number;
+}
+
+export interface Task {
+  readonly id: string;
+  readonly result: Promise<Float32Array | Uint32Array | Int32Array>;
+  readonly done: Promise<TaskReport>;
+  on(event: 'progress', handler: (p: { done: number; total: number; peers: number }) => void): () => void;
+  cancel(): Promise<void>;
+}
+
+export interface ComputeStatus {
+  cpuSlots: number;
+  gpu: boolean;
+  score: number;
+  rootKey: string | null;
+  tasks: number;
+  runningChunks: number;
+  chunksServed: number;
+  chunksRefused: number;
+  excluded: ExcludedWorker[];
 }
 
 /** Every node's presence state, this node's included. */
@@ -79,12 +188,14 @@ export interface NodeStatus {
   topics: string[];
   tabs: number;
   uptimeMs: number;
+  compute: ComputeStatus;
 }
 
 export interface PeerInfo {
   peerId: string;
   connected: boolean;
   rttMs: number | null;
+  compute: Capabilities | null;
 }
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -159,6 +270,10 @@ export interface PeerComputeNode {
   readonly presence: Presence;
   /** The shared document `name` (1–128 bytes, no control characters). */
   state(name: string): SharedState;
+  /** Runs a compute task across this node's workers and its peers'. */
+  submitTask(spec: TaskSpec): Task;
+  /** Settles once this tab's CPU workers are lent to the node. */
+  readonly executors: Promise<{ slots: number; score: number }>;
   getStatus(): Promise<NodeStatus>;
   peers(): Promise<PeerInfo[]>;
   ping(): Promise<{ pong: true }>;
