@@ -112,22 +112,25 @@ export async function startCpuPool(request, options = {}) {
     workers.push(worker);
     scores.push(ready);
   }
-  const score = Math.max(...(await Promise.all(scores)));
+  let score;
+  try {
+    score = Math.max(...(await Promise.all(scores)));
+  } catch (e) {
+    for (const w of workers) w.terminate();
+    throw e;
+  }
   const { port1, port2 } = new MessageChannel();
   const idle = [...workers];
   const queue = []; // { job, bytes }
-  const running = new Map(); // worker -> job
   const pump = () => {
     while (idle.length && queue.length) {
       const worker = idle.pop();
       const { job, bytes } = queue.shift();
-      running.set(worker, job);
       worker.postMessage({ job, bytes }, [bytes.buffer]);
     }
   };
   for (const worker of workers) {
     worker.onmessage = ({ data }) => {
-      running.delete(worker);
       idle.push(worker);
       port1.postMessage(data, [data.bytes.buffer]);
       pump();

@@ -2,11 +2,20 @@
 
 use std::time::Duration;
 
-use libp2p::{gossipsub, identify, identity::Keypair, ping, relay};
+use libp2p::{
+    gossipsub, identify, identity::Keypair, ping, relay, request_response, StreamProtocol,
+};
 
-use crate::circuit_policy::OffCircuits;
-
-use crate::limits::{MAX_GOSSIP_FRAME_BYTES, MAX_SYNC_STREAMS};
+use crate::{
+    circuit_policy::OffCircuits,
+    compute::{
+        protocol::{ComputeCodec, COMPUTE_PROTOCOL},
+        task::MAX_TASK_TIMEOUT_MS,
+    },
+    frame::{FrameCodec, WireFrame},
+    limits::{MAX_COMPUTE_STREAMS, MAX_GOSSIP_FRAME_BYTES, MAX_SYNC_STREAMS},
+    state::sync_protocol::{SyncCodec, SYNC_PROTOCOL},
+};
 
 /// Identify protocol version string of PeerCompute nodes and relays.
 pub const IDENTIFY_PROTOCOL: &str = "/peercompute/1.0.0";
@@ -46,39 +55,34 @@ mod derived {
     }
 }
 
-/// The state-sync request-response behaviour, for nodes and the pinning relay.
-pub fn state_sync_behaviour(
-) -> libp2p::request_response::Behaviour<crate::state::sync_protocol::SyncCodec> {
-    use libp2p::request_response::{Behaviour, Config, ProtocolSupport};
-    Behaviour::with_codec(
-        crate::state::sync_protocol::SyncCodec,
-        [(
-            crate::state::sync_protocol::SYNC_PROTOCOL,
-            ProtocolSupport::Full,
-        )],
-        // Each stream may buffer up to one frame: bound how many run at once per connection.
-        Config::default()
-            .with_request_timeout(Duration::from_secs(30))
-            .with_max_concurrent_streams(MAX_SYNC_STREAMS),
+/// A request-response behaviour carrying [`WireFrame`] messages. Each stream may buffer one
+/// frame, so `streams` bounds the memory one connection can hold.
+fn frame_behaviour<Req: WireFrame, Res: WireFrame>(
+    protocol: StreamProtocol,
+    timeout: Duration,
+    streams: usize,
+) -> request_response::Behaviour<FrameCodec<Req, Res>> {
+    request_response::Behaviour::with_codec(
+        FrameCodec::default(),
+        [(protocol, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(streams),
     )
+}
+
+/// The state-sync request-response behaviour, for nodes and the pinning relay.
+pub fn state_sync_behaviour() -> request_response::Behaviour<SyncCodec> {
+    frame_behaviour(SYNC_PROTOCOL, Duration::from_secs(30), MAX_SYNC_STREAMS)
 }
 
 /// The compute request-response behaviour. A request is answered when its chunk is done, so
 /// the stream timeout is the longest task; the scheduler's per-chunk timeout acts sooner.
-pub fn compute_behaviour(
-) -> libp2p::request_response::Behaviour<crate::compute::protocol::ComputeCodec> {
-    use libp2p::request_response::{Behaviour, Config, ProtocolSupport};
-    Behaviour::with_codec(
-        crate::compute::protocol::ComputeCodec,
-        [(
-            crate::compute::protocol::COMPUTE_PROTOCOL,
-            ProtocolSupport::Full,
-        )],
-        Config::default()
-            .with_request_timeout(Duration::from_millis(u64::from(
-                crate::compute::task::MAX_TASK_TIMEOUT_MS,
-            )))
-            .with_max_concurrent_streams(crate::limits::MAX_COMPUTE_STREAMS),
+pub fn compute_behaviour() -> request_response::Behaviour<ComputeCodec> {
+    frame_behaviour(
+        COMPUTE_PROTOCOL,
+        Duration::from_millis(u64::from(MAX_TASK_TIMEOUT_MS)),
+        MAX_COMPUTE_STREAMS,
     )
 }
 

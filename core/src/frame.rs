@@ -1,8 +1,14 @@
 //! One length-prefixed frame per request-response message: `[u32 big-endian length][bytes]`.
-//! Shared by the request-response protocols ([`crate::state::sync_protocol`],
-//! [`crate::compute::protocol`]); each passes its own bound.
+//! The request-response protocols ([`crate::state::sync_protocol`],
+//! [`crate::compute::protocol`]) only say how their messages encode and how large they may
+//! be ([`WireFrame`]); [`FrameCodec`] carries them.
 
-use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::marker::PhantomData;
+
+use libp2p::{
+    futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    StreamProtocol,
+};
 
 use crate::{error::ErrorCode, NodeError};
 
@@ -51,9 +57,91 @@ pub async fn write_frame<T: AsyncWrite + Unpin + Send>(
     io.close().await
 }
 
-/// A decode error as an I/O error, which is what request-response codecs return.
-pub fn invalid_data(e: NodeError) -> std::io::Error {
+fn invalid_data(e: NodeError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e.message)
+}
+
+/// A message of a request-response protocol, carried as one frame.
+pub trait WireFrame: Sized + Send + 'static {
+    /// Largest encoded message.
+    const MAX_BYTES: usize;
+    /// What it is, for errors.
+    const WHAT: &'static str;
+    /// Encodes the message.
+    fn encode_frame(&self) -> Vec<u8>;
+    /// Decodes and checks a message.
+    fn decode_frame(bytes: &[u8]) -> Result<Self, NodeError>;
+}
+
+/// The request-response codec of a protocol whose requests are `Req` and responses `Res`.
+pub struct FrameCodec<Req, Res>(PhantomData<fn() -> (Req, Res)>);
+
+impl<Req, Res> Default for FrameCodec<Req, Res> {
+    fn default() -> Self {
+        FrameCodec(PhantomData)
+    }
+}
+
+impl<Req, Res> Clone for FrameCodec<Req, Res> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+async fn read_message<M: WireFrame, T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<M> {
+    let bytes = read_frame(io, M::MAX_BYTES, M::WHAT).await?;
+    M::decode_frame(&bytes).map_err(invalid_data)
+}
+
+async fn write_message<M: WireFrame, T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    message: M,
+) -> std::io::Result<()> {
+    write_frame(io, &message.encode_frame(), M::MAX_BYTES, M::WHAT).await
+}
+
+impl<Req: WireFrame, Res: WireFrame> libp2p::request_response::Codec for FrameCodec<Req, Res> {
+    type Protocol = StreamProtocol;
+    type Request = Req;
+    type Response = Res;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Req>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_message(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Res>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_message(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Req,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_message(io, req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Res,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_message(io, res).await
+    }
 }
 
 /// Appends an unsigned LEB128 varint.

@@ -64,27 +64,28 @@ impl Default for ComputeConfig {
 
 type Jobs = Arc<Mutex<std::sync::mpsc::Receiver<(u64, ChunkJob)>>>;
 
-/// CPU chunks on a fixed pool of threads; aborted jobs that have not started are skipped.
+/// CPU chunks on a fixed pool of threads. `waiting` holds the jobs queued and not started:
+/// an abort takes a job out, and a thread skips a job that is no longer in it.
 struct CpuPool {
     queue: std::sync::mpsc::Sender<(u64, ChunkJob)>,
-    aborted: Arc<Mutex<HashSet<u64>>>,
+    waiting: Arc<Mutex<HashSet<u64>>>,
 }
 
 impl CpuPool {
     fn start(config: &ComputeConfig, done: mpsc::Sender<Input>) -> Self {
         let (queue, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
         let rx: Jobs = Arc::new(Mutex::new(rx));
-        let aborted = Arc::new(Mutex::new(HashSet::new()));
+        let waiting = Arc::new(Mutex::new(HashSet::new()));
         for i in 0..config.cpu_threads {
-            let (rx, aborted, mut done) = (rx.clone(), aborted.clone(), done.clone());
+            let (rx, waiting, mut done) = (rx.clone(), waiting.clone(), done.clone());
             let corrupt = config.corrupt_results;
             let spawned = std::thread::Builder::new()
                 .name(format!("peercompute-cpu-{i}"))
                 .spawn(move || loop {
                     let next = rx.lock().ok().and_then(|r| r.recv().ok());
                     let Some((job, chunk)) = next else { return };
-                    if aborted.lock().is_ok_and(|mut a| a.remove(&job)) {
-                        continue;
+                    if !waiting.lock().is_ok_and(|mut w| w.remove(&job)) {
+                        continue; // aborted while queued
                     }
                     let mut result = kernels::run(&chunk);
                     if corrupt {
@@ -105,7 +106,7 @@ impl CpuPool {
                 tracing::error!("cannot start a CPU worker thread: {e}");
             }
         }
-        CpuPool { queue, aborted }
+        CpuPool { queue, waiting }
     }
 }
 
@@ -307,6 +308,9 @@ fn host_output(
             store.with(|m| m.insert(doc, vec![state]));
         }
         Output::RunChunk { job, chunk } => {
+            if let Ok(mut w) = pool.waiting.lock() {
+                w.insert(job);
+            }
             if let Err(e) = pool.queue.send((job, chunk)) {
                 let failed = Input::ChunkDone {
                     job: e.0 .0,
@@ -316,13 +320,8 @@ fn host_output(
             }
         }
         Output::AbortChunk { job } => {
-            if let Ok(mut a) = pool.aborted.lock() {
-                // Aborts of jobs that already ran are never taken out: forget them in bulk
-                // (the worst case is running an unwanted chunk, whose answer is ignored).
-                if a.len() >= 4096 {
-                    a.clear();
-                }
-                a.insert(job);
+            if let Ok(mut w) = pool.waiting.lock() {
+                w.remove(&job);
             }
         }
         other => {

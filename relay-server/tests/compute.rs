@@ -111,15 +111,16 @@ fn local_result(task: &serde_json::Value) -> Vec<u8> {
     reduce(&parts, task.reduce, task.output.ty).expect("reduces")
 }
 
+fn submit_request(task: &serde_json::Value) -> Request {
+    Request::TaskSubmit {
+        task: Box::new(parse(task)),
+    }
+}
+
 async fn submit(n: &mut NativeNode, task: &serde_json::Value) -> Result<TaskResult, ErrorCode> {
-    match timeout(
-        T,
-        n.request(Request::TaskSubmit {
-            task: Box::new(parse(task)),
-        }),
-    )
-    .await
-    .expect("task answered in time")
+    match timeout(T, n.request(submit_request(task)))
+        .await
+        .expect("task answered in time")
     {
         Ok(ReplyValue::TaskResult(r)) => Ok(r),
         Ok(other) => panic!("unexpected reply {other:?}"),
@@ -206,18 +207,17 @@ async fn a_peer_that_leaves_mid_task_does_not_stop_it() {
 
     // Slow enough chunks that b still holds some when it goes.
     let task = mandelbrot("leave", 128, 96, 3000, 16);
-    let id = a
-        .send_request(Request::TaskSubmit {
-            task: Box::new(parse(&task)),
-        })
-        .await
-        .expect("sent");
+    let id = a.send_request(submit_request(&task)).await.expect("sent");
+    // Stop b while it runs chunks of the task.
+    let mut b = others.remove(0);
     timeout(T, async {
-        while !matches!(a.next_event().await, Some(Event::TaskProgress { .. })) {}
+        while running_chunks(&mut b).await == 0 {
+            sleep(Duration::from_millis(10)).await;
+        }
     })
     .await
-    .expect("first progress");
-    others.remove(0).stop();
+    .expect("b runs a chunk");
+    b.stop();
     let reply = timeout(T * 2, a.reply(id)).await.expect("answered");
     let Ok(ReplyValue::TaskResult(result)) = reply else {
         panic!("task failed: {reply:?}");
@@ -259,12 +259,7 @@ async fn cancel_stops_the_work_on_every_peer() {
     let b = &mut others[0];
 
     let task = mandelbrot("long", 256, 256, 20_000, 64);
-    let id = a
-        .send_request(Request::TaskSubmit {
-            task: Box::new(parse(&task)),
-        })
-        .await
-        .expect("sent");
+    let id = a.send_request(submit_request(&task)).await.expect("sent");
     // Wait until b runs one of its chunks.
     timeout(T, async {
         while running_chunks(b).await == 0 {

@@ -18,25 +18,7 @@ use tokio::time::timeout;
 const T: Duration = Duration::from_secs(20);
 
 async fn node(relay: &RelayHandle) -> NativeNode {
-    let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default())
-        .await
-        .expect("node");
-    let reply = timeout(
-        T,
-        n.request(Request::Connect {
-            relays: vec![relay.dialable[0].to_string()],
-            timeout_ms: Some(10_000),
-            wait: true,
-            root_key: None,
-        }),
-    )
-    .await
-    .expect("in time")
-    .expect("connects");
-    assert!(
-        matches!(reply, ReplyValue::Connected { peer_id } if peer_id == n.peer_id().to_string())
-    );
-    n
+    common::node_on(Some(relay), MemoryStore::default()).await
 }
 
 /// Two nodes on `relay`, both subscribed to `chat`.

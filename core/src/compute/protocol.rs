@@ -14,10 +14,7 @@
 
 use std::sync::Arc;
 
-use libp2p::{
-    futures::{AsyncRead, AsyncWrite},
-    StreamProtocol,
-};
+use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -357,75 +354,34 @@ impl ComputeResponse {
     }
 }
 
-/// The request-response codec.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ComputeCodec;
+impl frame::WireFrame for ComputeRequest {
+    const MAX_BYTES: usize = MAX_REQUEST_FRAME_BYTES;
+    const WHAT: &'static str = "compute request";
 
-impl libp2p::request_response::Codec for ComputeCodec {
-    type Protocol = StreamProtocol;
-    type Request = ComputeRequest;
-    type Response = ComputeResponse;
-
-    async fn read_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Self::Request>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let bytes = frame::read_frame(io, MAX_REQUEST_FRAME_BYTES, "compute request").await?;
-        ComputeRequest::decode(&bytes).map_err(frame::invalid_data)
+    fn encode_frame(&self) -> Vec<u8> {
+        self.encode()
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Self::Response>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let bytes = frame::read_frame(io, MAX_RESPONSE_FRAME_BYTES, "compute response").await?;
-        ComputeResponse::decode(&bytes).map_err(frame::invalid_data)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Self::Request,
-    ) -> std::io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        frame::write_frame(
-            io,
-            &req.encode(),
-            MAX_REQUEST_FRAME_BYTES,
-            "compute request",
-        )
-        .await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Self::Response,
-    ) -> std::io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        frame::write_frame(
-            io,
-            &res.encode(),
-            MAX_RESPONSE_FRAME_BYTES,
-            "compute response",
-        )
-        .await
+    fn decode_frame(bytes: &[u8]) -> Result<Self, NodeError> {
+        Self::decode(bytes)
     }
 }
+
+impl frame::WireFrame for ComputeResponse {
+    const MAX_BYTES: usize = MAX_RESPONSE_FRAME_BYTES;
+    const WHAT: &'static str = "compute response";
+
+    fn encode_frame(&self) -> Vec<u8> {
+        self.encode()
+    }
+
+    fn decode_frame(bytes: &[u8]) -> Result<Self, NodeError> {
+        Self::decode(bytes)
+    }
+}
+
+/// The request-response codec: one length-prefixed frame each way.
+pub type ComputeCodec = frame::FrameCodec<ComputeRequest, ComputeResponse>;
 
 #[cfg(test)]
 mod tests {

@@ -330,12 +330,14 @@ impl Node {
                 format!("at most {MAX_RUNNING_TASKS} tasks run at once"),
             )));
         }
-        // Never send code that does not verify against the key this node trusts.
-        if let (Some(key), Some(code)) = (&self.compute.root_key, task.code.signed_bytes()) {
-            if task.signature.is_some() {
-                if let Err(e) = key.verify(code, task.signature.as_ref()) {
-                    return Some(Err(e));
-                }
+        // Never send code whose signature does not verify against the key this node trusts.
+        if let (Some(key), Some(code), Some(signature)) = (
+            &self.compute.root_key,
+            task.code.signed_bytes(),
+            task.signature.as_ref(),
+        ) {
+            if let Err(e) = key.verify(code, Some(signature)) {
+                return Some(Err(e));
             }
         }
         let kind = task.code.kind();

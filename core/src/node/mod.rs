@@ -377,7 +377,8 @@ impl Node {
         debug!(tab, "tab detached");
     }
 
-    /// Handles a request; `None` means the reply comes later (connect).
+    /// Handles a request; `None` means the reply comes later (connect, task submit, and
+    /// state requests that wait for a load or a durable write).
     fn on_request(
         &mut self,
         tab: TabId,

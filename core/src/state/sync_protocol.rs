@@ -11,11 +11,7 @@
 //! A peer that does not hold a document leaves it out of its response; nothing is created by
 //! a remote message. Every count and length is bounded before anything is allocated.
 
-use libp2p::{
-    futures::{AsyncRead, AsyncWrite},
-    gossipsub::IdentTopic,
-    StreamProtocol,
-};
+use libp2p::{gossipsub::IdentTopic, StreamProtocol};
 use yrs::{
     sync::{Message, SyncMessage},
     updates::{decoder::Decode, encoder::Encode},
@@ -158,73 +154,21 @@ fn decode_sync_message(bytes: &[u8]) -> Result<SyncMessage, NodeError> {
     }
 }
 
+impl frame::WireFrame for SyncFrame {
+    const MAX_BYTES: usize = MAX_SYNC_FRAME_BYTES;
+    const WHAT: &'static str = "sync";
+
+    fn encode_frame(&self) -> Vec<u8> {
+        self.encode()
+    }
+
+    fn decode_frame(bytes: &[u8]) -> Result<Self, NodeError> {
+        Self::decode(bytes)
+    }
+}
+
 /// The request-response codec: one length-prefixed frame each way.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SyncCodec;
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<SyncFrame> {
-    let bytes = frame::read_frame(io, MAX_SYNC_FRAME_BYTES, "sync").await?;
-    SyncFrame::decode(&bytes).map_err(frame::invalid_data)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    sync: SyncFrame,
-) -> std::io::Result<()> {
-    frame::write_frame(io, &sync.encode(), MAX_SYNC_FRAME_BYTES, "sync").await
-}
-
-impl libp2p::request_response::Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = SyncFrame;
-    type Response = SyncFrame;
-
-    async fn read_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<SyncFrame>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_frame(io).await
-    }
-
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<SyncFrame>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_frame(io).await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: SyncFrame,
-    ) -> std::io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, req).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: SyncFrame,
-    ) -> std::io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, res).await
-    }
-}
+pub type SyncCodec = frame::FrameCodec<SyncFrame, SyncFrame>;
 
 #[cfg(test)]
 mod tests {

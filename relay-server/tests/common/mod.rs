@@ -7,7 +7,7 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use peercompute_core::{
     native::{MemoryStore, NativeNode},
-    tab_protocol::{Event, Request},
+    tab_protocol::{Event, ReplyValue, Request},
     NodeConfig,
 };
 use relay_server::{start, RelayConfig, RelayHandle};
@@ -36,16 +36,23 @@ pub(crate) async fn node_with(
     n
 }
 
-/// Connects `n` to `relay` (and waits for its reservation).
+/// Connects `n` to `relay`: waits for its reservation, and checks the reply names the node.
 pub(crate) async fn connect(n: &mut NativeNode, relay: &RelayHandle) {
-    n.request(Request::Connect {
-        relays: vec![relay.dialable[0].to_string()],
-        timeout_ms: Some(10_000),
-        wait: true,
-        root_key: None,
-    })
+    let reply = timeout(
+        T,
+        n.request(Request::Connect {
+            relays: vec![relay.dialable[0].to_string()],
+            timeout_ms: Some(10_000),
+            wait: true,
+            root_key: None,
+        }),
+    )
     .await
+    .expect("in time")
     .expect("connects");
+    assert!(
+        matches!(reply, ReplyValue::Connected { peer_id } if peer_id == n.peer_id().to_string())
+    );
 }
 
 /// The node's next event that satisfies `pred`, within [`T`].
