@@ -68,6 +68,21 @@ async fn presence_is_seen_updated_cleared_and_forgotten_when_a_peer_leaves() {
     // Back, then gone with the node.
     set(&mut a, json!("back")).await.expect("set");
     until_presence(&mut b, |p| p[&a_id] == "back").await;
+    // "Gone with the node" means on the connection's close, not on expiry (30 s, as long as
+    // a test waits): b must hold a connection to a first. B learned a's state through the
+    // relay, possibly before their own circuit was up.
+    tokio::time::timeout(common::T, async {
+        loop {
+            if let Ok(ReplyValue::Peers(peers)) = b.request(Request::Peers).await {
+                if peers.iter().any(|p| p.peer_id == a_id && p.connected) {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b connected to a");
     a.stop();
     until_presence(&mut b, |p| p.get(&a_id).is_none()).await;
     // B set nothing itself, and A is gone: B shows nobody.
