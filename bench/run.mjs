@@ -3,13 +3,14 @@
 // Playwright; the native baseline is two native nodes through the same relay process, run in
 // the same invocation, so the ratio is measured on one machine at one time.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 
 import { chromium } from '@playwright/test';
 
 import { chromiumArgs } from '../playwright.config.mjs';
 import { startRelay } from '../playwright/relay.mjs';
+import { benchBrowserCompute } from './compute.mjs';
 import { benchBrowserState } from './state.mjs';
 
 const SKIP_BUILD = process.env.BENCH_SKIP_BUILD === '1';
@@ -146,6 +147,11 @@ try {
   const yjs = spawnSync(process.execPath, ['--expose-gc', 'bench/state-yjs.mjs'], { encoding: 'utf8' });
   if (yjs.status !== 0) throw new Error(`state-yjs failed: ${yjs.stderr}`);
   results.yjs = JSON.parse(yjs.stdout.trim().split('\n').at(-1));
+
+  // 7. Compute in the browser (worker-gpu, worker-cpu); bench-native measured its half in 5.
+  results.compute = await benchBrowserCompute(browser, relay, {
+    shader: readFileSync('core/src/compute/shaders/matmul.wgsl', 'utf8'),
+  });
 } finally {
   await browser.close();
   await relay.stop();
@@ -193,6 +199,27 @@ console.log('  yjs: in memory, each update encoded. ² browser and native: throu
 console.log('  the document until the view holds every key; yjs: encode + apply + toJSON in one process.');
 console.log('³ native: process RSS growth; yjs: V8 heap growth after GC.');
 console.log('⁴ the 100 updates of the local run applied to a replica that reports each changed key.\n');
+const bc = results.compute;
+const nc = n.compute;
+const gpuNote = (g) => (g ? `${g.adapter}${g.software_adapter ? ', software' : ''}` : 'no adapter');
+const computeRows = [
+  [`WGSL matmul GFLOPS, browser n=${bc.gpu_matmul?.n ?? '–'} (${gpuNote(bc.gpu_matmul)})`, bc.gpu_matmul?.gflops, null, ''],
+  [`WGSL matmul GFLOPS, native wgpu n=${nc.gpu_matmul.n} (${gpuNote(nc.gpu_matmul)})`, null, nc.gpu_matmul.gflops, '≥ 50% cuBLAS⁵'],
+  [`CPU matmul kernel GFLOPS, n=${nc.cpu_kernels.matmul_n}, one worker/thread`, bc.cpu_kernels.matmul_gflops, nc.cpu_kernels.matmul_gflops, ''],
+  [`CPU mandelbrot ${nc.cpu_kernels.mandelbrot_size}², maxIter ${nc.cpu_kernels.mandelbrot_max_iter} (ms)`, bc.cpu_kernels.mandelbrot_ms, nc.cpu_kernels.mandelbrot_ms, ''],
+  [`dispatch overhead per chunk to a peer (ms)⁶`, null, nc.chunk_overhead.per_chunk_ms, '≤ 5'],
+  ...nc.speedup.runs.map((r) => [`one task on ${r.peers} native peer(s): ms / speedup⁷`, null, r.ms, r.peers === 1 ? '' : `×${fmt(r.speedup)}`]),
+];
+const computeTable = [
+  '| compute | browser | native | browser/native | note |',
+  '|---|---:|---:|---:|---|',
+  ...computeRows.map(([name, br, na, note]) =>
+    `| ${name} | ${fmt(br)} | ${fmt(na)} | ${br == null || na == null ? '' : fmt(br / na)} | ${note} |`),
+].join('\n');
+console.log(`${computeTable}\n`);
+console.log('⁵ cuBLAS FP32 needs the device machine (an NVIDIA GPU); this table is from this machine.');
+console.log(`⁶ ${nc.chunk_overhead.chunks} tiny chunks sent one at a time to one peer through the relay.`);
+console.log(`⁷ ${nc.speedup.task}; one CPU thread per peer, on ${nc.speedup.cores} cores.\n`);
 const report = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) },

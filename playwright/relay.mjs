@@ -9,16 +9,16 @@ import { createInterface } from 'node:readline';
 
 import { expect } from '@playwright/test';
 
-const BINARY = process.env.RELAY_BIN ?? 'target/debug/relay-server';
+export const BINARY = process.env.RELAY_BIN ?? 'target/debug/relay-server';
 
 /** Starts a relay; resolves once it prints its READY line. */
-export async function startRelay({ httpPort = 0, wsPort = 0, identityDir, stateDir } = {}) {
+export async function startRelay({ httpPort = 0, wsPort = 0, identityDir, stateDir, args = [] } = {}) {
   const dir = identityDir ?? mkdtempSync(join(tmpdir(), 'pc-relay-'));
   const pinning = stateDir ? ['--state-dir', stateDir] : [];
   const child = spawn(
     BINARY,
     ['--http', `127.0.0.1:${httpPort}`, '--listen', `/ip4/127.0.0.1/tcp/${wsPort}/ws`,
-      '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web', ...pinning],
+      '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web', ...pinning, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   );
   child.stderr.on('data', (d) => process.stderr.write(d));
@@ -56,12 +56,13 @@ export async function startRelay({ httpPort = 0, wsPort = 0, identityDir, stateD
 
 /**
  * Gives the tests of a file one relay: started before the first test, stopped after the last.
- * Returns a getter, since the relay exists only once `beforeAll` has run.
+ * Returns a getter, since the relay exists only once `beforeAll` has run. `options` gives
+ * startRelay's options (it may be async: it runs in `beforeAll`).
  */
-export function useRelay(test) {
+export function useRelay(test, options = () => ({})) {
   let relay;
   test.beforeAll(async () => {
-    relay = await startRelay();
+    relay = await startRelay(await options());
   });
   test.afterAll(async () => {
     await relay?.stop();

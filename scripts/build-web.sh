@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the browser bundle into dist/web: the demo at /, the SDK at /sdk, the node's
-# SharedWorker at /sw, the CPU executor worker at /worker-cpu.
+# SharedWorker at /sw, the executor workers at /worker-cpu and /worker-gpu.
 # PROFILE=dev gives a fast unoptimized build; the default is the size-optimized wasm-release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,12 +8,12 @@ profile=${PROFILE:-wasm-release}
 out=dist/web
 log() { printf '\033[1;34m[build]\033[0m %s\n' "$*"; }
 
-log "cargo build peercompute-sw, peercompute-worker-cpu (wasm32, profile $profile)"
-cargo build -p peercompute-sw -p peercompute-worker-cpu --target wasm32-unknown-unknown --profile "$profile"
+log "cargo build peercompute-sw, peercompute-worker-cpu, peercompute-worker-gpu (wasm32, profile $profile)"
+cargo build -p peercompute-sw -p peercompute-worker-cpu -p peercompute-worker-gpu --target wasm32-unknown-unknown --profile "$profile"
 dir=$profile; [ "$profile" = dev ] && dir=debug
 
 rm -rf "$out"
-mkdir -p "$out/sw/pkg" "$out/worker-cpu/pkg" "$out/sdk"
+mkdir -p "$out/sw/pkg" "$out/worker-cpu/pkg" "$out/worker-gpu/pkg" "$out/sdk"
 # bindgen CRATE DIR [wasm-opt level]
 bindgen() {
   wasm-bindgen --target web --no-typescript --out-dir "$out/$2/pkg" \
@@ -28,12 +28,15 @@ bindgen() {
 bindgen peercompute_sw sw -Oz
 # The kernels are the hot loop here: optimize for speed.
 bindgen peercompute_worker_cpu worker-cpu -O3
+bindgen peercompute_worker_gpu worker-gpu -Oz
 cp sw/worker.js "$out/sw/"
 cp worker-cpu/worker.js "$out/worker-cpu/"
+cp worker-gpu/worker.js "$out/worker-gpu/"
 cp sdk/*.js sdk/*.d.ts "$out/sdk/"
 cp demo/* "$out/"
 size=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm")
 gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)
 log "worker wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzip → $out"
 cpu=$(stat -c %s "$out/worker-cpu/pkg/peercompute_worker_cpu_bg.wasm")
-log "worker-cpu wasm: $((cpu / 1024)) KiB"
+gpu=$(stat -c %s "$out/worker-gpu/pkg/peercompute_worker_gpu_bg.wasm")
+log "worker-cpu wasm: $((cpu / 1024)) KiB, worker-gpu wasm: $((gpu / 1024)) KiB"

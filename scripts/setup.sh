@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what PeerCompute needs on a fresh machine, skipping what is already there:
-# the wasm32 target, wasm-bindgen-cli at the version locked in Cargo.lock, Debian's Chromium,
-# and the npm packages. Safe to run again.
+# the wasm32 target, wasm-bindgen-cli at the version locked in Cargo.lock, Debian's Chromium and
+# Vulkan (lavapipe, for native GPU compute), and the npm packages. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,9 @@ fi
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Native GPU compute without a GPU: Vulkan through Mesa's lavapipe (software).
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
+dpkg -s libvulkan1 >/dev/null 2>&1 || missing+=(libvulkan1)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

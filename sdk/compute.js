@@ -26,23 +26,29 @@ export function encodeTask(spec, makeError) {
   if (typeof params !== 'object' || Array.isArray(params)) {
     throw makeError('TASK_INVALID', '`params` is an object of numbers');
   }
+  // An input is `{ binding?, type?, data }` or just the typed array (bindings 2, 3, ...).
   const inputs = (spec.inputs ?? data.inputs ?? []).map((input, i) => {
-    const array = input?.data ?? input?.bytes;
+    const bare = ArrayBuffer.isView(input) || input instanceof ArrayBuffer;
+    const array = bare ? input : (input?.data ?? input?.bytes);
     return {
-      binding: input?.binding ?? i + 2,
-      type: input?.type ?? typeOf(array),
+      binding: (bare ? undefined : input?.binding) ?? i + 2,
+      type: (bare ? undefined : input?.type) ?? typeOf(array),
       bytes: bytesOf(array, makeError, `input ${i}`),
     };
   });
+  // The seed's shape `{ id, type, shader, data: { inputs } }` names no output or grid: a map
+  // over the first input (one output element per input element, of its type).
+  const output = spec.output ?? (inputs[0] && { type: inputs[0].type, length: inputs[0].bytes.byteLength / 4 });
+  if (!output) throw makeError('TASK_INVALID', 'a task says its `output: { type, length }` (or has an input to map over)');
   const task = {
     id: spec.id ?? `task-${crypto.randomUUID()}`,
     type: spec.type,
     params: Object.entries(params),
     inputs,
-    output: spec.output,
-    grid: spec.grid,
+    output,
+    grid: spec.grid ?? [output.length],
   };
-  for (const key of ['shader', 'entry', 'workgroupSize', 'kernel', 'signature', 'split', 'reduce',
+  for (const key of ['shader', 'entry', 'workgroupSize', 'tile', 'kernel', 'signature', 'split', 'reduce',
     'redundancy', 'timeoutMs', 'chunkTimeoutMs', 'local']) {
     if (spec[key] !== undefined) task[key] = spec[key];
   }
@@ -52,7 +58,10 @@ export function encodeTask(spec, makeError) {
   return { task, transfer: inputs.map((i) => i.bytes.buffer) };
 }
 
-/** A running task: `result`, `done`, `on('progress')`, `cancel()`. */
+/**
+ * A running task: `result`, `done`, `on('progress')`, `cancel()`. It is also a thenable of
+ * its result, so the seed's `const result = await node.submitTask(spec)` works.
+ */
 export class Task {
   #listeners = new Set();
   #cancel;
@@ -69,6 +78,10 @@ export class Task {
     /** Resolves with the result as a typed array of the output type. */
     this.result = this.done.then((d) => d.result);
     this.result.catch(() => {}); // reported through `done`/`result` to whoever awaits them
+  }
+
+  then(onFulfilled, onRejected) {
+    return this.result.then(onFulfilled, onRejected);
   }
 
   /** `progress` handlers get `{ done, total, peers }`. Returns an off function. */
@@ -92,6 +105,33 @@ export class Task {
       }
     }
   }
+}
+
+/**
+ * Starts this tab's GPU worker (`worker-gpu`: wgpu on WebGPU) and lends it to the node.
+ * Resolves with the adapter (`{ name, backend, fallback, ... }`), or `null` where the browser
+ * has no WebGPU or no adapter (the node then says `gpu: false` and GPU work goes to peers).
+ */
+export async function startGpuWorker(request, options = {}) {
+  if (!globalThis.navigator?.gpu) return null;
+  const url = options.url ?? new URL('../worker-gpu/worker.js', import.meta.url);
+  const worker = new Worker(url, { type: 'module', name: 'peercompute-gpu' });
+  let adapter;
+  try {
+    adapter = await new Promise((resolve, reject) => {
+      worker.onmessage = ({ data }) => (data?.ready ? resolve(data.gpu) : reject(new Error(data?.error)));
+      worker.onerror = (e) => reject(new Error(e.message || 'worker-gpu failed to load'));
+    });
+  } catch (e) {
+    worker.terminate();
+    console.warn('PeerCompute: no GPU worker:', e.message);
+    return null;
+  }
+  const { port1, port2 } = new MessageChannel();
+  worker.postMessage({ port: port1 }, [port1]);
+  const { name, backend, fallback } = adapter;
+  await request('executorAttach', { port: port2, gpu: { name, backend, fallback } }, [port2]);
+  return { ...adapter, close: () => worker.terminate() };
 }
 
 /**

@@ -59,8 +59,10 @@ export interface ConnectOptions {
   waitForRelay?: boolean;
   /** The network's root public key (hex); default: `rootKey` of `/peercompute.json`. */
   rootKey?: string;
-  /** `false`: this tab lends the node no CPU workers. Default `true`. */
+  /** `false`: this tab lends the node no workers (CPU or GPU). Default `true`. */
   compute?: boolean;
+  /** `false`: this tab lends the node no GPU worker. Default `true` (where WebGPU exists). */
+  gpu?: boolean;
   /** Size of this tab's CPU worker pool (default hardwareConcurrency − 1, 1 to 4). */
   cpuWorkers?: number;
 }
@@ -89,17 +91,23 @@ export interface TaskSpec {
   kernel?: string;
   /** WGSL source (`webgpu`). */
   shader?: string;
+  /** Entry point (`webgpu`), default `main`. */
   entry?: string;
+  /** Invocations per workgroup (`webgpu`); read from the shader's `@workgroup_size` when absent. */
   workgroupSize?: number[];
+  /** Grid cells one workgroup covers (`webgpu`), default `workgroupSize`: set it when each
+   *  invocation computes several cells (the built-in matmul shader: `[64, 64]`). */
+  tile?: number[];
   /** Hex Ed25519 signature of the shader by the root key (`relay-server sign`): lets it travel. */
   signature?: string;
   /** Parameters and inputs, seed style: `data: { params, inputs }`. */
-  data?: { params?: Record<string, ParamValue>; inputs?: TaskInput[] };
+  data?: { params?: Record<string, ParamValue>; inputs?: (TaskInput | Float32Array | Uint32Array | Int32Array)[] };
   params?: Record<string, ParamValue>;
-  inputs?: TaskInput[];
-  output: { binding?: number; type: ElementType; length: number };
-  /** 1 to 3 dimensions. */
-  grid: number[];
+  inputs?: (TaskInput | Float32Array | Uint32Array | Int32Array)[];
+  /** Default: a map over the first input (its type and element count). */
+  output?: { binding?: number; type: ElementType; length: number };
+  /** 1 to 3 dimensions; default `[output.length]`. */
+  grid?: number[];
   /** Axis (default the outermost longer than 1) and chunk count (default `auto`). */
   split?: { axis?: number; chunks?: number | 'auto' };
   reduce?: 'concat' | 'sum' | 'min' | 'max';
@@ -136,7 +144,8 @@ export interface TaskReport {
   elapsedMs: number;
 }
 
-export interface Task {
+/** Also a thenable of its result: `await node.submitTask(spec)` gives the typed array. */
+export interface Task extends PromiseLike<Float32Array | Uint32Array | Int32Array> {
   readonly id: string;
   readonly result: Promise<Float32Array | Uint32Array | Int32Array>;
   readonly done: Promise<TaskReport>;
@@ -144,9 +153,24 @@ export interface Task {
   cancel(): Promise<void>;
 }
 
+/** The GPU adapter an executor runs on. */
+export interface GpuAdapter {
+  name: string;
+  backend: string;
+  /** A software adapter (SwiftShader, lavapipe): correct but slow. */
+  fallback: boolean;
+}
+
+/** What `worker-gpu` reports of its adapter. */
+export interface GpuAdapterInfo extends GpuAdapter {
+  maxStorageBufferBindingSize: number;
+  maxWorkgroupsPerDimension: number;
+}
+
 export interface ComputeStatus {
   cpuSlots: number;
   gpu: boolean;
+  gpuAdapter: GpuAdapter | null;
   score: number;
   rootKey: string | null;
   tasks: number;
@@ -274,6 +298,8 @@ export interface PeerComputeNode {
   submitTask(spec: TaskSpec): Task;
   /** Settles once this tab's CPU workers are lent to the node. */
   readonly executors: Promise<{ slots: number; score: number }>;
+  /** Settles once this tab's GPU worker is lent: its adapter, or `null` without WebGPU. */
+  readonly gpu: Promise<GpuAdapterInfo | null>;
   getStatus(): Promise<NodeStatus>;
   peers(): Promise<PeerInfo[]>;
   ping(): Promise<{ pong: true }>;

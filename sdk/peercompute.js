@@ -2,7 +2,7 @@
 // protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
 // all tabs of this origin share.
 
-import { Task, encodeTask, startCpuPool } from './compute.js';
+import { Task, encodeTask, startCpuPool, startGpuWorker } from './compute.js';
 import { Presence } from './presence.js';
 import { SharedState, checkDocName } from './state.js';
 
@@ -317,7 +317,8 @@ export const PeerCompute = {
    *   A failed bootstrap (`/peercompute.json` unreachable) is then not an error.
    * @param {string} [options.rootKey] the network's root public key (hex); default: `rootKey`
    *   of /peercompute.json. Code from peers runs only when signed by it.
-   * @param {boolean} [options.compute=true] `false`: this tab lends the node no CPU workers.
+   * @param {boolean} [options.compute=true] `false`: this tab lends the node no workers.
+   * @param {boolean} [options.gpu=true] `false`: this tab lends the node no GPU worker.
    * @param {number} [options.cpuWorkers] size of this tab's CPU worker pool (default:
    *   hardwareConcurrency − 1, 1 to 4).
    */
@@ -379,6 +380,12 @@ export const PeerCompute = {
               size: options.cpuWorkers,
             });
       node.executors.catch((e) => console.warn('PeerCompute: CPU workers unavailable:', e.message));
+      // And a GPU worker, where the browser has WebGPU.
+      node.gpu =
+        options.compute === false || options.gpu === false || typeof Worker === 'undefined'
+          ? Promise.resolve(null)
+          : startGpuWorker((op, fields, transfer) => channel.request(op, fields, transfer));
+      node.gpu.catch((e) => console.warn('PeerCompute: GPU worker unavailable:', e.message));
       return node;
     } catch (e) {
       // The node keeps retrying for other tabs; this tab lets go of its handle.

@@ -2,7 +2,8 @@
 //!
 //! Two native nodes join the relay given on the command line (the same relay process the
 //! browsers use), then measure pubsub latency (echo round trip / 2, at a steady rate) and
-//! relayed throughput, and print one JSON object on stdout.
+//! relayed throughput; then the shared-state and compute benchmarks ([`state`], [`compute`]);
+//! and print one JSON object on stdout.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use peercompute_core::{
 };
 use tokio::time::timeout;
 
+mod compute;
 mod state;
 
 #[derive(Parser)]
@@ -42,6 +44,9 @@ struct Args {
     /// Shared state: operations per update (one transaction).
     #[arg(long, default_value_t = 1000)]
     state_batch: usize,
+    /// Run only the compute benchmarks (prints `{ "compute": … }`).
+    #[arg(long)]
+    only_compute: bool,
 }
 
 fn publish(topic: &str, payload: Payload) -> Request {
@@ -60,7 +65,12 @@ fn publish(topic: &str, payload: Payload) -> Request {
 }
 
 async fn node(relay: &str) -> anyhow::Result<NativeNode> {
-    let mut n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default()).await?;
+    let n = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default()).await?;
+    connect(n, relay).await
+}
+
+/// Connects `n` to `relay` and waits for its reservation.
+pub(crate) async fn connect(mut n: NativeNode, relay: &str) -> anyhow::Result<NativeNode> {
     n.request(Request::Connect {
         relays: vec![relay.into()],
         timeout_ms: Some(10_000),
@@ -82,6 +92,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.only_compute {
+        let compute = compute::bench(&args.relay).await.context("compute")?;
+        println!("{}", serde_json::json!({ "compute": compute }));
+        return Ok(());
+    }
     let mut a = node(&args.relay).await.context("node a")?;
     let mut b = node(&args.relay).await.context("node b")?;
     for (n, topics) in [
@@ -211,10 +226,15 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(s), Some(extra)) = (state.as_object_mut(), sync.as_object()) {
         s.extend(extra.clone());
     }
+    writer.stop();
+    newcomer.stop();
+    a.stop();
+    let compute = compute::bench(&args.relay).await.context("compute")?;
     println!(
         "{}",
         serde_json::json!({
             "state": state,
+            "compute": compute,
             "pubsub_one_way_ms": {
                 "p50": percentile(&one_way, 0.5),
                 "p99": percentile(&one_way, 0.99),

@@ -11,11 +11,14 @@ use libp2p::{identity::Keypair, PeerId};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::{
-    compute::{kernels, task::ChunkJob},
+    compute::{
+        kernels,
+        task::{ChunkJob, TaskKind},
+    },
     error::ErrorCode,
     limits::TAB_INPUT_QUEUE,
     node::{Input, Node, NodeConfig, Output},
-    tab_protocol::{Event, ReplyValue, Request, RequestId, TabId},
+    tab_protocol::{Event, GpuAdapter, ReplyValue, Request, RequestId, TabId},
     NodeError,
 };
 
@@ -47,6 +50,9 @@ impl MemoryStore {
 pub struct ComputeConfig {
     /// Threads running CPU chunks (0: the node takes no chunks).
     pub cpu_threads: u32,
+    /// Run WGSL chunks on a GPU (wgpu: Vulkan, lavapipe where there is no GPU). Starting the
+    /// node fails when no adapter opens (build with the core crate's `gpu` feature).
+    pub gpu: bool,
     /// Test-only fault switch: flip a bit in every chunk result this node produces, so tests
     /// can check that redundancy catches a peer returning wrong results.
     pub corrupt_results: bool,
@@ -57,56 +63,161 @@ impl Default for ComputeConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ComputeConfig {
             cpu_threads: cores.clamp(1, 4) as u32,
+            gpu: false,
             corrupt_results: false,
         }
     }
 }
 
 type Jobs = Arc<Mutex<std::sync::mpsc::Receiver<(u64, ChunkJob)>>>;
+type Waiting = Arc<Mutex<HashSet<u64>>>;
 
-/// CPU chunks on a fixed pool of threads. `waiting` holds the jobs queued and not started:
-/// an abort takes a job out, and a thread skips a job that is no longer in it.
-struct CpuPool {
-    queue: std::sync::mpsc::Sender<(u64, ChunkJob)>,
-    waiting: Arc<Mutex<HashSet<u64>>>,
+/// The native executors: CPU chunks on a fixed pool of threads, WGSL chunks on one GPU
+/// thread. `waiting` holds the jobs queued and not started: an abort takes a job out, and
+/// an executor skips a job that is no longer in it.
+struct NativeExecutors {
+    cpu: std::sync::mpsc::Sender<(u64, ChunkJob)>,
+    gpu: Option<std::sync::mpsc::Sender<(u64, ChunkJob)>>,
+    gpu_adapter: Option<GpuAdapter>,
+    waiting: Waiting,
 }
 
-impl CpuPool {
-    fn start(config: &ComputeConfig, done: mpsc::Sender<Input>) -> Self {
-        let (queue, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
+type GpuQueue = (std::sync::mpsc::Sender<(u64, ChunkJob)>, GpuAdapter);
+
+/// Takes the next job still wanted, runs it and reports it; false once the node stopped.
+fn serve_one(
+    rx: &Jobs,
+    waiting: &Waiting,
+    corrupt: bool,
+    done: &mut mpsc::Sender<Input>,
+    run: &mut impl FnMut(&ChunkJob) -> Result<Vec<u8>, NodeError>,
+) -> bool {
+    let next = rx.lock().ok().and_then(|r| r.recv().ok());
+    let Some((job, chunk)) = next else {
+        return false;
+    };
+    if !waiting.lock().is_ok_and(|mut w| w.remove(&job)) {
+        return true; // aborted while queued
+    }
+    let mut result = run(&chunk);
+    if corrupt {
+        if let Ok(bytes) = &mut result {
+            if let Some(b) = bytes.first_mut() {
+                *b ^= 1;
+            }
+        }
+    }
+    use futures::SinkExt;
+    futures::executor::block_on(done.send(Input::ChunkDone { job, result })).is_ok()
+}
+
+impl NativeExecutors {
+    /// Starts the threads; fails when a GPU was asked for and none opens.
+    fn start(config: &ComputeConfig, done: mpsc::Sender<Input>) -> Result<Self, NodeError> {
+        let waiting: Waiting = Arc::new(Mutex::new(HashSet::new()));
+        let (cpu, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
         let rx: Jobs = Arc::new(Mutex::new(rx));
-        let waiting = Arc::new(Mutex::new(HashSet::new()));
         for i in 0..config.cpu_threads {
             let (rx, waiting, mut done) = (rx.clone(), waiting.clone(), done.clone());
             let corrupt = config.corrupt_results;
-            let spawned = std::thread::Builder::new()
-                .name(format!("peercompute-cpu-{i}"))
-                .spawn(move || loop {
-                    let next = rx.lock().ok().and_then(|r| r.recv().ok());
-                    let Some((job, chunk)) = next else { return };
-                    if !waiting.lock().is_ok_and(|mut w| w.remove(&job)) {
-                        continue; // aborted while queued
-                    }
-                    let mut result = kernels::run(&chunk);
-                    if corrupt {
-                        if let Ok(bytes) = &mut result {
-                            if let Some(b) = bytes.first_mut() {
-                                *b ^= 1;
-                            }
-                        }
-                    }
-                    use futures::SinkExt;
-                    if futures::executor::block_on(done.send(Input::ChunkDone { job, result }))
-                        .is_err()
-                    {
-                        return; // the node stopped
-                    }
-                });
+            let spawned =
+                std::thread::Builder::new()
+                    .name(format!("peercompute-cpu-{i}"))
+                    .spawn(move || {
+                        while serve_one(&rx, &waiting, corrupt, &mut done, &mut kernels::run) {}
+                    });
             if let Err(e) = spawned {
                 tracing::error!("cannot start a CPU worker thread: {e}");
             }
         }
-        CpuPool { queue, waiting }
+        let (gpu, gpu_adapter) = if config.gpu {
+            let (queue, adapter) = Self::start_gpu(config, waiting.clone(), done)?;
+            (Some(queue), Some(adapter))
+        } else {
+            (None, None)
+        };
+        Ok(NativeExecutors {
+            cpu,
+            gpu,
+            gpu_adapter,
+            waiting,
+        })
+    }
+
+    #[cfg(feature = "gpu")]
+    fn start_gpu(
+        config: &ComputeConfig,
+        waiting: Waiting,
+        mut done: mpsc::Sender<Input>,
+    ) -> Result<GpuQueue, NodeError> {
+        use crate::compute::gpu::GpuExecutor;
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
+        let rx: Jobs = Arc::new(Mutex::new(rx));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let corrupt = config.corrupt_results;
+        std::thread::Builder::new()
+            .name("peercompute-gpu".into())
+            .spawn(move || {
+                let gpu = match futures::executor::block_on(GpuExecutor::new()) {
+                    Ok(gpu) => {
+                        let info = gpu.info();
+                        let _ = ready_tx.send(Ok(GpuAdapter {
+                            name: info.name.clone(),
+                            backend: info.backend.clone(),
+                            fallback: info.fallback,
+                        }));
+                        gpu
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut run = |job: &ChunkJob| futures::executor::block_on(gpu.run(job));
+                while serve_one(&rx, &waiting, corrupt, &mut done, &mut run) {}
+            })
+            .map_err(|e| NodeError::new(ErrorCode::Internal, e.to_string()))?;
+        let adapter = ready_rx
+            .recv()
+            .map_err(|_| NodeError::new(ErrorCode::Internal, "the GPU thread ended"))??;
+        Ok((tx, adapter))
+    }
+
+    #[cfg(not(feature = "gpu"))]
+    fn start_gpu(
+        _: &ComputeConfig,
+        _: Waiting,
+        _: mpsc::Sender<Input>,
+    ) -> Result<GpuQueue, NodeError> {
+        Err(NodeError::new(
+            ErrorCode::TaskUnsupported,
+            "built without GPU support (the core crate's `gpu` feature)",
+        ))
+    }
+
+    fn run(&self, job: u64, chunk: ChunkJob) -> Result<(), NodeError> {
+        let queue = match chunk.code.kind() {
+            TaskKind::Cpu => Some(&self.cpu),
+            TaskKind::Webgpu => self.gpu.as_ref(),
+        };
+        let Some(queue) = queue else {
+            return Err(NodeError::new(
+                ErrorCode::TaskUnsupported,
+                "this node has no GPU executor",
+            ));
+        };
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(job);
+        }
+        queue
+            .send((job, chunk))
+            .map_err(|_| NodeError::new(ErrorCode::Internal, "no executor thread"))
+    }
+
+    fn abort(&self, job: u64) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&job);
+        }
     }
 }
 
@@ -147,7 +258,8 @@ impl NativeNode {
         let (out_tx, out_rx) = tokio_mpsc::channel(OUTPUT_QUEUE);
         let (ready_tx, ready_rx) = futures::channel::oneshot::channel();
         let loopback = tx.clone();
-        let pool = CpuPool::start(&compute, tx.clone());
+        let pool = NativeExecutors::start(&compute, tx.clone())?;
+        let gpu_adapter = pool.gpu_adapter.clone();
         std::thread::Builder::new()
             .name("peercompute-node".into())
             .spawn(move || {
@@ -192,10 +304,10 @@ impl NativeNode {
             next_id: 1,
         };
         this.send(Input::Attach(this.tab)).await?;
-        if compute.cpu_threads > 0 {
+        if compute.cpu_threads > 0 || compute.gpu {
             this.send(Input::Executors {
                 cpu_slots: compute.cpu_threads,
-                gpu: false,
+                gpu: gpu_adapter,
                 score: kernels::benchmark_score(),
             })
             .await?;
@@ -279,7 +391,7 @@ impl NativeNode {
 /// Storage for the node's documents, and delivery of everything else to the tab's queue.
 fn host_output(
     store: &MemoryStore,
-    pool: &CpuPool,
+    pool: &NativeExecutors,
     loopback: &mut mpsc::Sender<Input>,
     out: &tokio_mpsc::Sender<Output>,
     output: Output,
@@ -308,22 +420,14 @@ fn host_output(
             store.with(|m| m.insert(doc, vec![state]));
         }
         Output::RunChunk { job, chunk } => {
-            if let Ok(mut w) = pool.waiting.lock() {
-                w.insert(job);
-            }
-            if let Err(e) = pool.queue.send((job, chunk)) {
-                let failed = Input::ChunkDone {
-                    job: e.0 .0,
-                    result: Err(NodeError::new(ErrorCode::Internal, "no CPU worker thread")),
-                };
-                let _ = loopback.try_send(failed);
+            if let Err(e) = pool.run(job, chunk) {
+                let _ = loopback.try_send(Input::ChunkDone {
+                    job,
+                    result: Err(e),
+                });
             }
         }
-        Output::AbortChunk { job } => {
-            if let Ok(mut w) = pool.waiting.lock() {
-                w.remove(&job);
-            }
-        }
+        Output::AbortChunk { job } => pool.abort(job),
         other => {
             if out.try_send(other).is_err() {
                 tracing::warn!("native node output queue full; dropping an output");

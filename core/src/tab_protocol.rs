@@ -315,7 +315,7 @@ pub enum ReplyValue {
         peer_id: String,
     },
     /// Answer to `status`.
-    Status(Status),
+    Status(Box<Status>),
     /// Answer to `peers`.
     Peers(Vec<PeerStatus>),
     /// Answer to `publish`.
@@ -380,6 +380,18 @@ pub struct ExcludedWorker {
     pub chunk: u32,
 }
 
+/// The GPU adapter an executor runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuAdapter {
+    /// Adapter name, e.g. "SwiftShader Device (Subzero)" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Backend, e.g. "vulkan" or "browser-webgpu".
+    pub backend: String,
+    /// A software adapter (CPU-emulated): correct, but slow.
+    pub fallback: bool,
+}
+
 /// This node's compute side, in its status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -388,6 +400,8 @@ pub struct ComputeStatus {
     pub cpu_slots: u32,
     /// A WebGPU adapter is available.
     pub gpu: bool,
+    /// The GPU adapter chunks run on, if any.
+    pub gpu_adapter: Option<GpuAdapter>,
     /// Measured speed score.
     pub score: f64,
     /// The network's root key (hex), if known.
@@ -499,7 +513,7 @@ pub enum Event {
         peer_id: String,
     },
     /// Relay connectivity changed.
-    Status(Status),
+    Status(Box<Status>),
     /// A document the tab opened changed.
     State {
         /// Document name.

@@ -5,11 +5,10 @@
 mod common;
 
 use common::{connect, relay, T};
-use libp2p::identity::Keypair;
+use libp2p::identity::{ed25519, Keypair};
 use peercompute_core::{
     compute::{
-        kernels,
-        reduce::reduce,
+        kernels, shaders, signing,
         task::{Task, TaskRequest},
     },
     native::{ComputeConfig, MemoryStore, NativeNode},
@@ -27,12 +26,43 @@ async fn compute_node(relay: &RelayHandle, threads: u32, corrupt: bool) -> Nativ
         MemoryStore::default(),
         ComputeConfig {
             cpu_threads: threads,
+            gpu: false,
             corrupt_results: corrupt,
         },
     )
     .await
     .expect("node");
     connect(&mut n, relay).await;
+    n
+}
+
+/// A node with a GPU executor (lavapipe on a machine without a GPU: no adapter is a failure)
+/// or none, that trusts `root_key` when given.
+async fn gpu_node(relay: &RelayHandle, gpu: bool, root_key: Option<String>) -> NativeNode {
+    let mut n = NativeNode::spawn_with(
+        Keypair::generate_ed25519(),
+        NodeConfig::default(),
+        MemoryStore::default(),
+        ComputeConfig {
+            cpu_threads: 0,
+            gpu,
+            corrupt_results: false,
+        },
+    )
+    .await
+    .expect("node with a GPU adapter (Debian: mesa-vulkan-drivers)");
+    timeout(
+        T,
+        n.request(Request::Connect {
+            relays: vec![relay.dialable[0].to_string()],
+            timeout_ms: Some(10_000),
+            wait: true,
+            root_key,
+        }),
+    )
+    .await
+    .expect("in time")
+    .expect("connects");
     n
 }
 
@@ -106,13 +136,7 @@ fn parse(task: &serde_json::Value) -> TaskRequest {
 /// The task run here, in this process, chunk by chunk: what a distributed run must equal.
 fn local_result(task: &serde_json::Value) -> Vec<u8> {
     let task: Task = parse(task).validate().expect("valid");
-    let parts: Vec<Vec<u8>> = task
-        .jobs(1)
-        .expect("splits")
-        .iter()
-        .map(|j| kernels::run(j).expect("runs"))
-        .collect();
-    reduce(&parts, task.reduce, task.output.ty).expect("reduces")
+    kernels::run_task(&task).expect("runs")
 }
 
 fn submit_request(task: &serde_json::Value) -> Request {
@@ -300,4 +324,115 @@ async fn cancel_stops_the_work_on_every_peer() {
     .await
     .expect("b dropped the task's chunks");
     shut_down(relay, a, others).await;
+}
+
+/// Exact matrices (see `exact_matrices`): the GPU's result must equal the CPU kernel's.
+fn small_int_matmul(id: &str, m: u32, k: u32, n: u32) -> serde_json::Value {
+    let (a, b) = shaders::exact_matrices(m, k, n);
+    json!({
+        "id": id, "type": "cpu", "kernel": "matmul",
+        "inputs": [
+            { "binding": 2, "type": "f32", "bytes": a },
+            { "binding": 3, "type": "f32", "bytes": b },
+        ],
+        "output": { "type": "f32", "length": m * n }, "grid": [n, m],
+        "split": { "axis": 1, "chunks": 4 },
+    })
+}
+
+/// The same task as a WGSL shader (the built-in matmul shader), signed or not.
+fn as_shader(
+    task: &serde_json::Value,
+    shader: &str,
+    signature: Option<String>,
+) -> serde_json::Value {
+    let mut t = task.clone();
+    let o = t.as_object_mut().expect("object");
+    o.remove("kernel");
+    o.insert("type".into(), "webgpu".into());
+    o.insert("shader".into(), shader.into());
+    o.insert("tile".into(), json!(shaders::MATMUL_TILE));
+    if let Some(sig) = signature {
+        o.insert("signature".into(), sig.into());
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_shaders_run_on_gpu_peers_and_tampered_ones_are_refused() {
+    let root = ed25519::Keypair::generate();
+    let root_hex = signing::public_hex(&root);
+    let relay = relay("compute-gpu").await;
+    // `a` coordinates without a GPU and without knowing the root key, so what the peers
+    // answer is all that decides; b and c run shaders on the GPU and trust the root key.
+    let mut a = gpu_node(&relay, false, None).await;
+    let b = gpu_node(&relay, true, Some(root_hex.clone())).await;
+    let c = gpu_node(&relay, true, Some(root_hex)).await;
+    wait_for_workers(&mut a, &[&b, &c]).await;
+    let gpu_peers = match a.request(Request::Peers).await {
+        Ok(ReplyValue::Peers(p)) => p
+            .iter()
+            .filter(|p| p.compute.is_some_and(|c| c.gpu))
+            .count(),
+        other => panic!("peers: {other:?}"),
+    };
+    assert_eq!(gpu_peers, 2, "both peers advertise a GPU");
+
+    let cpu_task = small_int_matmul("mm", 70, 33, 90);
+    let signature = signing::to_hex(&signing::sign(&root, shaders::MATMUL.as_bytes()));
+    let signed = as_shader(&cpu_task, shaders::MATMUL, Some(signature.clone()));
+    let result = submit(&mut a, &signed).await.expect("signed shader runs");
+    assert_eq!(
+        result.bytes,
+        local_result(&cpu_task),
+        "GPU = CPU kernel, bit for bit"
+    );
+    assert_eq!(result.chunks, 4);
+    assert!(!result.workers.is_empty());
+
+    // What the peers ran and refused so far (work stealing may have run a chunk twice).
+    let (mut b, mut c) = (b, c);
+    let mut peer_counts = async || {
+        let (sb, sc) = (compute_status(&mut b).await, compute_status(&mut c).await);
+        (
+            sb.chunks_served + sc.chunks_served,
+            sb.chunks_refused + sc.chunks_refused,
+        )
+    };
+    let (served, refused) = peer_counts().await;
+    assert!(served >= 4, "the peers ran every chunk: {served}");
+
+    // The same signature over a changed shader: every peer refuses it before it runs.
+    let tampered_source = shaders::MATMUL.replace("acc[i][j] + av[i]", "acc[i][j] - av[i]");
+    let tampered = as_shader(&cpu_task, &tampered_source, Some(signature));
+    assert_eq!(
+        submit(&mut a, &tampered).await.unwrap_err(),
+        ErrorCode::CodeSignatureInvalid
+    );
+    // Refusals of chunks still in flight when the task failed may land a moment later:
+    // take the counts once they hold still.
+    let mut after_tampered = peer_counts().await;
+    loop {
+        sleep(Duration::from_millis(300)).await;
+        let now = peer_counts().await;
+        if now == after_tampered {
+            break;
+        }
+        after_tampered = now;
+    }
+    assert_eq!(after_tampered.0, served, "no tampered chunk ran");
+    assert!(after_tampered.1 > refused, "the peers refused it");
+
+    // A shader without a signature never leaves its node (and `a` has no GPU).
+    let unsigned = as_shader(&cpu_task, shaders::MATMUL, None);
+    assert_eq!(
+        submit(&mut a, &unsigned).await.unwrap_err(),
+        ErrorCode::TaskUnsupported
+    );
+    assert_eq!(
+        peer_counts().await,
+        after_tampered,
+        "it never reached a peer"
+    );
+    shut_down(relay, a, vec![b, c]).await;
 }

@@ -1,8 +1,9 @@
-//! The CPU executors tabs lend the node: each tab runs a pool of `worker-cpu` dedicated
-//! workers (a SharedWorker cannot start workers itself) and hands the node one `MessagePort`
-//! to it. Chunks go to the pool with the most free slots, as encoded compute-protocol frames;
-//! a tab that closes takes its pool with it, and its running chunks are reported failed so
-//! the scheduler runs them elsewhere.
+//! The executors tabs lend the node (a SharedWorker cannot start workers itself): each tab
+//! runs a pool of `worker-cpu` dedicated workers and, where the browser has WebGPU, one
+//! `worker-gpu`, and hands the node one `MessagePort` to each. Chunks go, as encoded
+//! compute-protocol frames, to an executor of their kind (CPU kernel or WGSL), the one with
+//! the most free slots; a tab that closes takes its executors with it, and their running
+//! chunks are reported failed so the scheduler runs them elsewhere.
 
 use std::{
     cell::RefCell,
@@ -15,10 +16,10 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use peercompute_core::{
     compute::{
         protocol::{ComputeRequest, ComputeResponse},
-        task::ChunkJob,
+        task::{ChunkJob, TaskKind},
     },
     node::Input,
-    tab_protocol::TabId,
+    tab_protocol::{GpuAdapter, TabId},
     ErrorCode, NodeError,
 };
 use wasm_bindgen::{prelude::*, JsCast};
@@ -29,6 +30,8 @@ pub(crate) const MAX_POOL_SLOTS: u32 = 64;
 
 struct Pool {
     tab: TabId,
+    /// A GPU worker (one slot) on this adapter; `None`: a CPU pool.
+    gpu: Option<GpuAdapter>,
     port: MessagePort,
     slots: u32,
     score: f64,
@@ -52,13 +55,14 @@ impl Executors {
         }
     }
 
-    /// A tab lends a pool of `slots` workers behind `port`.
+    /// A tab lends a pool of `slots` CPU workers, or a GPU worker on `gpu`, behind `port`.
     pub(crate) fn attach(
         this: &Rc<RefCell<Executors>>,
         tab: TabId,
         port: MessagePort,
         slots: u32,
         score: f64,
+        gpu: Option<GpuAdapter>,
     ) {
         let weak = Rc::downgrade(this);
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -71,8 +75,13 @@ impl Executors {
         let mut me = this.borrow_mut();
         me.pools.push(Pool {
             tab,
+            slots: if gpu.is_some() {
+                1
+            } else {
+                slots.clamp(1, MAX_POOL_SLOTS)
+            },
+            gpu,
             port,
-            slots: slots.clamp(1, MAX_POOL_SLOTS),
             score: if score.is_finite() {
                 score.max(0.0)
             } else {
@@ -84,39 +93,47 @@ impl Executors {
         me.report();
     }
 
-    /// The tab is gone: its pool's running chunks fail (and run elsewhere).
+    /// The tab is gone: its executors' running chunks fail (and run elsewhere).
     pub(crate) fn detach_tab(&mut self, tab: TabId) {
-        let Some(i) = self.pools.iter().position(|p| p.tab == tab) else {
+        let (gone, kept): (Vec<Pool>, Vec<Pool>) = std::mem::take(&mut self.pools)
+            .into_iter()
+            .partition(|p| p.tab == tab);
+        self.pools = kept;
+        if gone.is_empty() {
             return;
-        };
-        let pool = self.pools.remove(i);
-        pool.port.set_onmessage(None);
-        pool.port.close();
-        for job in pool.running {
-            self.jobs.remove(&job);
-            self.done(
-                job,
-                Err(NodeError::new(
-                    ErrorCode::TaskChunkFailed,
-                    "the tab running this chunk closed",
-                )),
-            );
+        }
+        for pool in gone {
+            pool.port.set_onmessage(None);
+            pool.port.close();
+            for job in pool.running {
+                self.jobs.remove(&job);
+                self.done(
+                    job,
+                    Err(NodeError::new(
+                        ErrorCode::TaskChunkFailed,
+                        "the tab running this chunk closed",
+                    )),
+                );
+            }
         }
         self.report();
     }
 
-    /// Runs a chunk on the pool with the most free slots.
+    /// Runs a chunk on the executor of its kind with the most free slots.
     pub(crate) fn run(&mut self, job: u64, chunk: ChunkJob) {
+        let gpu = chunk.code.kind() == TaskKind::Webgpu;
         let best = self
             .pools
             .iter_mut()
+            .filter(|p| p.gpu.is_some() == gpu)
             .max_by_key(|p| i64::from(p.slots) - p.running.len() as i64);
         let Some(pool) = best else {
+            let what = if gpu { "a GPU worker" } else { "CPU workers" };
             self.done(
                 job,
                 Err(NodeError::new(
                     ErrorCode::TaskUnsupported,
-                    "no tab lends this node CPU workers",
+                    format!("no tab lends this node {what}"),
                 )),
             );
             return;
@@ -155,7 +172,11 @@ impl Executors {
         let Some(tab) = self.jobs.remove(&job) else {
             return;
         };
-        if let Some(pool) = self.pools.iter_mut().find(|p| p.tab == tab) {
+        if let Some(pool) = self
+            .pools
+            .iter_mut()
+            .find(|p| p.tab == tab && p.running.contains(&job))
+        {
             pool.running.remove(&job);
             let msg = Object::new();
             let _ = Reflect::set(&msg, &"abort".into(), &JsValue::from_f64(job as f64));
@@ -175,9 +196,13 @@ impl Executors {
             tracing::warn!(tab, "a worker pool sent a malformed message");
             return;
         };
-        // Only jobs this pool was given count; a late answer to an aborted job is dropped.
-        let ours = self.pools.iter_mut().find(|p| p.tab == tab);
-        if !ours.is_some_and(|p| p.running.remove(&job)) {
+        // Only jobs this tab's executors were given count; a late answer to an aborted job
+        // is dropped.
+        if !self
+            .pools
+            .iter_mut()
+            .any(|p| p.tab == tab && p.running.remove(&job))
+        {
             return;
         }
         self.jobs.remove(&job);
@@ -204,11 +229,13 @@ impl Executors {
     }
 
     fn report(&mut self) {
-        let cpu_slots = self.pools.iter().map(|p| p.slots).sum();
-        let score = self.pools.iter().map(|p| p.score).fold(0.0, f64::max);
+        let cpu = self.pools.iter().filter(|p| p.gpu.is_none());
+        let cpu_slots = cpu.clone().map(|p| p.slots).sum();
+        let score = cpu.map(|p| p.score).fold(0.0, f64::max);
+        let gpu = self.pools.iter().find_map(|p| p.gpu.clone());
         let _ = self.inputs.try_send(Input::Executors {
             cpu_slots,
-            gpu: false,
+            gpu,
             score,
         });
     }

@@ -8,7 +8,8 @@ use peercompute_core::{
     node::{Input, Output},
     pubsub::Payload,
     tab_protocol::{
-        decode_request, Event, Header, ReplyValue, Request, RequestId, TabId, PROTOCOL_VERSION,
+        decode_request, Event, GpuAdapter, Header, ReplyValue, Request, RequestId, TabId,
+        PROTOCOL_VERSION,
     },
     ErrorCode, NodeError,
 };
@@ -153,8 +154,9 @@ fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: 
     }
 }
 
-/// The browser-only request by which a tab lends the node its worker pool:
-/// `{ v, id, op: "executorAttach", port: MessagePort, cpuSlots, score }` (the port transferred).
+/// The browser-only request by which a tab lends the node an executor, the port transferred:
+/// its CPU worker pool, `{ v, id, op: "executorAttach", port: MessagePort, cpuSlots, score }`,
+/// or its GPU worker, `{ v, id, op: "executorAttach", port, gpu: { name, backend, fallback } }`.
 /// A port cannot travel through serde, so it is handled here, before the core decoder.
 const EXECUTOR_ATTACH: &str = "executorAttach";
 
@@ -171,19 +173,36 @@ fn attach_executor(
         .as_f64()
         .filter(|s| s.fract() == 0.0 && *s >= 1.0 && *s <= f64::from(MAX_POOL_SLOTS));
     let score = get("score").as_f64().filter(|s| s.is_finite() && *s >= 0.0);
-    let result = match (get("v").as_f64(), pool, slots, score) {
-        (Some(v), _, _, _) if v != f64::from(PROTOCOL_VERSION) => Err(NodeError::new(
+    let gpu = get("gpu");
+    let gpu = if gpu.is_undefined() {
+        Ok(None)
+    } else {
+        serde_wasm_bindgen::from_value::<GpuAdapter>(gpu)
+            .map(|mut g| {
+                g.name.truncate(256);
+                g.backend.truncate(64);
+                Some(g)
+            })
+            .map_err(|_| ())
+    };
+    let result = match (get("v").as_f64(), pool, slots, score, gpu) {
+        (Some(v), ..) if v != f64::from(PROTOCOL_VERSION) => Err(NodeError::new(
             ErrorCode::UnsupportedVersion,
             format!("protocol version {v}, expected {PROTOCOL_VERSION}"),
         )),
-        (_, Some(pool), Some(slots), Some(score)) => {
+        (_, Some(pool), _, _, Ok(Some(gpu))) => {
             let executors = ports.borrow().executors.clone();
-            Executors::attach(&executors, tab, pool, slots as u32, score);
+            Executors::attach(&executors, tab, pool, 1, score.unwrap_or(0.0), Some(gpu));
+            Ok(ReplyValue::Done)
+        }
+        (_, Some(pool), Some(slots), Some(score), Ok(None)) => {
+            let executors = ports.borrow().executors.clone();
+            Executors::attach(&executors, tab, pool, slots as u32, score, None);
             Ok(ReplyValue::Done)
         }
         _ => Err(NodeError::new(
             ErrorCode::BadRequest,
-            format!("executorAttach needs a transferred `port`, `cpuSlots` 1..={MAX_POOL_SLOTS} and a `score`"),
+            format!("executorAttach needs a transferred `port` and either `cpuSlots` 1..={MAX_POOL_SLOTS} with a `score`, or `gpu` {{ name, backend, fallback }}"),
         )),
     };
     post(reply_port, &reply(id, result), None);

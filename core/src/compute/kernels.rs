@@ -118,6 +118,18 @@ fn shape(job: &ChunkJob) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Runs a whole task here, chunk by chunk, and combines the chunks: what a distributed run
+/// of the same task must equal (tests and benchmarks compare against it).
+pub fn run_task(task: &Task) -> Result<Vec<u8>, NodeError> {
+    let parts = task
+        .jobs(1)?
+        .iter()
+        .map(run)
+        .collect::<Result<Vec<_>, _>>()?;
+    super::reduce::reduce(&parts, task.reduce, task.output.ty)
+        .map_err(|e| NodeError::new(ErrorCode::TaskFailed, e.to_string()))
+}
+
 /// Runs a chunk of a built-in kernel.
 pub fn run(job: &ChunkJob) -> Result<Vec<u8>, NodeError> {
     shape(job)?;

@@ -7,10 +7,13 @@
 //! Everything here is data in, decisions out: no I/O and no clock of its own, so it runs the
 //! same in the browser node, in a native compute peer and in seeded simulations.
 
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod kernels;
 pub mod protocol;
 pub mod reduce;
 pub mod scheduler;
+pub mod shaders;
 pub mod signing;
 pub mod split;
 pub mod task;

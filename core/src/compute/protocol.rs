@@ -77,7 +77,7 @@ struct JobHeader {
     kernel: Option<String>,
     shader: Option<String>,
     entry: Option<String>,
-    workgroup_size: Option<[u32; 3]>,
+    tile: Option<[u32; 3]>,
     signature: Option<String>,
     params: Vec<(String, WireParam)>,
     grid: [u32; 3],
@@ -124,25 +124,20 @@ impl ComputeRequest {
                 out.push(1);
                 frame::write_varint(&mut out, *nonce);
                 frame::write_varint(&mut out, u64::from(*chunk));
-                let (kernel, shader, entry, workgroup_size) = match &job.code {
+                let (kernel, shader, entry, tile) = match &job.code {
                     Code::Kernel(k) => (Some(k.clone()), None, None, None),
                     Code::Wgsl {
                         source,
                         entry,
-                        workgroup_size,
-                    } => (
-                        None,
-                        Some(source.clone()),
-                        Some(entry.clone()),
-                        Some(*workgroup_size),
-                    ),
+                        tile,
+                    } => (None, Some(source.clone()), Some(entry.clone()), Some(*tile)),
                 };
                 let header = JobHeader {
                     task: job.task.clone(),
                     kernel,
                     shader,
                     entry,
-                    workgroup_size,
+                    tile,
                     signature: job.signature.map(|s| super::signing::to_hex(&s)),
                     params: job
                         .params
@@ -235,17 +230,17 @@ impl JobHeader {
         {
             return Err(bad("parameter name too long"));
         }
-        let code = match (self.kernel, self.shader, self.entry, self.workgroup_size) {
+        let code = match (self.kernel, self.shader, self.entry, self.tile) {
             (Some(k), None, None, None) if k.len() <= 64 => Code::Kernel(k),
-            (None, Some(source), Some(entry), Some(workgroup_size))
+            (None, Some(source), Some(entry), Some(tile))
                 if source.len() <= MAX_CODE_BYTES
                     && entry.len() <= 64
-                    && workgroup_size.iter().all(|&n| n > 0) =>
+                    && tile.iter().all(|&n| n > 0) =>
             {
                 Code::Wgsl {
                     source,
                     entry,
-                    workgroup_size,
+                    tile,
                 }
             }
             _ => {

@@ -64,8 +64,10 @@ pub enum Code {
         source: String,
         /// Entry point.
         entry: String,
-        /// Threads per workgroup, as the shader declares (`@workgroup_size`).
-        workgroup_size: [u32; 3],
+        /// Grid cells one workgroup covers: the dispatch is the chunk's size divided by this.
+        /// The shader's `@workgroup_size` (one cell per invocation) unless the task says
+        /// `tile` (a shader whose invocations compute several cells each).
+        tile: [u32; 3],
     },
 }
 
@@ -263,6 +265,8 @@ pub struct TaskRequest {
     pub entry: Option<String>,
     /// Workgroup size (`webgpu`); read from the shader's `@workgroup_size` when absent.
     pub workgroup_size: Option<Vec<u32>>,
+    /// Grid cells one workgroup covers (`webgpu`), default its workgroup size.
+    pub tile: Option<Vec<u32>>,
     /// Built-in kernel name (`cpu`).
     pub kernel: Option<String>,
     /// Hex Ed25519 signature of the shader by the network's root key.
@@ -474,19 +478,26 @@ impl TaskRequest {
                 {
                     return Err(invalid("`entry` is a WGSL identifier"));
                 }
-                let workgroup_size = match self.workgroup_size {
-                    Some(w) if (1..=3).contains(&w.len()) && w.iter().all(|&n| n > 0) => {
-                        [w[0], *w.get(1).unwrap_or(&1), *w.get(2).unwrap_or(&1)]
+                let dims = |v: Vec<u32>, name: &str| match v.as_slice() {
+                    w if (1..=3).contains(&w.len()) && w.iter().all(|&n| n > 0) => {
+                        Ok([w[0], *w.get(1).unwrap_or(&1), *w.get(2).unwrap_or(&1)])
                     }
-                    Some(_) => return Err(invalid("`workgroupSize` is 1 to 3 positive numbers")),
+                    _ => Err(invalid(format!("`{name}` is 1 to 3 positive numbers"))),
+                };
+                let workgroup_size = match self.workgroup_size {
+                    Some(w) => dims(w, "workgroupSize")?,
                     None => workgroup_size_of(&source).ok_or_else(|| {
                         invalid("the shader's @workgroup_size is not integer literals: pass `workgroupSize`")
                     })?,
                 };
+                let tile = match self.tile {
+                    Some(t) => dims(t, "tile")?,
+                    None => workgroup_size,
+                };
                 Code::Wgsl {
                     source,
                     entry,
-                    workgroup_size,
+                    tile,
                 }
             }
         };
@@ -721,7 +732,7 @@ mod tests {
         assert!(matches!(
             task.code,
             Code::Wgsl {
-                workgroup_size: [8, 8, 1],
+                tile: [8, 8, 1],
                 ..
             }
         ));

@@ -29,7 +29,7 @@ use crate::{
     error::ErrorCode,
     limits::{MAX_RUNNING_CHUNKS, MAX_RUNNING_TASKS},
     tab_protocol::{
-        ComputeStatus, Event, ExcludedWorker, ReplyValue, RequestId, TabId, TaskResult,
+        ComputeStatus, Event, ExcludedWorker, GpuAdapter, ReplyValue, RequestId, TabId, TaskResult,
     },
     NodeError,
 };
@@ -40,10 +40,10 @@ const MAX_FAILURES_PER_CHUNK: u32 = 4;
 const MAX_EXCLUDED_SHOWN: usize = 32;
 
 /// What the host's executors can do.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Executors {
     cpu_slots: u32,
-    gpu: bool,
+    gpu: Option<GpuAdapter>,
     score: f64,
 }
 
@@ -100,10 +100,10 @@ impl NodeCompute {
 
     /// What this node advertises, when it takes chunks at all.
     pub(super) fn capabilities(&self) -> Option<Capabilities> {
-        let e = self.executors;
-        (e.cpu_slots > 0 || e.gpu).then(|| Capabilities {
+        let e = &self.executors;
+        (e.cpu_slots > 0 || e.gpu.is_some()).then(|| Capabilities {
             cpu: e.cpu_slots,
-            gpu: e.gpu,
+            gpu: e.gpu.is_some(),
             score: e.score,
             load: self.load(),
         })
@@ -132,7 +132,8 @@ impl NodeCompute {
     pub(super) fn status(&self) -> ComputeStatus {
         ComputeStatus {
             cpu_slots: self.executors.cpu_slots,
-            gpu: self.executors.gpu,
+            gpu: self.executors.gpu.is_some(),
+            gpu_adapter: self.executors.gpu.clone(),
             score: self.executors.score,
             root_key: self.root_key.as_ref().map(RootKey::to_hex),
             tasks: self.tasks.len(),
@@ -169,7 +170,7 @@ impl NodeCompute {
                     )
                 })?;
                 key.verify(source.as_bytes(), job.signature.as_ref())?;
-                if !self.executors.gpu {
+                if self.executors.gpu.is_none() {
                     return Err(NodeError::new(
                         ErrorCode::TaskUnsupported,
                         "this node has no WebGPU adapter",
@@ -197,12 +198,15 @@ fn task_error(error: &TaskError, last_peer_error: Option<&(PeerId, NodeError)>) 
     let code = match error {
         TaskError::Cancelled => ErrorCode::TaskCancelled,
         TaskError::Unverifiable { .. } => ErrorCode::TaskUnverifiable,
-        // When peers refused the code itself, that is the answer the submitter needs.
+        // When workers refused the code itself (unsigned, tampered, a shader that does not
+        // compile or bind), that is the answer the submitter needs.
         _ => match last_peer_error {
             Some((_, e))
                 if matches!(
                     e.code,
-                    ErrorCode::CodeUnsigned | ErrorCode::CodeSignatureInvalid
+                    ErrorCode::CodeUnsigned
+                        | ErrorCode::CodeSignatureInvalid
+                        | ErrorCode::TaskInvalid
                 ) =>
             {
                 e.code
@@ -253,13 +257,13 @@ impl Node {
         workers
     }
 
-    pub(super) fn on_executors(&mut self, cpu_slots: u32, gpu: bool, score: f64) {
+    pub(super) fn on_executors(&mut self, cpu_slots: u32, gpu: Option<GpuAdapter>, score: f64) {
         let score = if score.is_finite() {
             score.clamp(0.0, 1e6)
         } else {
             0.0
         };
-        info!(cpu_slots, gpu, score, "executors");
+        info!(cpu_slots, ?gpu, score, "executors");
         self.compute.executors = Executors {
             cpu_slots: cpu_slots.min(256),
             gpu,
@@ -874,7 +878,11 @@ mod tests {
         let mut c = NodeCompute::new();
         c.executors = Executors {
             cpu_slots: 2,
-            gpu: true,
+            gpu: Some(GpuAdapter {
+                name: "test".into(),
+                backend: "test".into(),
+                fallback: true,
+            }),
             score: 1.0,
         };
         let code = |c: &NodeCompute, job: &ChunkJob| c.check_inbound(job).err().map(|e| e.code);
@@ -895,7 +903,7 @@ mod tests {
             Some(ErrorCode::CodeSignatureInvalid)
         );
         // Signature first: a node without a GPU still refuses tampered code as tampered.
-        c.executors.gpu = false;
+        c.executors.gpu = None;
         assert_eq!(
             code(&c, &wgsl_job(&tampered, Some(signed))),
             Some(ErrorCode::CodeSignatureInvalid)

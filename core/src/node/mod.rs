@@ -109,8 +109,8 @@ pub enum Input {
     Executors {
         /// CPU chunks it runs at once.
         cpu_slots: u32,
-        /// A WebGPU adapter is available.
-        gpu: bool,
+        /// The GPU adapter WGSL chunks run on, if any.
+        gpu: Option<crate::tab_protocol::GpuAdapter>,
         /// Measured speed ([`crate::compute::kernels::benchmark_score`]).
         score: f64,
     },
@@ -321,7 +321,7 @@ impl Node {
                 for &tab in self.tabs.keys() {
                     sink(Output::Event {
                         tab,
-                        event: Event::Status(status.clone()),
+                        event: Event::Status(Box::new(status.clone())),
                     });
                 }
             }
@@ -400,7 +400,7 @@ impl Node {
                 }
                 return self.connect(tab, id, relays, timeout_ms, wait);
             }
-            Request::Status => Ok(ReplyValue::Status(self.status())),
+            Request::Status => Ok(ReplyValue::Status(Box::new(self.status()))),
             Request::Peers => Ok(ReplyValue::Peers(self.peer_list())),
             Request::Publish { topic, json, bytes } => Request::publish_payload(json, bytes)
                 .and_then(|payload| self.publish(tab, &topic, payload, sink)),

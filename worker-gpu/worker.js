@@ -1,0 +1,62 @@
+// The GPU executor: one dedicated worker per tab (see sdk/compute.js) that owns the wgpu
+// device. The tab hands it a MessagePort whose other end the node holds; over it come
+// `{ job, bytes }` (an encoded chunk run request) and `{ abort: job }`, and back go
+// `{ job, bytes }` (the encoded response). Chunks run one at a time, in order. No code from
+// the network is evaluated as JavaScript: the wasm module checks the chunk and runs its WGSL.
+import init, { openGpu, run } from './pkg/peercompute_worker_gpu.js';
+
+// wgpu's WebGPU backend reports no adapter name and no fallback flag: ask WebGPU itself.
+async function describeAdapter() {
+  const adapter = await navigator.gpu?.requestAdapter();
+  const info = adapter?.info ?? {};
+  return {
+    name: [info.vendor, info.architecture, info.description].filter(Boolean).join(' '),
+    fallback: Boolean(info.isFallbackAdapter ?? adapter?.isFallbackAdapter),
+  };
+}
+
+const ready = init()
+  .then(() => Promise.all([openGpu(), describeAdapter()]))
+  .then(
+    ([json, described]) => {
+      const gpu = JSON.parse(json);
+      gpu.name ||= described.name || 'WebGPU adapter';
+      gpu.fallback ||= described.fallback;
+      postMessage({ ready: true, gpu });
+      return true;
+    },
+    (e) => {
+      postMessage({ ready: false, error: String(e?.message ?? e) });
+      return false;
+    },
+  );
+
+const queue = [];
+const aborted = new Set();
+let busy = false;
+
+async function pump(port) {
+  if (busy) return;
+  busy = true;
+  while (queue.length) {
+    const { job, bytes } = queue.shift();
+    if (aborted.delete(job)) continue;
+    const out = await run(bytes);
+    port.postMessage({ job, bytes: out }, [out.buffer]);
+  }
+  busy = false;
+}
+
+onmessage = async ({ data }) => {
+  const port = data?.port;
+  if (!(port instanceof MessagePort) || !(await ready)) return;
+  port.onmessage = ({ data: msg }) => {
+    if (msg?.abort !== undefined) {
+      // Not started yet: skipped. Running: it finishes and the node ignores the answer.
+      if (queue.some((q) => q.job === msg.abort)) aborted.add(msg.abort);
+      return;
+    }
+    queue.push(msg);
+    pump(port);
+  };
+};
