@@ -66,6 +66,22 @@ enum Command {
         /// The file to sign, exactly as the page will submit it.
         file: PathBuf,
     },
+    /// Run a native compute peer: joins the network through a relay and takes chunks (CPU
+    /// kernels on threads, WGSL on the GPU) like a browser node would.
+    Peer {
+        /// Relay multiaddr(s) (…/ws/p2p/<id>, as listed in the relay's /peercompute.json).
+        #[arg(long, required = true)]
+        relay: Vec<String>,
+        /// Threads running CPU chunks.
+        #[arg(long, default_value_t = 2)]
+        cpu_threads: u32,
+        /// Run WGSL chunks on a GPU (Vulkan; lavapipe without one). Fails when none opens.
+        #[arg(long)]
+        gpu: bool,
+        /// The network's root public key (hex): shaders from peers run only when signed by it.
+        #[arg(long)]
+        root_public_key: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -86,6 +102,14 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Sign { key, file }) => {
             println!("{}", relay_server::signing::sign_file(key, file)?);
             return Ok(());
+        }
+        Some(Command::Peer {
+            relay,
+            cpu_threads,
+            gpu,
+            root_public_key,
+        }) => {
+            return run_peer(relay, *cpu_threads, *gpu, root_public_key.clone()).await;
         }
         None => {}
     }
@@ -134,6 +158,52 @@ async fn main() -> anyhow::Result<()> {
         _ = relay_wait_signal() => {}
     }
     relay.stop().await;
+    Ok(())
+}
+
+/// A native compute peer until interrupted; prints `READY peer_id=…` once connected.
+async fn run_peer(
+    relays: &[String],
+    cpu_threads: u32,
+    gpu: bool,
+    root_key: Option<String>,
+) -> anyhow::Result<()> {
+    use peercompute_core::{
+        native::{ComputeConfig, MemoryStore, NativeNode},
+        tab_protocol::Request,
+        NodeConfig,
+    };
+    let mut node = NativeNode::spawn_with(
+        libp2p::identity::Keypair::generate_ed25519(),
+        NodeConfig::default(),
+        MemoryStore::default(),
+        ComputeConfig {
+            cpu_threads,
+            gpu,
+            corrupt_results: false,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}: {}", e.code.as_str(), e.message))?;
+    node.request(Request::Connect {
+        relays: relays.to_vec(),
+        timeout_ms: Some(10_000),
+        wait: true,
+        root_key,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{}: {}", e.code.as_str(), e.message))?;
+    println!("READY peer_id={}", node.peer_id());
+    // Drain events (the node never blocks on them) until asked to stop.
+    let stop = relay_wait_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            e = node.next_event() => if e.is_none() { break },
+        }
+    }
+    node.stop();
     Ok(())
 }
 

@@ -436,3 +436,52 @@ async fn signed_shaders_run_on_gpu_peers_and_tampered_ones_are_refused() {
     );
     shut_down(relay, a, vec![b, c]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_command_runs_a_native_compute_peer() {
+    use tokio::io::AsyncBufReadExt;
+    let relay = relay("compute-peer-cli").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["peer", "--cpu-threads", "1", "--relay"])
+        .arg(relay.dialable[0].to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("relay-server peer starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = timeout(T, lines.next_line())
+        .await
+        .expect("READY in time")
+        .expect("reads")
+        .expect("a line");
+    let peer_id = ready
+        .strip_prefix("READY peer_id=")
+        .expect("READY line")
+        .to_string();
+
+    let mut a = compute_node(&relay, 0, false).await;
+    timeout(T, async {
+        loop {
+            if let Ok(ReplyValue::Peers(peers)) = a.request(Request::Peers).await {
+                if peers
+                    .iter()
+                    .any(|p| p.peer_id == peer_id && p.connected && p.compute.is_some())
+                {
+                    return;
+                }
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the peer advertises compute");
+    let task = mandelbrot("cli", 64, 48, 200, 4);
+    let result = submit(&mut a, &task).await.expect("task succeeds");
+    assert_eq!(result.bytes, local_result(&task));
+    assert_eq!(result.workers, vec![peer_id]);
+    child.kill().await.expect("stops");
+    a.stop();
+    relay.stop().await;
+}
