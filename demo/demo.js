@@ -31,6 +31,37 @@ async function renderPeers(node) {
   );
 }
 
+function renderExecutors(s) {
+  const c = s.compute;
+  const gpu = c.gpuAdapter ? `GPU: ${c.gpuAdapter.name}${c.gpuAdapter.fallback ? ' (software)' : ''}` : 'no GPU';
+  $('executors').textContent = `${c.cpuSlots} CPU worker(s) · ${gpu} · served ${c.chunksServed} chunk(s) for peers`;
+}
+
+/** Splits a Mandelbrot render over this node and every peer that computes; draws the result. */
+async function renderMandelbrot(node) {
+  const canvas = $('canvas');
+  const [w, h] = [canvas.width, canvas.height];
+  const maxIter = 400;
+  $('compute-result').textContent = '';
+  const task = node.submitTask({
+    type: 'cpu',
+    kernel: 'mandelbrot',
+    data: { params: { maxIter } },
+    output: { type: 'u32', length: w * h },
+    grid: [w, h],
+    split: { axis: 1, chunks: 16 },
+  });
+  task.on('progress', ({ done, total }) => ($('progress').value = done / total));
+  const { result, workers, elapsedMs } = await task.done;
+  const image = new ImageData(w, h);
+  for (let i = 0; i < result.length; i++) {
+    const t = result[i] === maxIter ? 0 : Math.sqrt(result[i] / maxIter);
+    image.data.set([255 * t, 180 * t, 255 * (1 - t) * (result[i] < maxIter), 255], i * 4);
+  }
+  canvas.getContext('2d').putImageData(image, 0, 0);
+  $('compute-result').textContent = `${Math.round(elapsedMs)} ms on ${workers.map(short).join(', ')}`;
+}
+
 function addMessage(from, text, mine) {
   const li = document.createElement('li');
   const who = document.createElement('span');
@@ -56,8 +87,14 @@ try {
     addMessage(node.peerId, text, true);
     await node.publish('chat', { text });
   });
+  $('compute').addEventListener('submit', (e) => {
+    e.preventDefault();
+    renderMandelbrot(node).catch((err) => ($('compute-result').textContent = `${err.code}: ${err.message}`));
+  });
   const refresh = async () => {
-    renderStatus(await node.getStatus());
+    const status = await node.getStatus();
+    renderStatus(status);
+    renderExecutors(status);
     await renderPeers(node);
   };
   await refresh();
