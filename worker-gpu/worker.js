@@ -41,8 +41,13 @@ async function pump(port) {
   while (queue.length) {
     const { job, bytes } = queue.shift();
     if (aborted.delete(job)) continue;
-    const out = await run(bytes);
-    port.postMessage({ job, bytes: out }, [out.buffer]);
+    try {
+      const out = await run(bytes);
+      port.postMessage({ job, bytes: out }, [out.buffer]);
+    } catch (e) {
+      // No answer: the node's chunk timeout runs it elsewhere; the queue goes on.
+      console.error('worker-gpu: a chunk failed', e);
+    }
   }
   busy = false;
 }

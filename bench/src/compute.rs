@@ -32,7 +32,9 @@ pub(crate) fn matmul_task(n: u32, gpu: bool, chunks: u32) -> Value {
         t["type"] = "webgpu".into();
         t["shader"] = shaders::MATMUL.into();
         t["tile"] = json!(shaders::MATMUL_TILE);
-        t.as_object_mut().map(|o| o.remove("kernel"));
+        if let Some(o) = t.as_object_mut() {
+            o.remove("kernel");
+        }
     }
     t
 }
@@ -83,9 +85,9 @@ fn gpu_matmul(n: u32) -> anyhow::Result<Value> {
         "n": n,
         "gflops": 2.0 * f64::from(n).powi(3) / secs / 1e9,
         "ms": secs * 1000.0,
-        "adapter": info.name,
-        "backend": info.backend,
-        "software_adapter": info.fallback,
+        "adapter": info.adapter.name,
+        "backend": info.adapter.backend,
+        "software_adapter": info.adapter.fallback,
     }))
 }
 

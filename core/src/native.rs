@@ -160,12 +160,7 @@ impl NativeExecutors {
             .spawn(move || {
                 let gpu = match futures::executor::block_on(GpuExecutor::new()) {
                     Ok(gpu) => {
-                        let info = gpu.info();
-                        let _ = ready_tx.send(Ok(GpuAdapter {
-                            name: info.name.clone(),
-                            backend: info.backend.clone(),
-                            fallback: info.fallback,
-                        }));
+                        let _ = ready_tx.send(Ok(gpu.info().adapter.clone()));
                         gpu
                     }
                     Err(e) => {

@@ -173,6 +173,8 @@ async fn run_peer(
         tab_protocol::Request,
         NodeConfig,
     };
+    let failed =
+        |e: peercompute_core::NodeError| anyhow::anyhow!("{}: {}", e.code.as_str(), e.message);
     let mut node = NativeNode::spawn_with(
         libp2p::identity::Keypair::generate_ed25519(),
         NodeConfig::default(),
@@ -184,7 +186,7 @@ async fn run_peer(
         },
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{}: {}", e.code.as_str(), e.message))?;
+    .map_err(failed)?;
     node.request(Request::Connect {
         relays: relays.to_vec(),
         timeout_ms: Some(10_000),
@@ -192,7 +194,7 @@ async fn run_peer(
         root_key,
     })
     .await
-    .map_err(|e| anyhow::anyhow!("{}: {}", e.code.as_str(), e.message))?;
+    .map_err(failed)?;
     println!("READY peer_id={}", node.peer_id());
     // Drain events (the node never blocks on them) until asked to stop.
     let stop = relay_wait_signal();

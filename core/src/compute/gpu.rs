@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use wgpu::util::DeviceExt;
 
 use super::task::{ChunkJob, Code};
-use crate::{error::ErrorCode, NodeError};
+use crate::{error::ErrorCode, tab_protocol::GpuAdapter, NodeError};
 
 /// Compiled pipelines kept per executor (least recently used dropped first).
 const PIPELINE_CACHE: usize = 32;
@@ -37,12 +37,9 @@ const PIPELINE_CACHE: usize = 32;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuInfo {
-    /// Adapter name (e.g. "SwiftShader Device (Subzero)", "llvmpipe (LLVM 15.0.6, 256 bits)").
-    pub name: String,
-    /// Backend: "vulkan", "browser-webgpu", ...
-    pub backend: String,
-    /// A software (CPU-emulated) adapter: correct, but slow.
-    pub fallback: bool,
+    /// Name, backend, software or not (what the node's status shows).
+    #[serde(flatten)]
+    pub adapter: GpuAdapter,
     /// Largest storage buffer a shader may bind, in bytes.
     pub max_storage_buffer_binding_size: u32,
     /// Most workgroups per dispatch axis.
@@ -99,9 +96,11 @@ impl GpuExecutor {
             tracing::error!("uncaptured GPU error: {e}");
         }));
         let info = GpuInfo {
-            name: adapter_info.name.clone(),
-            backend: adapter_info.backend.to_string(),
-            fallback: adapter_info.device_type == wgpu::DeviceType::Cpu,
+            adapter: GpuAdapter {
+                name: adapter_info.name.clone(),
+                backend: adapter_info.backend.to_string(),
+                fallback: adapter_info.device_type == wgpu::DeviceType::Cpu,
+            },
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
         };
@@ -149,7 +148,7 @@ impl GpuExecutor {
 
         let mut bindings: Vec<u32> = job.inputs.iter().map(|i| i.binding).collect();
         bindings.push(job.output.binding);
-        let layout = self.layout(&bindings, job.output.binding);
+        let layout = self.layout(&bindings);
         self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self.pipeline(source, entry, &bindings, &layout);
         if let Some(e) = self.device.pop_error_scope().await {
@@ -274,14 +273,13 @@ impl GpuExecutor {
         Ok(groups)
     }
 
-    /// The bind group layout for a set of bindings: 0 uniform, `output` read-write storage,
-    /// the rest read-only storage.
-    fn layout(&self, bindings: &[u32], output: u32) -> wgpu::BindGroupLayout {
-        let mut key = bindings.to_vec();
-        key.push(output);
-        if let Some(layout) = self.layouts.borrow().get(&key) {
+    /// The bind group layout for `bindings` (the inputs', then the output's): 0 uniform, the
+    /// output read-write storage, the inputs read-only storage.
+    fn layout(&self, bindings: &[u32]) -> wgpu::BindGroupLayout {
+        if let Some(layout) = self.layouts.borrow().get(bindings) {
             return layout.clone();
         }
+        let output = bindings.last().copied();
         let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -302,7 +300,7 @@ impl GpuExecutor {
             },
             count: None,
         }];
-        entries.extend(bindings.iter().map(|&b| storage(b, b != output)));
+        entries.extend(bindings.iter().map(|&b| storage(b, Some(b) != output)));
         let layout = self
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -313,7 +311,7 @@ impl GpuExecutor {
         if layouts.len() >= PIPELINE_CACHE {
             layouts.clear();
         }
-        layouts.insert(key, layout.clone());
+        layouts.insert(bindings.to_vec(), layout.clone());
         layout
     }
 
@@ -418,7 +416,7 @@ mod tests {
     #[test]
     fn wgsl_twins_equal_the_cpu_kernels_however_split() {
         let gpu = gpu();
-        assert!(!gpu.info().name.is_empty());
+        assert!(!gpu.info().adapter.name.is_empty());
         // Integer-valued matrices with sizes off the 64-cell tile: exact in f32.
         let (m, k, n) = (70u32, 33u32, 90u32);
         let (a, b) = shaders::exact_matrices(m, k, n);
