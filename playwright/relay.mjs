@@ -159,3 +159,30 @@ export async function serveStatic(port) {
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
 }
+
+/**
+ * Starts a native compute peer (`relay-server peer`) on `relay`; resolves with its peer id
+ * once it prints READY. `args`: `--cpu-threads N`, `--gpu`, `--root-public-key HEX`.
+ */
+export async function startNativePeer(relay, args = []) {
+  const child = spawn(BINARY, ['peer', '--relay', relay.relays[0], ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  child.stderr.on('data', (d) => process.stderr.write(d));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const ready = await new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    lines.on('line', (line) => line.startsWith('READY ') && resolve(line));
+    child.once('exit', (code) => reject(new Error(`relay-server peer exited with ${code} before READY`)));
+  });
+  return {
+    peerId: /peer_id=(\S+)/.exec(ready)[1],
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the browser bundle into dist/web: the demo at /, the SDK at /sdk, the node's
-# SharedWorker at /sw, the executor workers at /worker-cpu and /worker-gpu.
+# SharedWorker at /sw, the executor workers at /worker-cpu and /worker-gpu, and the example
+# wasm kernel (kernels/mandelbrot, ABI v1) at /kernels/mandelbrot.wasm.
 # PROFILE=dev gives a fast unoptimized build; the default is the size-optimized wasm-release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,12 +9,13 @@ profile=${PROFILE:-wasm-release}
 out=dist/web
 log() { printf '\033[1;34m[build]\033[0m %s\n' "$*"; }
 
-log "cargo build peercompute-sw, peercompute-worker-cpu, peercompute-worker-gpu (wasm32, profile $profile)"
-cargo build -p peercompute-sw -p peercompute-worker-cpu -p peercompute-worker-gpu --target wasm32-unknown-unknown --profile "$profile"
+log "cargo build peercompute-sw, peercompute-worker-cpu, peercompute-worker-gpu, peercompute-kernel-mandelbrot (wasm32, profile $profile)"
+cargo build -p peercompute-sw -p peercompute-worker-cpu -p peercompute-worker-gpu -p peercompute-kernel-mandelbrot \
+  --target wasm32-unknown-unknown --profile "$profile"
 dir=$profile; [ "$profile" = dev ] && dir=debug
 
 rm -rf "$out"
-mkdir -p "$out/sw/pkg" "$out/worker-cpu/pkg" "$out/worker-gpu/pkg" "$out/sdk"
+mkdir -p "$out/sw/pkg" "$out/worker-cpu/pkg" "$out/worker-gpu/pkg" "$out/sdk" "$out/kernels"
 # bindgen CRATE DIR [wasm-opt level]
 bindgen() {
   wasm-bindgen --target web --no-typescript --out-dir "$out/$2/pkg" \
@@ -33,6 +35,8 @@ cp sw/worker.js "$out/sw/"
 cp worker-cpu/worker.js "$out/worker-cpu/"
 cp worker-gpu/worker.js "$out/worker-gpu/"
 cp sdk/*.js sdk/*.d.ts "$out/sdk/"
+# A wasm kernel is served as the module the linker wrote: no bindgen (it imports nothing).
+cp "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/peercompute_kernel_mandelbrot.wasm" "$out/kernels/mandelbrot.wasm"
 cp demo/* "$out/"
 size=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm")
 gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)

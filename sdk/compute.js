@@ -55,7 +55,13 @@ export function encodeTask(spec, makeError) {
   if (spec.grid !== undefined && !Array.isArray(spec.grid)) {
     throw makeError('TASK_INVALID', '`grid` is an array of 1 to 3 numbers');
   }
-  return { task, transfer: inputs.map((i) => i.bytes.buffer) };
+  const transfer = inputs.map((i) => i.bytes.buffer);
+  // A wasm kernel: the module's bytes (what the signature covers), not a WebAssembly.Module.
+  if (spec.wasm !== undefined) {
+    task.wasm = bytesOf(spec.wasm, makeError, '`wasm`');
+    transfer.push(task.wasm.buffer);
+  }
+  return { task, transfer };
 }
 
 /**
@@ -141,20 +147,21 @@ export async function startGpuWorker(request, options = {}) {
 export async function startCpuPool(request, options = {}) {
   const size = options.size ?? DEFAULT_POOL_SIZE;
   const url = options.url ?? new URL('../worker-cpu/worker.js', import.meta.url);
-  const workers = [];
-  const scores = [];
-  for (let i = 0; i < size; i++) {
-    const worker = new Worker(url, { type: 'module', name: `peercompute-cpu-${i}` });
+  let spawned = 0;
+  // A worker and the promise of its score, once its wasm module is ready.
+  const spawn = () => {
+    const worker = new Worker(url, { type: 'module', name: `peercompute-cpu-${spawned++}` });
     const ready = new Promise((resolve, reject) => {
       worker.onmessage = ({ data }) => (data?.ready ? resolve(data.score) : reject(new Error(data?.error)));
       worker.onerror = (e) => reject(new Error(e.message || 'worker-cpu failed to load'));
     });
-    workers.push(worker);
-    scores.push(ready);
-  }
+    return { worker, ready };
+  };
+  const first = Array.from({ length: size }, spawn);
+  const workers = new Set(first.map((w) => w.worker));
   let score;
   try {
-    score = Math.max(...(await Promise.all(scores)));
+    score = Math.max(...(await Promise.all(first.map((w) => w.ready))));
   } catch (e) {
     for (const w of workers) w.terminate();
     throw e;
@@ -162,25 +169,49 @@ export async function startCpuPool(request, options = {}) {
   const { port1, port2 } = new MessageChannel();
   const idle = [...workers];
   const queue = []; // { job, bytes }
+  const running = new Map(); // job → worker
+  let closed = false;
   const pump = () => {
     while (idle.length && queue.length) {
       const worker = idle.pop();
       const { job, bytes } = queue.shift();
+      running.set(job, worker);
       worker.postMessage({ job, bytes }, [bytes.buffer]);
     }
   };
-  for (const worker of workers) {
+  const serve = (worker) => {
     worker.onmessage = ({ data }) => {
+      running.delete(data.job);
       idle.push(worker);
       port1.postMessage(data, [data.bytes.buffer]);
       pump();
     };
-  }
+  };
+  workers.forEach(serve);
   port1.onmessage = ({ data }) => {
     if (data.abort !== undefined) {
-      // Not started yet: drop it. Running: it finishes and the node ignores the answer.
+      // Not started yet: drop it. Running: the node no longer wants it (cancelled, or timed
+      // out and retried elsewhere), and a wasm kernel cannot be interrupted, so the worker is
+      // replaced: a kernel stuck in a loop does not hold the slot.
       const i = queue.findIndex((q) => q.job === data.abort);
       if (i >= 0) queue.splice(i, 1);
+      const stuck = running.get(data.abort);
+      if (stuck) {
+        running.delete(data.abort);
+        stuck.terminate();
+        workers.delete(stuck);
+        const fresh = spawn();
+        workers.add(fresh.worker);
+        fresh.ready.then(
+          () => {
+            if (closed) return fresh.worker.terminate();
+            serve(fresh.worker);
+            idle.push(fresh.worker);
+            pump();
+          },
+          (e) => console.error('PeerCompute: a replacement CPU worker failed to start:', e),
+        );
+      }
       return;
     }
     queue.push(data);
@@ -188,5 +219,12 @@ export async function startCpuPool(request, options = {}) {
   };
   port1.start();
   await request('executorAttach', { port: port2, cpuSlots: size, score }, [port2]);
-  return { slots: size, score, close: () => workers.forEach((w) => w.terminate()) };
+  return {
+    slots: size,
+    score,
+    close: () => {
+      closed = true;
+      workers.forEach((w) => w.terminate());
+    },
+  };
 }

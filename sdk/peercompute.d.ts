@@ -85,20 +85,23 @@ export type ParamValue = number | { f32: number } | { u32: number } | { i32: num
 export interface TaskSpec {
   /** Unique among this node's running tasks; default: a random id. */
   id?: string;
-  /** `cpu`: a built-in kernel; `webgpu`: a WGSL shader. */
+  /** `cpu`: a built-in kernel or a wasm kernel; `webgpu`: a WGSL shader. */
   type: 'cpu' | 'webgpu';
   /** Built-in kernel (`cpu`): `mandelbrot`, `matmul`, `square`, `sum`. */
   kernel?: string;
+  /** A wasm kernel module's bytes (`cpu`; ABI v1, see README "Wasm kernels"). */
+  wasm?: Uint8Array | ArrayBuffer;
   /** WGSL source (`webgpu`). */
   shader?: string;
-  /** Entry point (`webgpu`), default `main`. */
+  /** Entry point: of the shader (default `main`) or the wasm kernel (default `run`). */
   entry?: string;
   /** Invocations per workgroup (`webgpu`); read from the shader's `@workgroup_size` when absent. */
   workgroupSize?: number[];
   /** Grid cells one workgroup covers (`webgpu`), default `workgroupSize`: set it when each
    *  invocation computes several cells (the built-in matmul shader: `[64, 64]`). */
   tile?: number[];
-  /** Hex Ed25519 signature of the shader by the root key (`relay-server sign`): lets it travel. */
+  /** Hex Ed25519 signature of the shader or wasm module by the root key (`relay-server sign`):
+   *  lets it travel to other peers. */
   signature?: string;
   /** Parameters and inputs, seed style: `data: { params, inputs }`. */
   data?: { params?: Record<string, ParamValue>; inputs?: (TaskInput | Float32Array | Uint32Array | Int32Array)[] };

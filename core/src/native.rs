@@ -14,6 +14,7 @@ use crate::{
     compute::{
         kernels,
         task::{ChunkJob, TaskKind},
+        wasm_native,
     },
     error::ErrorCode,
     limits::TAB_INPUT_QUEUE,
@@ -120,12 +121,11 @@ impl NativeExecutors {
         for i in 0..config.cpu_threads {
             let (rx, waiting, mut done) = (rx.clone(), waiting.clone(), done.clone());
             let corrupt = config.corrupt_results;
-            let spawned =
-                std::thread::Builder::new()
-                    .name(format!("peercompute-cpu-{i}"))
-                    .spawn(move || {
-                        while serve_one(&rx, &waiting, corrupt, &mut done, &mut kernels::run) {}
-                    });
+            let spawned = std::thread::Builder::new()
+                .name(format!("peercompute-cpu-{i}"))
+                .spawn(move || {
+                    while serve_one(&rx, &waiting, corrupt, &mut done, &mut wasm_native::run_cpu) {}
+                });
             if let Err(e) = spawned {
                 tracing::error!("cannot start a CPU worker thread: {e}");
             }

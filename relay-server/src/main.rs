@@ -66,8 +66,8 @@ enum Command {
         /// The file to sign, exactly as the page will submit it.
         file: PathBuf,
     },
-    /// Run a native compute peer: joins the network through a relay and takes chunks (CPU
-    /// kernels on threads, WGSL on the GPU) like a browser node would.
+    /// Run a native compute peer: joins the network through a relay and takes chunks (built-in
+    /// and signed wasm CPU kernels on threads, WGSL on the GPU) like a browser node would.
     Peer {
         /// Relay multiaddr(s) (…/ws/p2p/<id>, as listed in the relay's /peercompute.json).
         #[arg(long, required = true)]
@@ -78,7 +78,7 @@ enum Command {
         /// Run WGSL chunks on a GPU (Vulkan; lavapipe without one). Fails when none opens.
         #[arg(long)]
         gpu: bool,
-        /// The network's root public key (hex): shaders from peers run only when signed by it.
+        /// The network's root public key (hex): code from peers (shaders, wasm kernels) runs only when signed by it.
         #[arg(long)]
         root_public_key: Option<String>,
     },

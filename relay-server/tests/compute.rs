@@ -10,6 +10,7 @@ use peercompute_core::{
     compute::{
         kernels, shaders, signing,
         task::{Task, TaskRequest},
+        wasm_native,
     },
     native::{ComputeConfig, MemoryStore, NativeNode},
     tab_protocol::{ComputeStatus, Event, ReplyValue, Request, TaskResult},
@@ -36,21 +37,30 @@ async fn compute_node(relay: &RelayHandle, threads: u32, corrupt: bool) -> Nativ
     n
 }
 
-/// A node with a GPU executor (lavapipe on a machine without a GPU: no adapter is a failure)
-/// or none, that trusts `root_key` when given.
-async fn gpu_node(relay: &RelayHandle, gpu: bool, root_key: Option<String>) -> NativeNode {
+/// Honest executors.
+fn executors(cpu_threads: u32, gpu: bool) -> ComputeConfig {
+    ComputeConfig {
+        cpu_threads,
+        gpu,
+        corrupt_results: false,
+    }
+}
+
+/// A node with these executors (a GPU one fails to start without an adapter: lavapipe
+/// stands in on a machine without a GPU) that trusts `root_key` when given.
+async fn trusting_node(
+    relay: &RelayHandle,
+    config: ComputeConfig,
+    root_key: Option<String>,
+) -> NativeNode {
     let mut n = NativeNode::spawn_with(
         Keypair::generate_ed25519(),
         NodeConfig::default(),
         MemoryStore::default(),
-        ComputeConfig {
-            cpu_threads: 0,
-            gpu,
-            corrupt_results: false,
-        },
+        config,
     )
     .await
-    .expect("node with a GPU adapter (Debian: mesa-vulkan-drivers)");
+    .expect("node (a GPU adapter where asked: Debian's mesa-vulkan-drivers)");
     timeout(
         T,
         n.request(Request::Connect {
@@ -64,6 +74,22 @@ async fn gpu_node(relay: &RelayHandle, gpu: bool, root_key: Option<String>) -> N
     .expect("in time")
     .expect("connects");
     n
+}
+
+/// A root key; a relay; a node `a` with no executors that knows no root key, so what the
+/// peers answer is all that decides; and two peers with `peer_executors` that trust the key.
+async fn trusting_pair(
+    name: &str,
+    peer_executors: ComputeConfig,
+) -> (ed25519::Keypair, RelayHandle, NativeNode, [NativeNode; 2]) {
+    let root = ed25519::Keypair::generate();
+    let root_hex = signing::public_hex(&root);
+    let relay = relay(name).await;
+    let mut a = trusting_node(&relay, executors(0, false), None).await;
+    let b = trusting_node(&relay, peer_executors.clone(), Some(root_hex.clone())).await;
+    let c = trusting_node(&relay, peer_executors, Some(root_hex)).await;
+    wait_for_workers(&mut a, &[&b, &c]).await;
+    (root, relay, a, [b, c])
 }
 
 /// A relay and nodes with `(cpu threads, corrupt results)` each; the first node sees the
@@ -360,15 +386,7 @@ fn as_shader(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_shaders_run_on_gpu_peers_and_tampered_ones_are_refused() {
-    let root = ed25519::Keypair::generate();
-    let root_hex = signing::public_hex(&root);
-    let relay = relay("compute-gpu").await;
-    // `a` coordinates without a GPU and without knowing the root key, so what the peers
-    // answer is all that decides; b and c run shaders on the GPU and trust the root key.
-    let mut a = gpu_node(&relay, false, None).await;
-    let b = gpu_node(&relay, true, Some(root_hex.clone())).await;
-    let c = gpu_node(&relay, true, Some(root_hex)).await;
-    wait_for_workers(&mut a, &[&b, &c]).await;
+    let (root, relay, mut a, mut peers) = trusting_pair("compute-gpu", executors(0, true)).await;
     let gpu_peers = match a.request(Request::Peers).await {
         Ok(ReplyValue::Peers(p)) => p
             .iter()
@@ -391,37 +409,13 @@ async fn signed_shaders_run_on_gpu_peers_and_tampered_ones_are_refused() {
     assert!(!result.workers.is_empty());
 
     // What the peers ran and refused so far (work stealing may have run a chunk twice).
-    let (mut b, mut c) = (b, c);
-    let mut peer_counts = async || {
-        let (sb, sc) = (compute_status(&mut b).await, compute_status(&mut c).await);
-        (
-            sb.chunks_served + sc.chunks_served,
-            sb.chunks_refused + sc.chunks_refused,
-        )
-    };
-    let (served, refused) = peer_counts().await;
+    let (served, refused) = peer_counts(&mut peers).await;
     assert!(served >= 4, "the peers ran every chunk: {served}");
 
     // The same signature over a changed shader: every peer refuses it before it runs.
     let tampered_source = shaders::MATMUL.replace("acc[i][j] + av[i]", "acc[i][j] - av[i]");
     let tampered = as_shader(&cpu_task, &tampered_source, Some(signature));
-    assert_eq!(
-        submit(&mut a, &tampered).await.unwrap_err(),
-        ErrorCode::CodeSignatureInvalid
-    );
-    // Refusals of chunks still in flight when the task failed may land a moment later:
-    // take the counts once they hold still.
-    let mut after_tampered = peer_counts().await;
-    loop {
-        sleep(Duration::from_millis(300)).await;
-        let now = peer_counts().await;
-        if now == after_tampered {
-            break;
-        }
-        after_tampered = now;
-    }
-    assert_eq!(after_tampered.0, served, "no tampered chunk ran");
-    assert!(after_tampered.1 > refused, "the peers refused it");
+    let after_tampered = assert_refused(&mut a, &mut peers, &tampered, (served, refused)).await;
 
     // A shader without a signature never leaves its node (and `a` has no GPU).
     let unsigned = as_shader(&cpu_task, shaders::MATMUL, None);
@@ -430,11 +424,111 @@ async fn signed_shaders_run_on_gpu_peers_and_tampered_ones_are_refused() {
         ErrorCode::TaskUnsupported
     );
     assert_eq!(
-        peer_counts().await,
+        peer_counts(&mut peers).await,
         after_tampered,
         "it never reached a peer"
     );
-    shut_down(relay, a, vec![b, c]).await;
+    shut_down(relay, a, peers.into()).await;
+}
+
+/// Chunks the peers ran and refused, summed.
+async fn peer_counts(peers: &mut [NativeNode]) -> (u64, u64) {
+    let (mut served, mut refused) = (0, 0);
+    for p in peers {
+        let s = compute_status(p).await;
+        served += s.chunks_served;
+        refused += s.chunks_refused;
+    }
+    (served, refused)
+}
+
+/// [`peer_counts`] once they hold still: refusals of chunks still in flight when a task
+/// failed may land a moment later.
+async fn settled_peer_counts(peers: &mut [NativeNode]) -> (u64, u64) {
+    let mut last = peer_counts(peers).await;
+    loop {
+        sleep(Duration::from_millis(300)).await;
+        let now = peer_counts(peers).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Submits code whose signature does not match it: the task fails `CODE_SIGNATURE_INVALID`
+/// and the peers refuse it without running a chunk. Returns the counts after.
+async fn assert_refused(
+    a: &mut NativeNode,
+    peers: &mut [NativeNode],
+    tampered: &serde_json::Value,
+    (served, refused): (u64, u64),
+) -> (u64, u64) {
+    assert_eq!(
+        submit(a, tampered).await.expect_err("refused"),
+        ErrorCode::CodeSignatureInvalid
+    );
+    let after = settled_peer_counts(peers).await;
+    assert_eq!(after.0, served, "no tampered chunk ran");
+    assert!(after.1 > refused, "the peers refused it");
+    after
+}
+
+/// The test kernel of the core crate (`out = a·x + y`) over `n` cells in 4 chunks.
+fn saxpy_task(id: &str, module: &[u8], signature: Option<String>, n: usize) -> serde_json::Value {
+    let x: Vec<u8> = (0..n)
+        .flat_map(|i| (i as f32 * 0.25 - 7.0).to_le_bytes())
+        .collect();
+    let y: Vec<u8> = (0..n)
+        .flat_map(|i| ((i % 11) as f32).to_le_bytes())
+        .collect();
+    let mut t = json!({
+        "id": id, "type": "cpu", "wasm": module,
+        "params": [["a", { "f32": -0.75 }]],
+        "inputs": [
+            { "binding": 2, "type": "f32", "bytes": x },
+            { "binding": 3, "type": "f32", "bytes": y },
+        ],
+        "output": { "type": "f32", "length": n }, "grid": [n], "split": { "chunks": 4 },
+    });
+    if let Some(sig) = signature {
+        t["signature"] = sig.into();
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_wasm_kernels_run_on_cpu_peers_and_tampered_ones_are_refused() {
+    let (root, relay, mut a, mut peers) = trusting_pair("compute-wasm", executors(1, false)).await;
+    let source = include_str!("../../core/testdata/saxpy.wat");
+    let module = wat::parse_str(source).expect("valid wat");
+    let signature = signing::to_hex(&signing::sign(&root, &module));
+    let signed = saxpy_task("saxpy", &module, Some(signature.clone()), 3000);
+    let result = submit(&mut a, &signed).await.expect("signed kernel runs");
+    assert_eq!(result.bytes, local_wasm_result(&signed), "= a local run");
+    assert_eq!(result.chunks, 4);
+    let (served, refused) = peer_counts(&mut peers).await;
+    assert!(served >= 4, "the peers ran every chunk: {served}");
+
+    // The same signature over a changed module: refused before it is compiled.
+    let changed =
+        wat::parse_str(source.replace("(i32.const 42)", "(i32.const 43)")).expect("valid wat");
+    let tampered = saxpy_task("tampered", &changed, Some(signature), 3000);
+    let after_tampered = assert_refused(&mut a, &mut peers, &tampered, (served, refused)).await;
+
+    // Unsigned, it never leaves `a` (which runs no CPU chunks itself).
+    let unsigned = saxpy_task("unsigned", &module, None, 3000);
+    assert_eq!(
+        submit(&mut a, &unsigned).await.unwrap_err(),
+        ErrorCode::TaskUnsupported
+    );
+    assert_eq!(peer_counts(&mut peers).await, after_tampered, "never sent");
+    shut_down(relay, a, peers.into()).await;
+}
+
+fn local_wasm_result(task: &serde_json::Value) -> Vec<u8> {
+    let task: Task = parse(task).validate().expect("valid");
+    kernels::run_task_with(&task, wasm_native::run_cpu).expect("runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

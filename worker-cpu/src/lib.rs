@@ -2,14 +2,19 @@
 //!
 //! It speaks the peer compute protocol's own frames (`peercompute_core::compute::protocol`):
 //! a run request in, a result or error response out, so a chunk is checked and bounded here
-//! exactly as when it arrives from a peer. The kernels are the core crate's, the same code a
-//! native peer runs, so results are bit-identical.
+//! exactly as when it arrives from a peer. The built-in kernels are the core crate's, the same
+//! code a native peer runs, so results are bit-identical. Wasm kernels (signed modules, ABI in
+//! `peercompute_core::compute::wasm_kernel`) run on the browser's own WebAssembly engine
+//! ([`browser_wasm`]); the host side of the ABI is the core crate's too.
 #![cfg(all(target_family = "wasm", target_os = "unknown"))]
+
+mod browser_wasm;
 
 use peercompute_core::{
     compute::{
         kernels,
         protocol::{ComputeRequest, ComputeResponse},
+        task::Code,
     },
     ErrorCode, NodeError,
 };
@@ -19,10 +24,16 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub fn run(request: &[u8]) -> Vec<u8> {
     let response = match ComputeRequest::decode(request) {
-        Ok(ComputeRequest::Run { job, .. }) => match kernels::run(&job) {
-            Ok(bytes) => ComputeResponse::Result(bytes),
-            Err(e) => ComputeResponse::Error(e),
-        },
+        Ok(ComputeRequest::Run { job, .. }) => {
+            let result = match job.code {
+                Code::Wasm { .. } => browser_wasm::run(&job),
+                _ => kernels::run(&job),
+            };
+            match result {
+                Ok(bytes) => ComputeResponse::Result(bytes),
+                Err(e) => ComputeResponse::Error(e),
+            }
+        }
         Ok(ComputeRequest::Cancel { .. }) => ComputeResponse::Ack,
         Err(e) => ComputeResponse::Error(NodeError::new(ErrorCode::BadRequest, e.message)),
     };

@@ -121,6 +121,14 @@ fn shape(job: &ChunkJob) -> Result<(), NodeError> {
 /// Runs a whole task here, chunk by chunk, and combines the chunks: what a distributed run
 /// of the same task must equal (tests and benchmarks compare against it).
 pub fn run_task(task: &Task) -> Result<Vec<u8>, NodeError> {
+    run_task_with(task, run)
+}
+
+/// [`run_task`] with another chunk runner (a wasm kernel engine).
+pub fn run_task_with(
+    task: &Task,
+    run: impl FnMut(&ChunkJob) -> Result<Vec<u8>, NodeError>,
+) -> Result<Vec<u8>, NodeError> {
     let parts = task
         .jobs(1)?
         .iter()

@@ -2,7 +2,8 @@
 //!
 //! One length-prefixed frame each way ([`crate::frame`]). A frame is `[version = 1][tag]`:
 //! - request `1` **run**: `[varint task nonce][varint chunk][varint len][job header, JSON]
-//!   [varint input count]` and per input `[varint binding][type byte][varint len][bytes]`;
+//!   [varint input count]` and per input `[varint binding][type byte][varint len][bytes]`,
+//!   then, when the header says `wasm`, `[varint len][wasm kernel module]`;
 //! - request `2` **cancel**: `[varint task nonce][varint chunk]`;
 //! - response `1` **result**: `[varint len][little-endian elements]`;
 //! - response `2` **error**: `[varint len][code][varint len][message]`;
@@ -21,9 +22,11 @@ use super::{
     reduce::ElementType,
     split::ChunkRange,
     task::{
-        ChunkJob, Code, InputArray, OutputSpec, Param, ParamValue, MAX_CODE_BYTES, MAX_INPUTS,
-        MAX_INPUT_BYTES, MAX_OUTPUT_BYTES, MAX_PARAMS, MAX_PARAM_NAME_BYTES, MAX_TASK_ID_BYTES,
+        ChunkJob, Code, InputArray, OutputSpec, Param, ParamValue, MAX_CODE_BYTES, MAX_ENTRY_BYTES,
+        MAX_INPUTS, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES, MAX_PARAMS, MAX_PARAM_NAME_BYTES,
+        MAX_TASK_ID_BYTES,
     },
+    wasm_kernel::MAX_MODULE_BYTES,
 };
 use crate::{error::ErrorCode, frame, NodeError};
 
@@ -32,7 +35,8 @@ pub const COMPUTE_PROTOCOL: StreamProtocol = StreamProtocol::new("/peercompute/c
 /// Largest job header (JSON: code, parameters, ranges).
 const MAX_HEADER_BYTES: usize = MAX_CODE_BYTES + 64 * 1024;
 /// Largest request frame.
-pub const MAX_REQUEST_FRAME_BYTES: usize = MAX_HEADER_BYTES + MAX_INPUT_BYTES + 1024;
+pub const MAX_REQUEST_FRAME_BYTES: usize =
+    MAX_HEADER_BYTES + MAX_INPUT_BYTES + MAX_MODULE_BYTES + 1024;
 /// Largest response frame.
 pub const MAX_RESPONSE_FRAME_BYTES: usize = MAX_OUTPUT_BYTES + 16;
 /// Longest error message carried back.
@@ -78,6 +82,9 @@ struct JobHeader {
     shader: Option<String>,
     entry: Option<String>,
     tile: Option<[u32; 3]>,
+    /// A wasm kernel module follows the inputs.
+    #[serde(default)]
+    wasm: bool,
     signature: Option<String>,
     params: Vec<(String, WireParam)>,
     grid: [u32; 3],
@@ -124,13 +131,22 @@ impl ComputeRequest {
                 out.push(1);
                 frame::write_varint(&mut out, *nonce);
                 frame::write_varint(&mut out, u64::from(*chunk));
-                let (kernel, shader, entry, tile) = match &job.code {
-                    Code::Kernel(k) => (Some(k.clone()), None, None, None),
+                let (kernel, shader, entry, tile, module) = match &job.code {
+                    Code::Kernel(k) => (Some(k.clone()), None, None, None, None),
                     Code::Wgsl {
                         source,
                         entry,
                         tile,
-                    } => (None, Some(source.clone()), Some(entry.clone()), Some(*tile)),
+                    } => (
+                        None,
+                        Some(source.clone()),
+                        Some(entry.clone()),
+                        Some(*tile),
+                        None,
+                    ),
+                    Code::Wasm { module, entry } => {
+                        (None, None, Some(entry.clone()), None, Some(module))
+                    }
                 };
                 let header = JobHeader {
                     task: job.task.clone(),
@@ -138,6 +154,7 @@ impl ComputeRequest {
                     shader,
                     entry,
                     tile,
+                    wasm: module.is_some(),
                     signature: job.signature.map(|s| super::signing::to_hex(&s)),
                     params: job
                         .params
@@ -162,6 +179,9 @@ impl ComputeRequest {
                     frame::write_varint(&mut out, u64::from(input.binding));
                     out.push(type_byte(input.ty));
                     frame::write_bytes(&mut out, &input.bytes);
+                }
+                if let Some(module) = module {
+                    frame::write_bytes(&mut out, module);
                 }
             }
             ComputeRequest::Cancel { nonce, chunk } => {
@@ -204,10 +224,15 @@ impl ComputeRequest {
                         bytes: Arc::new(data.to_vec()),
                     });
                 }
+                let module = if header.wasm {
+                    Some(r.bytes(MAX_MODULE_BYTES, "wasm kernel")?.to_vec())
+                } else {
+                    None
+                };
                 ComputeRequest::Run {
                     nonce,
                     chunk,
-                    job: Box::new(header.into_job(inputs)?),
+                    job: Box::new(header.into_job(inputs, module)?),
                 }
             }
             2 => ComputeRequest::Cancel { nonce, chunk },
@@ -219,7 +244,11 @@ impl ComputeRequest {
 }
 
 impl JobHeader {
-    fn into_job(self, inputs: Vec<InputArray>) -> Result<ChunkJob, NodeError> {
+    fn into_job(
+        self,
+        inputs: Vec<InputArray>,
+        module: Option<Vec<u8>>,
+    ) -> Result<ChunkJob, NodeError> {
         if self.task.len() > MAX_TASK_ID_BYTES || self.params.len() > MAX_PARAMS {
             return Err(bad("task id or parameter count out of bounds"));
         }
@@ -230,11 +259,11 @@ impl JobHeader {
         {
             return Err(bad("parameter name too long"));
         }
-        let code = match (self.kernel, self.shader, self.entry, self.tile) {
-            (Some(k), None, None, None) if k.len() <= 64 => Code::Kernel(k),
-            (None, Some(source), Some(entry), Some(tile))
+        let code = match (self.kernel, self.shader, self.entry, self.tile, module) {
+            (Some(k), None, None, None, None) if k.len() <= 64 => Code::Kernel(k),
+            (None, Some(source), Some(entry), Some(tile), None)
                 if source.len() <= MAX_CODE_BYTES
-                    && entry.len() <= 64
+                    && entry.len() <= MAX_ENTRY_BYTES
                     && tile.iter().all(|&n| n > 0) =>
             {
                 Code::Wgsl {
@@ -243,9 +272,15 @@ impl JobHeader {
                     tile,
                 }
             }
+            (None, None, Some(entry), None, Some(module)) if entry.len() <= MAX_ENTRY_BYTES => {
+                Code::Wasm {
+                    module: Arc::new(module),
+                    entry,
+                }
+            }
             _ => {
                 return Err(bad(
-                    "a job carries a kernel name or a shader with its entry",
+                    "a job carries a kernel name, a shader with its entry, or a wasm module with its entry",
                 ))
             }
         };

@@ -39,8 +39,8 @@ pub const DEFAULT_TASK_TIMEOUT_MS: u32 = 60_000;
 pub const DEFAULT_CHUNK_TIMEOUT_MS: u32 = 30_000;
 /// Storage binding the output goes to when the task names none.
 pub const DEFAULT_OUTPUT_BINDING: u32 = 1;
-/// Longest WGSL entry point name.
-const MAX_ENTRY_BYTES: usize = 64;
+/// Longest entry point name (WGSL or wasm).
+pub const MAX_ENTRY_BYTES: usize = 64;
 
 /// What runs a task's chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -48,7 +48,7 @@ const MAX_ENTRY_BYTES: usize = 64;
 pub enum TaskKind {
     /// A WGSL compute shader on WebGPU (native wgpu on a native peer).
     Webgpu,
-    /// A CPU kernel compiled into the runtime.
+    /// A CPU kernel: built into the runtime, or a signed wasm module.
     Cpu,
 }
 
@@ -69,21 +69,30 @@ pub enum Code {
         /// `tile` (a shader whose invocations compute several cells each).
         tile: [u32; 3],
     },
+    /// A CPU kernel shipped as a WebAssembly module (ABI: [`super::wasm_kernel`]).
+    Wasm {
+        /// The module's bytes, shared by every chunk of the task.
+        module: Arc<Vec<u8>>,
+        /// The exported entry point.
+        entry: String,
+    },
 }
 
 impl Code {
-    /// The bytes a root-key signature covers: the WGSL source (a built-in kernel has none).
+    /// The bytes a root-key signature covers: the WGSL source or the wasm module (a built-in
+    /// kernel has none).
     pub fn signed_bytes(&self) -> Option<&[u8]> {
         match self {
             Code::Kernel(_) => None,
             Code::Wgsl { source, .. } => Some(source.as_bytes()),
+            Code::Wasm { module, .. } => Some(module),
         }
     }
 
     /// The kind of worker that runs it.
     pub fn kind(&self) -> TaskKind {
         match self {
-            Code::Kernel(_) => TaskKind::Cpu,
+            Code::Kernel(_) | Code::Wasm { .. } => TaskKind::Cpu,
             Code::Wgsl { .. } => TaskKind::Webgpu,
         }
     }
@@ -261,7 +270,7 @@ pub struct TaskRequest {
     pub kind: TaskKind,
     /// WGSL source (`webgpu`).
     pub shader: Option<String>,
-    /// Entry point (`webgpu`), default `main`.
+    /// Entry point: of the shader (default `main`) or of the wasm kernel (default `run`).
     pub entry: Option<String>,
     /// Workgroup size (`webgpu`); read from the shader's `@workgroup_size` when absent.
     pub workgroup_size: Option<Vec<u32>>,
@@ -269,7 +278,9 @@ pub struct TaskRequest {
     pub tile: Option<Vec<u32>>,
     /// Built-in kernel name (`cpu`).
     pub kernel: Option<String>,
-    /// Hex Ed25519 signature of the shader by the network's root key.
+    /// A wasm kernel module (`cpu`; ABI in [`super::wasm_kernel`]).
+    pub wasm: Option<serde_bytes::ByteBuf>,
+    /// Hex Ed25519 signature of the shader or wasm module by the network's root key.
     pub signature: Option<String>,
     /// `[name, value]` pairs in order; a value is a number (a non-negative integer is u32, a
     /// negative one i32, anything else f32) or `{ "f32" | "u32" | "i32": number }`.
@@ -393,6 +404,19 @@ pub fn parse_signature(hex: &str) -> Result<[u8; 64], NodeError> {
     Ok(out)
 }
 
+/// An entry point name: an identifier of at most [`MAX_ENTRY_BYTES`] bytes.
+pub fn check_entry(entry: &str) -> Result<(), NodeError> {
+    if entry.is_empty()
+        || entry.len() > MAX_ENTRY_BYTES
+        || !entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(invalid(format!(
+            "`entry` is an identifier of 1 to {MAX_ENTRY_BYTES} letters, digits and _"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads `@workgroup_size(x[, y[, z]])` of a shader whose sizes are integer literals.
 pub fn workgroup_size_of(source: &str) -> Option<[u32; 3]> {
     let start = source.find("@workgroup_size")? + "@workgroup_size".len();
@@ -443,23 +467,47 @@ impl TaskRequest {
         }
         let code = match self.kind {
             TaskKind::Cpu => {
-                let kernel = self
-                    .kernel
-                    .ok_or_else(|| invalid("a cpu task names its `kernel`"))?;
                 if self.shader.is_some() {
-                    return Err(invalid("a cpu task has a `kernel`, not a `shader`"));
-                }
-                if !super::kernels::KERNELS.contains(&kernel.as_str()) {
-                    return Err(NodeError::new(
-                        ErrorCode::TaskUnknownKernel,
-                        format!(
-                            "no built-in kernel {:?} (there are: {})",
-                            kernel.chars().take(64).collect::<String>(),
-                            super::kernels::KERNELS.join(", ")
-                        ),
+                    return Err(invalid(
+                        "a cpu task has a `kernel` or `wasm`, not a `shader`",
                     ));
                 }
-                Code::Kernel(kernel)
+                match (self.kernel, self.wasm) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "a cpu task has a `kernel` name or a `wasm` module, not both",
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            "a cpu task names its `kernel` or carries a `wasm` module",
+                        ))
+                    }
+                    (None, Some(module)) => {
+                        let entry = self
+                            .entry
+                            .unwrap_or_else(|| super::wasm_kernel::DEFAULT_ENTRY.into());
+                        check_entry(&entry)?;
+                        super::wasm_kernel::check_module(&module, &entry)?;
+                        Code::Wasm {
+                            module: Arc::new(module.into_vec()),
+                            entry,
+                        }
+                    }
+                    (Some(kernel), None) => {
+                        if !super::kernels::KERNELS.contains(&kernel.as_str()) {
+                            return Err(NodeError::new(
+                                ErrorCode::TaskUnknownKernel,
+                                format!(
+                                    "no built-in kernel {:?} (there are: {})",
+                                    kernel.chars().take(64).collect::<String>(),
+                                    super::kernels::KERNELS.join(", ")
+                                ),
+                            ));
+                        }
+                        Code::Kernel(kernel)
+                    }
+                }
             }
             TaskKind::Webgpu => {
                 let source = self
@@ -471,13 +519,13 @@ impl TaskRequest {
                         format!("a shader is at most {MAX_CODE_BYTES} bytes"),
                     ));
                 }
-                let entry = self.entry.unwrap_or_else(|| "main".into());
-                if entry.is_empty()
-                    || entry.len() > MAX_ENTRY_BYTES
-                    || !entry.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
-                    return Err(invalid("`entry` is a WGSL identifier"));
+                if self.wasm.is_some() {
+                    return Err(invalid(
+                        "a webgpu task has a `shader`; `wasm` kernels are type cpu",
+                    ));
                 }
+                let entry = self.entry.unwrap_or_else(|| "main".into());
+                check_entry(&entry)?;
                 let dims = |v: Vec<u32>, name: &str| match v.as_slice() {
                     w if (1..=3).contains(&w.len()) && w.iter().all(|&n| n > 0) => {
                         Ok([w[0], *w.get(1).unwrap_or(&1), *w.get(2).unwrap_or(&1)])

@@ -145,38 +145,40 @@ impl NodeCompute {
     }
 
     /// Checks a chunk a peer sent before anything runs: the code must be a built-in kernel
-    /// or carry a valid root-key signature, and this node must have an executor for it.
+    /// or carry a valid root-key signature (a shader, a wasm kernel), and this node must have
+    /// an executor for it.
     fn check_inbound(&self, job: &ChunkJob) -> Result<(), NodeError> {
-        match &job.code {
-            Code::Kernel(name) => {
-                if !KERNELS.contains(&name.as_str()) {
-                    return Err(NodeError::new(
-                        ErrorCode::TaskUnknownKernel,
-                        "no such built-in kernel",
-                    ));
-                }
-                if self.executors.cpu_slots == 0 {
-                    return Err(NodeError::new(
-                        ErrorCode::TaskUnsupported,
-                        "this node runs no CPU chunks",
-                    ));
-                }
+        if let Code::Kernel(name) = &job.code {
+            if !KERNELS.contains(&name.as_str()) {
+                return Err(NodeError::new(
+                    ErrorCode::TaskUnknownKernel,
+                    "no such built-in kernel",
+                ));
             }
-            Code::Wgsl { source, .. } => {
-                let key = self.root_key.as_ref().ok_or_else(|| {
-                    NodeError::new(
-                        ErrorCode::CodeUnsigned,
-                        "this node knows no root key, so it runs no code from the network",
-                    )
-                })?;
-                key.verify(source.as_bytes(), job.signature.as_ref())?;
-                if self.executors.gpu.is_none() {
-                    return Err(NodeError::new(
-                        ErrorCode::TaskUnsupported,
-                        "this node has no WebGPU adapter",
-                    ));
-                }
+        }
+        if let Some(code) = job.code.signed_bytes() {
+            let key = self.root_key.as_ref().ok_or_else(|| {
+                NodeError::new(
+                    ErrorCode::CodeUnsigned,
+                    "this node knows no root key, so it runs no code from the network",
+                )
+            })?;
+            key.verify(code, job.signature.as_ref())?;
+        }
+        match job.code.kind() {
+            TaskKind::Cpu if self.executors.cpu_slots == 0 => {
+                return Err(NodeError::new(
+                    ErrorCode::TaskUnsupported,
+                    "this node runs no CPU chunks",
+                ))
             }
+            TaskKind::Webgpu if self.executors.gpu.is_none() => {
+                return Err(NodeError::new(
+                    ErrorCode::TaskUnsupported,
+                    "this node has no WebGPU adapter",
+                ))
+            }
+            _ => {}
         }
         if self.jobs.len() >= MAX_RUNNING_CHUNKS {
             return Err(NodeError::new(ErrorCode::Busy, "too many chunks running"));
