@@ -59,7 +59,15 @@ export async function benchBrowserCompute(browser, relay, { matmulGpuN = 256, ma
           output: { type: 'u32', length: mandelSize * mandelSize }, grid: [mandelSize, mandelSize],
           split: { chunks: 1 }, local: true,
         }));
+        // The same picture from the example wasm kernel, on the browser's engine.
+        const wasm = new Uint8Array(await (await fetch('/kernels/mandelbrot.wasm')).arrayBuffer());
+        const wasmMs = await median(3, () => ({
+          type: 'cpu', wasm: wasm.slice(), params: { maxIter: mandelIter },
+          output: { type: 'u32', length: mandelSize * mandelSize }, grid: [mandelSize, mandelSize],
+          split: { chunks: 1 }, local: true,
+        }));
         out.cpu_kernels = {
+          wasm_kernel_mandelbrot_ms: wasmMs,
           matmul_n: matmulCpuN,
           matmul_gflops: (2 * matmulCpuN ** 3) / (mmMs / 1000) / 1e9,
           mandelbrot_size: mandelSize,

@@ -207,6 +207,7 @@ const computeRows = [
   [`WGSL matmul GFLOPS, native wgpu n=${nc.gpu_matmul.n} (${gpuNote(nc.gpu_matmul)})`, null, nc.gpu_matmul.gflops, '≥ 50% cuBLAS⁵'],
   [`CPU matmul kernel GFLOPS, n=${nc.cpu_kernels.matmul_n}, one worker/thread`, bc.cpu_kernels.matmul_gflops, nc.cpu_kernels.matmul_gflops, ''],
   [`CPU mandelbrot ${nc.cpu_kernels.mandelbrot_size}², maxIter ${nc.cpu_kernels.mandelbrot_max_iter} (ms)`, bc.cpu_kernels.mandelbrot_ms, nc.cpu_kernels.mandelbrot_ms, ''],
+  [`the same mandelbrot as a wasm kernel (ms)⁸`, bc.cpu_kernels.wasm_kernel_mandelbrot_ms, nc.cpu_kernels.wasm_kernel_mandelbrot_ms, 'browser: V8; native: wasmi'],
   [`dispatch overhead per chunk to a peer (ms)⁶`, null, nc.chunk_overhead.per_chunk_ms, '≤ 5'],
   ...nc.speedup.runs.map((r) => [`one task on ${r.peers} native peer(s): ms / speedup⁷`, null, r.ms, r.peers === 1 ? '' : `×${fmt(r.speedup)}`]),
 ];
@@ -219,7 +220,8 @@ const computeTable = [
 console.log(`${computeTable}\n`);
 console.log('⁵ cuBLAS FP32 needs the device machine (an NVIDIA GPU); this table is from this machine.');
 console.log(`⁶ ${nc.chunk_overhead.chunks} tiny chunks sent one at a time to one peer through the relay.`);
-console.log(`⁷ ${nc.speedup.task}; one CPU thread per peer, on ${nc.speedup.cores} cores.\n`);
+console.log(`⁷ ${nc.speedup.task}; one CPU thread per peer, on ${nc.speedup.cores} cores.`);
+console.log('⁸ kernels/mandelbrot built to wasm, same bits as the built-in kernel; native peers interpret it\n  (wasmi, fuel metered), the browser compiles it.\n');
 const report = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) },

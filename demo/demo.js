@@ -43,9 +43,15 @@ async function renderMandelbrot(node) {
   const [w, h] = [canvas.width, canvas.height];
   const maxIter = 400;
   $('compute-result').textContent = '';
+  // The example wasm kernel gives the built-in kernel's bits. Unsigned, it runs on this node
+  // only; signed by the network's root key (`signature`), it would travel like the built-in one.
+  const code =
+    $('kernel').value === 'wasm'
+      ? { wasm: new Uint8Array(await (await fetch('/kernels/mandelbrot.wasm')).arrayBuffer()) }
+      : { kernel: 'mandelbrot' };
   const task = node.submitTask({
     type: 'cpu',
-    kernel: 'mandelbrot',
+    ...code,
     data: { params: { maxIter } },
     output: { type: 'u32', length: w * h },
     grid: [w, h],

@@ -1,5 +1,6 @@
 // The demo page a person opens after `npm start`: it connects, shows this node's executors,
-// and renders a Mandelbrot set split across the network's compute workers.
+// and renders a Mandelbrot set split across the network's compute workers, with the built-in
+// kernel or the example wasm kernel.
 import { expect, test } from '@playwright/test';
 
 import { useRelay } from './relay.mjs';
@@ -26,6 +27,14 @@ test('the demo connects, lists its executors and renders a Mandelbrot set', asyn
   });
   expect(lit, 'outside the set is drawn, the set is black').toBeGreaterThan(0.3);
   expect(lit).toBeLessThan(0.95);
+  // The example wasm kernel draws the same picture, pixel for pixel.
+  const pixels = () => page.locator('#canvas').evaluate((c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data));
+  const builtIn = await pixels();
+  await page.locator('#canvas').evaluate((c) => c.getContext('2d').clearRect(0, 0, c.width, c.height));
+  await page.locator('#kernel').selectOption('wasm');
+  await page.getByRole('button', { name: /Mandelbrot/ }).click();
+  await expect(page.locator('#compute-result')).toContainText(' ms on ', { timeout: 30_000 });
+  expect(await pixels()).toEqual(builtIn);
   expect(errors).toEqual([]);
   await ctx.close();
 });

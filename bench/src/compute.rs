@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use libp2p::identity::Keypair;
 use peercompute_core::{
-    compute::{gpu::GpuExecutor, kernels, shaders, task::TaskRequest},
+    compute::{gpu::GpuExecutor, kernels, shaders, task::TaskRequest, wasm_native},
     native::{ComputeConfig, MemoryStore, NativeNode},
     tab_protocol::{ReplyValue, Request, TaskResult},
     NodeConfig,
@@ -47,6 +47,9 @@ fn mandelbrot_task(id: &str, size: u32, max_iter: u32, chunks: u32) -> Value {
         "split": { "axis": 1, "chunks": chunks },
     })
 }
+
+/// The example wasm kernel, as scripts/build-web.sh serves it.
+const WASM_KERNEL: &str = "dist/web/kernels/mandelbrot.wasm";
 
 /// The single job of a one-chunk task.
 fn one_job(task: &Value) -> anyhow::Result<peercompute_core::compute::task::ChunkJob> {
@@ -97,7 +100,25 @@ fn cpu_kernels(matmul_n: u32, mandel_size: u32, mandel_iter: u32) -> anyhow::Res
     let mm_secs = median_secs(3, || kernels::run(&mm).map(drop).map_err(Into::into))?;
     let md = one_job(&mandelbrot_task("m", mandel_size, mandel_iter, 1))?;
     let md_secs = median_secs(3, || kernels::run(&md).map(drop).map_err(Into::into))?;
+    // The same picture from the example wasm kernel (kernels/mandelbrot) in wasmi.
+    let module = std::fs::read(WASM_KERNEL)
+        .with_context(|| format!("{WASM_KERNEL} (built by scripts/build-web.sh)"))?;
+    let mut wasm_task = mandelbrot_task("w", mandel_size, mandel_iter, 1);
+    wasm_task["wasm"] = json!(module);
+    if let Some(o) = wasm_task.as_object_mut() {
+        o.remove("kernel");
+    }
+    let wasm_job = one_job(&wasm_task)?;
+    let want = kernels::run(&md)?;
+    let wasm_secs = median_secs(1, || {
+        if wasm_native::run(&wasm_job)? != want {
+            bail!("the wasm kernel differs from the built-in kernel");
+        }
+        Ok(())
+    })?;
     Ok(json!({
+        "wasm_kernel_mandelbrot_ms": wasm_secs * 1000.0,
+        "wasm_kernel_engine": "wasmi (interpreter, fuel metered)",
         "matmul_n": matmul_n,
         "matmul_gflops": 2.0 * f64::from(matmul_n).powi(3) / mm_secs / 1e9,
         "mandelbrot_size": mandel_size,
