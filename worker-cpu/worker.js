@@ -1,7 +1,9 @@
 // A CPU executor: one dedicated worker of a tab's pool (see sdk/compute.js). It receives
 // `{ job, bytes }` (an encoded chunk run request) and answers `{ job, bytes }` (the encoded
-// response); the wasm module checks and runs the chunk. No code from the network is evaluated:
-// only the built-in kernels compiled into the module run.
+// response); the wasm module checks and runs the chunk: a built-in kernel compiled into it, or
+// a wasm kernel module the browser compiles (signed by the network's root key when it came
+// from a peer: the node checks that before the chunk gets here). No JavaScript from the
+// network is ever evaluated.
 import init, { run, score } from './pkg/peercompute_worker_cpu.js';
 
 const ready = init().then(

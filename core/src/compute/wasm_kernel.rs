@@ -4,7 +4,8 @@
 //!
 //! # ABI version 1
 //!
-//! A kernel module **imports nothing** and exports:
+//! A kernel module **imports nothing**, has one memory, declares a maximum for its tables,
+//! and exports:
 //! - `memory`: its linear memory, 32-bit, not shared, with a declared maximum of at most
 //!   [`MAX_MEMORY_PAGES`] pages (Rust: `-C link-arg=--max-memory=BYTES`);
 //! - `pc_alloc(len: i32) -> i32`: a pointer to `len` writable bytes, 8-aligned, or 0 when it
@@ -41,6 +42,8 @@ pub const ABI_VERSION: u32 = 1;
 pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
 /// Largest memory a kernel may declare: 4096 pages of 64 KiB, 256 MiB.
 pub const MAX_MEMORY_PAGES: u64 = 4096;
+/// Most entries a kernel's tables may declare (function tables for indirect calls).
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 20;
 /// Bytes in a wasm page.
 pub const PAGE_BYTES: u64 = 65536;
 /// Instructions a native peer lets one chunk run (about half a minute in wasmi), so a kernel
@@ -78,6 +81,7 @@ pub fn check_module(bytes: &[u8], entry: &str) -> Result<(), NodeError> {
     let mut types: Vec<Option<(Vec<ValType>, Vec<ValType>)>> = Vec::new();
     let mut functions: Vec<u32> = Vec::new();
     let mut memories = Vec::new();
+    let mut tables = Vec::new();
     let mut exports: Vec<(String, ExternalKind, u32)> = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(malformed)? {
@@ -113,6 +117,11 @@ pub fn check_module(bytes: &[u8], entry: &str) -> Result<(), NodeError> {
                     functions.push(f.map_err(malformed)?);
                 }
             }
+            Payload::TableSection(reader) => {
+                for t in reader {
+                    tables.push(t.map_err(malformed)?.ty);
+                }
+            }
             Payload::MemorySection(reader) => {
                 for m in reader {
                     memories.push(m.map_err(malformed)?);
@@ -133,6 +142,19 @@ pub fn check_module(bytes: &[u8], entry: &str) -> Result<(), NodeError> {
             .find(|(n, k, _)| n == name && *k == kind)
             .map(|(_, _, index)| *index)
     };
+    // Every growable thing is bounded: one memory (the exported one, checked below) and
+    // tables with a declared maximum.
+    if memories.len() > 1 {
+        return Err(invalid("a wasm kernel has one memory"));
+    }
+    if tables
+        .iter()
+        .any(|t| t.maximum.is_none_or(|max| max > MAX_TABLE_ENTRIES))
+    {
+        return Err(invalid(format!(
+            "a wasm kernel's tables declare a maximum of at most {MAX_TABLE_ENTRIES} entries"
+        )));
+    }
     let memory = export(MEMORY_EXPORT, ExternalKind::Memory)
         .and_then(|i| memories.get(i as usize))
         .ok_or_else(|| invalid("a wasm kernel exports its `memory`"))?;

@@ -326,6 +326,14 @@ mod tests {
                 "memory maximum",
             ),
             (
+                wat_src.replace("(global $heap", "(memory 1)\n  (global $heap"),
+                "one memory",
+            ),
+            (
+                wat_src.replace("(global $heap", "(table 1 funcref)\n  (global $heap"),
+                "tables declare a maximum",
+            ),
+            (
                 wat_src.replace("(export \"pc_alloc\")", ""),
                 "pc_alloc",
             ),
