@@ -151,7 +151,8 @@ test('cancel stops the work on every peer', async ({ browser }) => {
   await a.page.evaluate(() => {
     window.longTask = window.node.submitTask({
       id: 'long', type: 'cpu', kernel: 'mandelbrot', data: { params: { maxIter: 100_000 } },
-      output: { type: 'u32', length: 512 * 512 }, grid: [512, 512], split: { chunks: 64 },
+      // Chunks of seconds each: a pool that kept running them would show below.
+      output: { type: 'u32', length: 512 * 512 }, grid: [512, 512], split: { chunks: 8 },
     });
     window.longOutcome = window.longTask.result.then(() => 'resolved', (e) => e.code);
   });
@@ -170,5 +171,14 @@ test('cancel stops the work on every peer', async ({ browser }) => {
     })
     .toBe(0);
   expect(await a.page.evaluate(async () => (await window.node.getStatus()).compute.tasks)).toBe(0);
+  // b's workers are free at once: its pool replaced the ones still in a cancelled chunk.
+  const ms = await b.page.evaluate(async () => {
+    const t0 = performance.now();
+    await window.node.submitTask({
+      type: 'cpu', kernel: 'mandelbrot', output: { type: 'u32', length: 64 }, grid: [8, 8], local: true,
+    }).result;
+    return performance.now() - t0;
+  });
+  expect(ms, 'a small task on b right after the cancel').toBeLessThan(5000);
   await close();
 });

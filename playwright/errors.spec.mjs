@@ -33,6 +33,10 @@ test('a malformed relay multiaddr is refused with INVALID_RELAY_ADDR', async ({ 
     expect(e, relayAddr).toMatchObject({ code: 'INVALID_RELAY_ADDR', name: 'PeerComputeError' });
   }
   expect(await connectError(page, { relay: 42 })).toMatchObject({ code: 'INVALID_RELAY_ADDR' });
+  // Other bad options are refused before anything starts.
+  for (const cpuWorkers of [0, 1.5, 65, '2']) {
+    expect(await connectError(page, { cpuWorkers }), String(cpuWorkers)).toMatchObject({ code: 'BAD_REQUEST' });
+  }
   await ctx.close();
 });
 

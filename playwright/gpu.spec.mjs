@@ -150,22 +150,25 @@ test('a signed shader runs on peers\' GPUs; a tampered one is refused; an unsign
     const [sb, sc] = await Promise.all([computeStatus(b.page), computeStatus(c.page)]);
     return { served: sb.chunksServed + sc.chunksServed, refused: sb.chunksRefused + sc.chunksRefused };
   };
-  const afterSigned = await peerCounts();
+  // The counts once they hold still: a spare run of a stolen chunk may finish after its task
+  // did, and refusals of chunks in flight when a task failed may land a moment later.
+  const settledCounts = async () => {
+    let last = await peerCounts();
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 300));
+      const now = await peerCounts();
+      if (now.served === last.served && now.refused === last.refused) return now;
+      last = now;
+    }
+  };
+  const afterSigned = await settledCounts();
   expect(afterSigned.served).toBeGreaterThanOrEqual(4);
 
   const tamperedShader = MATMUL.replace('acc[i][j] + av[i]', 'acc[i][j] - av[i]');
   expect(tamperedShader).not.toBe(MATMUL);
   const tampered = await runMatmul(a.page, { ...shape, gpu: true, sig: signature, shader: tamperedShader });
   expect(tampered.code).toBe('CODE_SIGNATURE_INVALID');
-  // Refusals of chunks still in flight when the task failed may land a moment later: take
-  // the counts once they hold still.
-  let afterTampered = await peerCounts();
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 300));
-    const now = await peerCounts();
-    if (now.served === afterTampered.served && now.refused === afterTampered.refused) break;
-    afterTampered = now;
-  }
+  const afterTampered = await settledCounts();
   expect(afterTampered.served, 'no tampered chunk ran').toBe(afterSigned.served);
   expect(afterTampered.refused, 'the peers refused it').toBeGreaterThan(afterSigned.refused);
 

@@ -161,6 +161,8 @@ test('a signed wasm kernel runs on browser peers and a native peer; tampered ref
     expect(tampered.code).toBe('CODE_SIGNATURE_INVALID');
     expect((await computeStatus(b.page)).chunksRefused).toBeGreaterThan(0);
 
+    // Nothing of the earlier tasks still running on b (a spare run of a stolen chunk).
+    await expect.poll(async () => (await computeStatus(b.page)).runningChunks).toBe(0);
     const servedBefore = (await computeStatus(b.page)).chunksServed;
     const unsigned = await render(a.page, { wasm: true });
     expect(unsigned.code).toBe('TASK_UNSUPPORTED');

@@ -136,7 +136,12 @@ export async function startGpuWorker(request, options = {}) {
   const { port1, port2 } = new MessageChannel();
   worker.postMessage({ port: port1 }, [port1]);
   const { name, backend, fallback } = adapter;
-  await request('executorAttach', { port: port2, gpu: { name, backend, fallback } }, [port2]);
+  try {
+    await request('executorAttach', { port: port2, gpu: { name, backend, fallback } }, [port2]);
+  } catch (e) {
+    worker.terminate();
+    throw e;
+  }
   return { ...adapter, close: () => worker.terminate() };
 }
 
@@ -181,6 +186,8 @@ export async function startCpuPool(request, options = {}) {
   };
   const serve = (worker) => {
     worker.onmessage = ({ data }) => {
+      // A result already on its way from a worker replaced meanwhile: the node gave up on it.
+      if (!workers.has(worker)) return;
       running.delete(data.job);
       idle.push(worker);
       port1.postMessage(data, [data.bytes.buffer]);
@@ -209,7 +216,12 @@ export async function startCpuPool(request, options = {}) {
             idle.push(fresh.worker);
             pump();
           },
-          (e) => console.error('PeerCompute: a replacement CPU worker failed to start:', e),
+          (e) => {
+            // The pool is a slot short from now on; the node's chunk timeouts cover it.
+            workers.delete(fresh.worker);
+            fresh.worker.terminate();
+            console.error('PeerCompute: a replacement CPU worker failed to start:', e);
+          },
         );
       }
       return;
@@ -218,13 +230,16 @@ export async function startCpuPool(request, options = {}) {
     pump();
   };
   port1.start();
-  await request('executorAttach', { port: port2, cpuSlots: size, score }, [port2]);
-  return {
-    slots: size,
-    score,
-    close: () => {
-      closed = true;
-      workers.forEach((w) => w.terminate());
-    },
+  const close = () => {
+    closed = true;
+    port1.close();
+    workers.forEach((w) => w.terminate());
   };
+  try {
+    await request('executorAttach', { port: port2, cpuSlots: size, score }, [port2]);
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return { slots: size, score, close };
 }

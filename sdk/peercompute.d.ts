@@ -63,7 +63,7 @@ export interface ConnectOptions {
   compute?: boolean;
   /** `false`: this tab lends the node no GPU worker. Default `true` (where WebGPU exists). */
   gpu?: boolean;
-  /** Size of this tab's CPU worker pool (default hardwareConcurrency − 1, 1 to 4). */
+  /** Size of this tab's CPU worker pool, 1 to 64 (default hardwareConcurrency − 1, 1 to 4). */
   cpuWorkers?: number;
 }
 

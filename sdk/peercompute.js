@@ -11,6 +11,8 @@ const MAX_PUBLISH_BYTES = 1024 * 1024;
 const MAX_TOPIC_BYTES = 256;
 const MAX_PENDING_REQUESTS = 4096;
 const DEFAULT_TIMEOUT_MS = 10_000;
+// The node takes at most this many CPU slots from one tab (sw/src/executors.rs MAX_POOL_SLOTS).
+const MAX_CPU_WORKERS = 64;
 const encoder = new TextEncoder();
 
 /** An error with a stable `code` string (see README, "Error codes"). */
@@ -279,9 +281,11 @@ export class PeerComputeNode {
     return () => this.#listeners.get(event)?.delete(handler);
   }
 
-  /** Detaches this tab. The shared node keeps running for the origin's other tabs. */
+  /** Detaches this tab and stops the workers it lent. The shared node keeps running for the
+   *  origin's other tabs. */
   async close() {
     if (this.#channel.closed) return;
+    for (const lent of [this.executors, this.gpu]) lent?.then((x) => x?.close?.(), () => {});
     try {
       await this.#channel.request('detach');
     } finally {
@@ -320,12 +324,16 @@ export const PeerCompute = {
    * @param {boolean} [options.compute=true] `false`: this tab lends the node no workers.
    * @param {boolean} [options.gpu=true] `false`: this tab lends the node no GPU worker.
    * @param {number} [options.cpuWorkers] size of this tab's CPU worker pool (default:
-   *   hardwareConcurrency − 1, 1 to 4).
+   *   hardwareConcurrency − 1, 1 to 4; at most 64).
    */
   async connect(options = {}) {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > 120_000) {
       throw new PeerComputeError('BAD_REQUEST', 'timeoutMs must be a number in (0, 120000]');
+    }
+    const pool = options.cpuWorkers;
+    if (pool !== undefined && !(Number.isInteger(pool) && pool >= 1 && pool <= MAX_CPU_WORKERS)) {
+      throw new PeerComputeError('BAD_REQUEST', `cpuWorkers must be an integer 1 to ${MAX_CPU_WORKERS}`);
     }
     let relays = null;
     if (options.relay !== undefined) {

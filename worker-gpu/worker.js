@@ -32,7 +32,6 @@ const ready = init()
   );
 
 const queue = [];
-const aborted = new Set();
 let busy = false;
 
 async function pump(port) {
@@ -40,7 +39,6 @@ async function pump(port) {
   busy = true;
   while (queue.length) {
     const { job, bytes } = queue.shift();
-    if (aborted.delete(job)) continue;
     try {
       const out = await run(bytes);
       port.postMessage({ job, bytes: out }, [out.buffer]);
@@ -57,8 +55,10 @@ onmessage = async ({ data }) => {
   if (!(port instanceof MessagePort) || !(await ready)) return;
   port.onmessage = ({ data: msg }) => {
     if (msg?.abort !== undefined) {
-      // Not started yet: skipped. Running: it finishes and the node ignores the answer.
-      if (queue.some((q) => q.job === msg.abort)) aborted.add(msg.abort);
+      // Not started yet: dropped, bytes and all. Running: it finishes and the node ignores
+      // the answer (WebGPU cannot interrupt a dispatch).
+      const i = queue.findIndex((q) => q.job === msg.abort);
+      if (i >= 0) queue.splice(i, 1);
       return;
     }
     queue.push(msg);

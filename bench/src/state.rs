@@ -44,6 +44,9 @@ pub(crate) fn apply_in_core(total: usize, per_batch: usize) -> anyhow::Result<Va
         updates.extend(applied.update);
     }
     let secs = t0.elapsed().as_secs_f64();
+    // Measured now, before the replica below allocates (freed memory rarely goes back to
+    // the OS, so it would count here).
+    let after = rss_bytes();
     let update_bytes: usize = updates.iter().map(Vec::len).sum();
     // The same updates arriving from a peer: checked, applied, reported as changes.
     let replica = SharedDoc::new();
@@ -55,7 +58,6 @@ pub(crate) fn apply_in_core(total: usize, per_batch: usize) -> anyhow::Result<Va
     }
     let remote_secs = t1.elapsed().as_secs_f64();
     drop(replica);
-    let after = rss_bytes();
     let encoded = doc.encode_state().len();
     if doc.entry_count() != total {
         bail!("{} entries, expected {total}", doc.entry_count());

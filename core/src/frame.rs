@@ -175,11 +175,6 @@ impl<'a> Reader<'a> {
         NodeError::new(self.code, message)
     }
 
-    /// Nothing left.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// One byte.
     pub fn byte(&mut self, what: &str) -> Result<u8, NodeError> {
         let (&b, rest) = self

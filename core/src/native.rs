@@ -17,7 +17,7 @@ use crate::{
         wasm_native,
     },
     error::ErrorCode,
-    limits::TAB_INPUT_QUEUE,
+    limits::{MAX_RUNNING_CHUNKS, TAB_INPUT_QUEUE},
     node::{Input, Node, NodeConfig, Output},
     tab_protocol::{Event, GpuAdapter, ReplyValue, Request, RequestId, TabId},
     NodeError,
@@ -77,13 +77,23 @@ type Waiting = Arc<Mutex<HashSet<u64>>>;
 /// thread. `waiting` holds the jobs queued and not started: an abort takes a job out, and
 /// an executor skips a job that is no longer in it.
 struct NativeExecutors {
-    cpu: std::sync::mpsc::Sender<(u64, ChunkJob)>,
-    gpu: Option<std::sync::mpsc::Sender<(u64, ChunkJob)>>,
+    cpu: JobQueue,
+    gpu: Option<JobQueue>,
     gpu_adapter: Option<GpuAdapter>,
     waiting: Waiting,
 }
 
-type GpuQueue = (std::sync::mpsc::Sender<(u64, ChunkJob)>, GpuAdapter);
+type GpuQueue = (JobQueue, GpuAdapter);
+
+/// A bounded job queue: an aborted job leaves `waiting` at once but its bytes stay queued
+/// until a thread skips it, so a peer that runs and cancels in a loop meets `BUSY` here
+/// instead of growing the queue.
+type JobQueue = std::sync::mpsc::SyncSender<(u64, ChunkJob)>;
+
+fn job_queue() -> (JobQueue, Jobs) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(MAX_RUNNING_CHUNKS);
+    (tx, Arc::new(Mutex::new(rx)))
+}
 
 /// Takes the next job still wanted, runs it and reports it; false once the node stopped.
 fn serve_one(
@@ -116,8 +126,7 @@ impl NativeExecutors {
     /// Starts the threads; fails when a GPU was asked for and none opens.
     fn start(config: &ComputeConfig, done: mpsc::Sender<Input>) -> Result<Self, NodeError> {
         let waiting: Waiting = Arc::new(Mutex::new(HashSet::new()));
-        let (cpu, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
-        let rx: Jobs = Arc::new(Mutex::new(rx));
+        let (cpu, rx) = job_queue();
         for i in 0..config.cpu_threads {
             let (rx, waiting, mut done) = (rx.clone(), waiting.clone(), done.clone());
             let corrupt = config.corrupt_results;
@@ -151,8 +160,7 @@ impl NativeExecutors {
         mut done: mpsc::Sender<Input>,
     ) -> Result<GpuQueue, NodeError> {
         use crate::compute::gpu::GpuExecutor;
-        let (tx, rx) = std::sync::mpsc::channel::<(u64, ChunkJob)>();
-        let rx: Jobs = Arc::new(Mutex::new(rx));
+        let (tx, rx) = job_queue();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let corrupt = config.corrupt_results;
         std::thread::Builder::new()
@@ -204,9 +212,17 @@ impl NativeExecutors {
         if let Ok(mut w) = self.waiting.lock() {
             w.insert(job);
         }
-        queue
-            .send((job, chunk))
-            .map_err(|_| NodeError::new(ErrorCode::Internal, "no executor thread"))
+        queue.try_send((job, chunk)).map_err(|e| {
+            self.abort(job);
+            match e {
+                std::sync::mpsc::TrySendError::Full(_) => {
+                    NodeError::new(ErrorCode::Busy, "the executors' queue is full")
+                }
+                std::sync::mpsc::TrySendError::Disconnected(_) => {
+                    NodeError::new(ErrorCode::Internal, "no executor thread")
+                }
+            }
+        })
     }
 
     fn abort(&self, job: u64) {

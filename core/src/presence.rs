@@ -17,6 +17,7 @@ use web_time::{Duration, Instant};
 
 use crate::{
     error::ErrorCode,
+    frame,
     limits::{MAX_PRESENCE_BYTES, MAX_PRESENCE_PEERS},
     state::path::validate_value,
     NodeError,
@@ -71,44 +72,22 @@ pub fn validate_state(json: &str) -> Result<Option<String>, NodeError> {
         return Ok(None);
     }
     validate_value(&value).map_err(|e| bad(e.message))?;
-    Ok(Some(value.to_string()))
-}
-
-fn write_var(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+    // The canonical text is what travels, and it can be longer than what was given
+    // (`1e15` prints as `1000000000000000.0`): bound that too.
+    let text = value.to_string();
+    check_state_size(&text)?;
+    Ok(Some(text))
 }
 
 /// Encodes one entry as an awareness update.
 pub fn encode(entry: &AwarenessEntry) -> Vec<u8> {
     let state = entry.state.as_deref().unwrap_or("null");
     let mut out = Vec::with_capacity(state.len() + 16);
-    write_var(&mut out, 1);
-    write_var(&mut out, entry.client_id);
-    write_var(&mut out, entry.clock);
-    write_var(&mut out, state.len() as u64);
-    out.extend_from_slice(state.as_bytes());
+    frame::write_varint(&mut out, 1);
+    frame::write_varint(&mut out, entry.client_id);
+    frame::write_varint(&mut out, entry.clock);
+    frame::write_bytes(&mut out, state.as_bytes());
     out
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn var(&mut self) -> Result<u64, NodeError> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self.0.split_first().ok_or_else(|| bad("truncated"))?;
-            self.0 = rest;
-            n |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(n);
-            }
-        }
-        Err(bad("varint too long"))
-    }
 }
 
 /// Decodes an awareness update holding exactly one entry, with a valid state.
@@ -116,17 +95,15 @@ pub fn decode(bytes: &[u8]) -> Result<AwarenessEntry, NodeError> {
     if bytes.len() > MAX_PRESENCE_MESSAGE_BYTES {
         return Err(bad("presence message too large"));
     }
-    let mut r = Reader(bytes);
-    if r.var()? != 1 {
+    let mut r = frame::Reader::new(bytes, ErrorCode::PresenceInvalidValue);
+    if r.varint()? != 1 {
         return Err(bad("a presence message holds exactly one entry"));
     }
-    let client_id = r.var()?;
-    let clock = r.var()?;
-    let len = usize::try_from(r.var()?).map_err(|_| bad("length"))?;
-    if len != r.0.len() {
-        return Err(bad("state length does not match the message"));
-    }
-    let text = std::str::from_utf8(r.0).map_err(|_| bad("state is not UTF-8"))?;
+    let client_id = r.varint()?;
+    let clock = r.varint()?;
+    let state = r.bytes(MAX_PRESENCE_MESSAGE_BYTES, "state")?;
+    r.finish("the presence entry")?;
+    let text = std::str::from_utf8(state).map_err(|_| bad("state is not UTF-8"))?;
     Ok(AwarenessEntry {
         client_id,
         clock,
@@ -255,6 +232,16 @@ mod tests {
             validate_state(&big).unwrap_err().code,
             ErrorCode::PayloadTooLarge
         );
+        // Short as given, long as it would travel: `1e15` prints as `1000000000000000.0`.
+        let grows = format!("[{}1]", "1e15,".repeat(MAX_PRESENCE_BYTES / 6));
+        assert!(grows.len() <= MAX_PRESENCE_BYTES);
+        assert_eq!(
+            validate_state(&grows).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+        let mut long = encode(&entry(1, Some("1")));
+        long.push(0);
+        assert!(decode(&long).is_err(), "trailing bytes");
         let mut two = encode(&entry(1, Some("1")));
         two[0] = 2;
         assert!(decode(&two).is_err());

@@ -281,14 +281,18 @@ impl RunningSwarm {
                     (Some(_), t) if app_topic_name(t).is_some() => {
                         Payload::decode(&message.data).is_ok()
                     }
-                    (Some(_), t) => match (state_topic_doc(t), &mut self.pinned) {
-                        (Some(doc), Some(pinned)) => {
-                            let ok = pinned.apply_broadcast(doc, &message.data);
-                            pinned.show(stats, [doc]);
-                            ok
+                    // A state update is checked whether or not it is pinned here (a relay
+                    // at its pinned-document bound does not adopt, but still forwards).
+                    (Some(_), t) => match state_topic_doc(t) {
+                        Some(doc) => {
+                            check_update_v1(&message.data).is_ok()
+                                && self.pinned.as_mut().is_none_or(|pinned| {
+                                    let ok = pinned.apply_broadcast(doc, &message.data);
+                                    pinned.show(stats, [doc]);
+                                    ok
+                                })
                         }
-                        (Some(_), None) => check_update_v1(&message.data).is_ok(),
-                        (None, _) => false,
+                        None => false,
                     },
                     _ => false,
                 };

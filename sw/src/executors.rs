@@ -5,11 +5,7 @@
 //! the most free slots; a tab that closes takes its executors with it, and their running
 //! chunks are reported failed so the scheduler runs them elsewhere.
 
-use std::{
-    cell::RefCell,
-    collections::{HashMap, HashSet},
-    rc::Rc,
-};
+use std::{cell::RefCell, collections::HashSet, rc::Rc};
 
 use futures::channel::mpsc;
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -39,11 +35,10 @@ struct Pool {
     _on_message: Closure<dyn FnMut(MessageEvent)>,
 }
 
-/// Every pool lent by a tab, and which pool runs which job.
+/// Every pool lent by a tab (each knows the jobs it runs).
 pub(crate) struct Executors {
     inputs: mpsc::Sender<Input>,
     pools: Vec<Pool>,
-    jobs: HashMap<u64, TabId>,
 }
 
 impl Executors {
@@ -51,11 +46,11 @@ impl Executors {
         Executors {
             inputs,
             pools: Vec::new(),
-            jobs: HashMap::new(),
         }
     }
 
-    /// A tab lends a pool of `slots` CPU workers, or a GPU worker on `gpu`, behind `port`.
+    /// A tab lends a pool of `slots` CPU workers (1 to [`MAX_POOL_SLOTS`], checked by the
+    /// port handler), or a GPU worker on `gpu`, behind `port`.
     pub(crate) fn attach(
         this: &Rc<RefCell<Executors>>,
         tab: TabId,
@@ -75,18 +70,10 @@ impl Executors {
         let mut me = this.borrow_mut();
         me.pools.push(Pool {
             tab,
-            slots: if gpu.is_some() {
-                1
-            } else {
-                slots.clamp(1, MAX_POOL_SLOTS)
-            },
+            slots: if gpu.is_some() { 1 } else { slots },
             gpu,
             port,
-            score: if score.is_finite() {
-                score.max(0.0)
-            } else {
-                0.0
-            },
+            score,
             running: HashSet::new(),
             _on_message: on_message,
         });
@@ -106,7 +93,6 @@ impl Executors {
             pool.port.set_onmessage(None);
             pool.port.close();
             for job in pool.running {
-                self.jobs.remove(&job);
                 self.done(
                     job,
                     Err(NodeError::new(
@@ -154,8 +140,6 @@ impl Executors {
         {
             Ok(()) => {
                 pool.running.insert(job);
-                let tab = pool.tab;
-                self.jobs.insert(job, tab);
             }
             Err(e) => self.done(
                 job,
@@ -169,15 +153,11 @@ impl Executors {
 
     /// The node no longer wants a job's result; the pool drops it if it has not started.
     pub(crate) fn abort(&mut self, job: u64) {
-        let Some(tab) = self.jobs.remove(&job) else {
-            return;
-        };
         if let Some(pool) = self
             .pools
             .iter_mut()
-            .find(|p| p.tab == tab && p.running.contains(&job))
+            .find_map(|p| p.running.remove(&job).then_some(p))
         {
-            pool.running.remove(&job);
             let msg = Object::new();
             let _ = Reflect::set(&msg, &"abort".into(), &JsValue::from_f64(job as f64));
             let _ = pool.port.post_message(&msg);
@@ -205,7 +185,6 @@ impl Executors {
         {
             return;
         }
-        self.jobs.remove(&job);
         let result = match ComputeResponse::decode(&bytes.to_vec()) {
             Ok(ComputeResponse::Result(b)) => Ok(b),
             Ok(ComputeResponse::Error(e)) => Err(e),

@@ -4,11 +4,12 @@
 //! The browser cannot meter a kernel: one that never returns holds this worker until the
 //! tab's pool replaces it (see `sdk/compute.js`).
 
-use std::{cell::RefCell, collections::VecDeque};
+use std::cell::RefCell;
 
 use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
 use peercompute_core::{
     compute::{
+        recent::Recent,
         task::ChunkJob,
         wasm_kernel::{self, check_module, range_in, KernelInstance, ALLOC_EXPORT, MEMORY_EXPORT},
     },
@@ -21,8 +22,8 @@ use wasm_bindgen::{JsCast, JsValue};
 const MODULE_CACHE: usize = 8;
 
 thread_local! {
-    static MODULES: RefCell<VecDeque<([u8; 32], WebAssembly::Module)>> =
-        const { RefCell::new(VecDeque::new()) };
+    static MODULES: RefCell<Recent<[u8; 32], WebAssembly::Module>> =
+        const { RefCell::new(Recent::new(MODULE_CACHE)) };
 }
 
 fn js_message(e: &JsValue) -> String {
@@ -41,13 +42,7 @@ fn failed(what: &str, e: &JsValue) -> NodeError {
 
 fn module(bytes: &[u8], entry: &str) -> Result<WebAssembly::Module, NodeError> {
     let key: [u8; 32] = Sha256::digest(bytes).into();
-    let hit = MODULES.with_borrow_mut(|cache| {
-        let at = cache.iter().position(|(k, _)| *k == key)?;
-        let hit = cache.remove(at)?;
-        cache.push_back(hit.clone());
-        Some(hit.1)
-    });
-    if let Some(m) = hit {
+    if let Some(m) = MODULES.with_borrow_mut(|cache| cache.get(&key)) {
         return Ok(m);
     }
     check_module(bytes, entry)?;
@@ -57,12 +52,7 @@ fn module(bytes: &[u8], entry: &str) -> Result<WebAssembly::Module, NodeError> {
             format!("wasm kernel: {}", js_message(&e)),
         )
     })?;
-    MODULES.with_borrow_mut(|cache| {
-        if cache.len() >= MODULE_CACHE {
-            cache.pop_front();
-        }
-        cache.push_back((key, module.clone()));
-    });
+    MODULES.with_borrow_mut(|cache| cache.insert(key, module.clone()));
     Ok(module)
 }
 
@@ -122,6 +112,13 @@ impl KernelInstance for BrowserInstance {
         memory
             .subarray(range.start as u32, range.end as u32)
             .copy_from(bytes);
+        Ok(())
+    }
+
+    fn zero(&mut self, ptr: u32, len: u32) -> Result<(), NodeError> {
+        let memory = self.bytes();
+        let range = range_in(memory.length() as usize, ptr, len as usize)?;
+        memory.fill(0, range.start as u32, range.end as u32);
         Ok(())
     }
 

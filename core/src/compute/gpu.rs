@@ -17,17 +17,16 @@
 //! error scopes and answered as `TASK_INVALID`, never a panic: the default handler of an
 //! uncaptured wgpu error panics, so the executor installs one that logs.
 
-use std::{
-    cell::RefCell,
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{cell::RefCell, collections::HashMap, sync::Arc};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wgpu::util::DeviceExt;
 
-use super::task::{ChunkJob, Code};
+use super::{
+    recent::Recent,
+    task::{ChunkJob, Code},
+};
 use crate::{error::ErrorCode, tab_protocol::GpuAdapter, NodeError};
 
 /// Compiled pipelines kept per executor (least recently used dropped first).
@@ -54,7 +53,7 @@ pub struct GpuExecutor {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: GpuInfo,
-    pipelines: RefCell<VecDeque<(PipelineKey, wgpu::ComputePipeline)>>,
+    pipelines: RefCell<Recent<PipelineKey, wgpu::ComputePipeline>>,
     layouts: RefCell<HashMap<Vec<u32>, wgpu::BindGroupLayout>>,
 }
 
@@ -109,7 +108,7 @@ impl GpuExecutor {
             device,
             queue,
             info,
-            pipelines: RefCell::new(VecDeque::new()),
+            pipelines: RefCell::new(Recent::new(PIPELINE_CACHE)),
             layouts: RefCell::new(HashMap::new()),
         })
     }
@@ -328,7 +327,7 @@ impl GpuExecutor {
 
     fn forget_pipeline(&self, source: &str, entry: &str, bindings: &[u32]) {
         let key = Self::pipeline_key(source, entry, bindings);
-        self.pipelines.borrow_mut().retain(|(k, _)| *k != key);
+        self.pipelines.borrow_mut().remove(&key);
     }
 
     /// A compiled pipeline, from the cache or freshly built (errors land in the caller's
@@ -342,12 +341,8 @@ impl GpuExecutor {
     ) -> wgpu::ComputePipeline {
         let key = Self::pipeline_key(source, entry, bindings);
         let mut cache = self.pipelines.borrow_mut();
-        if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
-            if let Some(hit) = cache.remove(i) {
-                let pipeline = hit.1.clone();
-                cache.push_back(hit);
-                return pipeline;
-            }
+        if let Some(pipeline) = cache.get(&key) {
+            return pipeline;
         }
         let module = self
             .device
@@ -372,10 +367,7 @@ impl GpuExecutor {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        if cache.len() >= PIPELINE_CACHE {
-            cache.pop_front();
-        }
-        cache.push_back((key, pipeline.clone()));
+        cache.insert(key, pipeline.clone());
         pipeline
     }
 }

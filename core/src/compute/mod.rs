@@ -12,6 +12,7 @@
 pub mod gpu;
 pub mod kernels;
 pub mod protocol;
+pub mod recent;
 pub mod reduce;
 pub mod scheduler;
 pub mod shaders;

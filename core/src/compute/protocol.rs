@@ -22,7 +22,7 @@ use super::{
     reduce::ElementType,
     split::ChunkRange,
     task::{
-        ChunkJob, Code, InputArray, OutputSpec, Param, ParamValue, MAX_CODE_BYTES, MAX_ENTRY_BYTES,
+        check_entry, ChunkJob, Code, InputArray, OutputSpec, Param, ParamValue, MAX_CODE_BYTES,
         MAX_INPUTS, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES, MAX_PARAMS, MAX_PARAM_NAME_BYTES,
         MAX_TASK_ID_BYTES,
     },
@@ -39,6 +39,8 @@ pub const MAX_REQUEST_FRAME_BYTES: usize =
     MAX_HEADER_BYTES + MAX_INPUT_BYTES + MAX_MODULE_BYTES + 1024;
 /// Largest response frame.
 pub const MAX_RESPONSE_FRAME_BYTES: usize = MAX_OUTPUT_BYTES + 16;
+/// Longest built-in kernel name on the wire.
+const MAX_KERNEL_NAME_BYTES: usize = 64;
 /// Longest error message carried back.
 const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
@@ -260,10 +262,13 @@ impl JobHeader {
             return Err(bad("parameter name too long"));
         }
         let code = match (self.kernel, self.shader, self.entry, self.tile, module) {
-            (Some(k), None, None, None, None) if k.len() <= 64 => Code::Kernel(k),
+            // An unknown name is refused later with its own code (`TASK_UNKNOWN_KERNEL`).
+            (Some(k), None, None, None, None) if k.len() <= MAX_KERNEL_NAME_BYTES => {
+                Code::Kernel(k)
+            }
             (None, Some(source), Some(entry), Some(tile), None)
                 if source.len() <= MAX_CODE_BYTES
-                    && entry.len() <= MAX_ENTRY_BYTES
+                    && check_entry(&entry).is_ok()
                     && tile.iter().all(|&n| n > 0) =>
             {
                 Code::Wgsl {
@@ -272,7 +277,7 @@ impl JobHeader {
                     tile,
                 }
             }
-            (None, None, Some(entry), None, Some(module)) if entry.len() <= MAX_ENTRY_BYTES => {
+            (None, None, Some(entry), None, Some(module)) if check_entry(&entry).is_ok() => {
                 Code::Wasm {
                     module: Arc::new(module),
                     entry,
@@ -485,6 +490,19 @@ mod tests {
             ComputeRequest::decode(&frame).is_err(),
             "chunk outside the grid"
         );
+        // An entry point that is not an identifier is refused on the wire as at submission.
+        let mut odd_entry = job();
+        odd_entry.code = Code::Wasm {
+            module: Arc::new(b"\0asm".to_vec()),
+            entry: "run; drop".into(),
+        };
+        let frame = ComputeRequest::Run {
+            nonce: 1,
+            chunk: 0,
+            job: Box::new(odd_entry),
+        }
+        .encode();
+        assert!(ComputeRequest::decode(&frame).is_err(), "odd entry");
         // An input count far over the bound is refused before anything is allocated.
         let mut many = vec![1, 1, 0, 0];
         frame::write_bytes(&mut many, b"{}");

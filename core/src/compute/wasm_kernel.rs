@@ -36,8 +36,6 @@ use std::sync::Arc;
 use super::task::{ChunkJob, Code};
 use crate::{error::ErrorCode, NodeError};
 
-/// The ABI version this runtime speaks.
-pub const ABI_VERSION: u32 = 1;
 /// Largest kernel module, in bytes (it travels with every chunk).
 pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
 /// Largest memory a kernel may declare: 4096 pages of 64 KiB, 256 MiB.
@@ -204,20 +202,28 @@ pub trait KernelInstance {
     fn alloc(&mut self, len: u32) -> Result<u32, NodeError>;
     /// Copies `bytes` into memory at `ptr`.
     fn write(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), NodeError>;
+    /// Zeroes `len` bytes of memory at `ptr`.
+    fn zero(&mut self, ptr: u32, len: u32) -> Result<(), NodeError>;
     /// Copies `len` bytes out of memory at `ptr`.
     fn read(&mut self, ptr: u32, len: u32) -> Result<Vec<u8>, NodeError>;
     /// Calls the entry point.
     fn call(&mut self, bindings: u32, count: u32) -> Result<i32, NodeError>;
 }
 
-fn place(instance: &mut impl KernelInstance, bytes: &[u8]) -> Result<u32, NodeError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| failed("buffer over 4 GiB"))?;
-    let ptr = instance.alloc(len)?;
-    if ptr == 0 && len > 0 {
-        return Err(failed(format!(
+/// `pc_alloc(len)`, its failure an error.
+fn allocate(instance: &mut impl KernelInstance, len: usize) -> Result<u32, NodeError> {
+    let len = u32::try_from(len).map_err(|_| failed("buffer over 4 GiB"))?;
+    match instance.alloc(len)? {
+        0 if len > 0 => Err(failed(format!(
             "the kernel could not allocate {len} bytes ({ALLOC_EXPORT} returned 0)"
-        )));
+        ))),
+        ptr => Ok(ptr),
     }
+}
+
+/// Copies `bytes` into freshly allocated kernel memory.
+fn place(instance: &mut impl KernelInstance, bytes: &[u8]) -> Result<u32, NodeError> {
+    let ptr = allocate(instance, bytes.len())?;
     instance.write(ptr, bytes)?;
     Ok(ptr)
 }
@@ -236,7 +242,8 @@ pub fn run_chunk(instance: &mut impl KernelInstance, job: &ChunkJob) -> Result<V
     uniform.truncate(48 + 4 * job.params.len());
     let ptr = place(instance, &uniform)?;
     record(0, ptr, uniform.len());
-    let output = place(instance, &vec![0u8; output_len])?;
+    let output = allocate(instance, output_len)?;
+    instance.zero(output, output_len as u32)?;
     record(job.output.binding, output, output_len);
     for input in &job.inputs {
         let ptr = place(instance, &input.bytes)?;

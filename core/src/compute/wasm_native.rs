@@ -5,10 +5,7 @@
 //! Compiled modules are cached by the SHA-256 of their bytes (a task's chunks all carry the
 //! same module); every chunk gets a fresh instance.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex, OnceLock},
-};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 use wasmi::{
@@ -17,6 +14,7 @@ use wasmi::{
 };
 
 use super::{
+    recent::Recent,
     task::{ChunkJob, Code},
     wasm_kernel::{
         self, check_module, range_in, KernelInstance, ALLOC_EXPORT, FUEL_PER_CHUNK,
@@ -28,14 +26,14 @@ use crate::{error::ErrorCode, NodeError};
 /// Compiled modules kept.
 const MODULE_CACHE: usize = 16;
 
-type ModuleCache = Mutex<VecDeque<([u8; 32], Module)>>;
+type ModuleCache = Mutex<Recent<[u8; 32], Module>>;
 
 fn engine() -> &'static (Engine, ModuleCache) {
     static ENGINE: OnceLock<(Engine, ModuleCache)> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = Config::default();
         config.consume_fuel(true);
-        (Engine::new(&config), Mutex::new(VecDeque::new()))
+        (Engine::new(&config), Mutex::new(Recent::new(MODULE_CACHE)))
     })
 }
 
@@ -58,22 +56,14 @@ fn trap(e: wasmi::Error) -> NodeError {
 fn module(bytes: &Arc<Vec<u8>>, entry: &str) -> Result<Module, NodeError> {
     let (engine, cache) = engine();
     let key: [u8; 32] = Sha256::digest(bytes.as_slice()).into();
-    if let Some((_, m)) = cache.lock().ok().and_then(|mut c| {
-        let at = c.iter().position(|(k, _)| *k == key)?;
-        let hit = c.remove(at)?;
-        c.push_back(hit.clone());
-        Some(hit)
-    }) {
+    if let Some(m) = cache.lock().ok().and_then(|mut c| c.get(&key)) {
         return Ok(m);
     }
     check_module(bytes, entry)?;
     let module = Module::new(engine, bytes.as_slice())
         .map_err(|e| NodeError::new(ErrorCode::TaskInvalid, format!("wasm kernel: {e}")))?;
     if let Ok(mut c) = cache.lock() {
-        if c.len() >= MODULE_CACHE {
-            c.pop_front();
-        }
-        c.push_back((key, module.clone()));
+        c.insert(key, module.clone());
     }
     Ok(module)
 }
@@ -134,6 +124,13 @@ impl KernelInstance for WasmiInstance {
         let data = self.memory.data_mut(&mut self.store);
         let range = range_in(data.len(), ptr, bytes.len())?;
         data[range].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn zero(&mut self, ptr: u32, len: u32) -> Result<(), NodeError> {
+        let data = self.memory.data_mut(&mut self.store);
+        let range = range_in(data.len(), ptr, len as usize)?;
+        data[range].fill(0);
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use web_time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Node, Output};
 use crate::{
     error::ErrorCode,
-    limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_OPEN_DOCS},
+    limits::{COMPACT_AFTER_RECORDS, MAX_OPEN_DOCS},
     state::{
         path::decode_ops,
         replica::DocState,
@@ -120,18 +120,16 @@ impl Node {
                 Request::StateUpdate { doc, ops } => {
                     let written = decode_ops(&ops).and_then(|ops| {
                         let state = self.opened(&doc)?;
-                        if state.stored_bytes > MAX_DOC_BYTES {
-                            return Err(NodeError::new(
-                                ErrorCode::StateDocTooLarge,
-                                format!("document {doc:?} has reached {MAX_DOC_BYTES} bytes"),
-                            ));
-                        }
+                        state.check_room(&doc, 0)?;
                         state.doc.apply_ops(&ops)
                     });
                     (doc, written.map(|applied| (applied, ReplyValue::Done)))
                 }
                 Request::StateImport { doc, bytes } => {
-                    let written = self.opened(&doc).and_then(|d| d.doc.apply_update(&bytes));
+                    let written = self.opened(&doc).and_then(|d| {
+                        d.check_room(&doc, bytes.len())?;
+                        d.doc.apply_update(&bytes)
+                    });
                     (doc, written.map(|applied| (applied, ReplyValue::Done)))
                 }
                 Request::StateSnapshot { doc, label } => {
@@ -341,8 +339,7 @@ impl Node {
         let Some(state) = self.state.replica.state_mut(doc) else {
             return;
         };
-        let full = state.doc.encode_state();
-        state.note_compacted(full.len());
+        let full = state.compacted();
         debug!(doc, bytes = full.len(), "compacting");
         sink(Output::Compact {
             doc: doc.to_string(),

@@ -245,9 +245,8 @@ impl SharedDoc {
     pub fn apply_ops(&self, ops: &[Op]) -> Result<Applied, NodeError> {
         {
             let mut txn = self.doc.transact_mut();
-            // The observer updates the key index only at commit; later ops of the batch must
-            // see what earlier ones did, so the index is kept current here as well (the
-            // observer's own updates then agree with it).
+            // Later ops of the batch must see what earlier ones did, so this block keeps the
+            // key index itself; the observer skips local transactions (`index.local`).
             let mut index = locked(&self.index);
             index.local = true;
             let remove = |txn: &mut yrs::TransactionMut, index: &mut KeyIndex, k: &str| {

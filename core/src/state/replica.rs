@@ -10,7 +10,11 @@ use super::{
     path::validate_doc_name,
     sync_protocol::{DocMessages, SyncFrame},
 };
-use crate::{error::ErrorCode, limits::COMPACT_AFTER_RECORDS, NodeError};
+use crate::{
+    error::ErrorCode,
+    limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES},
+    NodeError,
+};
 
 /// An encoded update with no structs and an empty delete set: nothing to send.
 const EMPTY_UPDATE: [u8; 2] = [0, 0];
@@ -34,10 +38,26 @@ impl DocState {
         self.records > COMPACT_AFTER_RECORDS
     }
 
-    /// Counts a compaction into one record of `bytes`.
-    pub fn note_compacted(&mut self, bytes: usize) {
+    /// The document's full state, to store as the one record replacing all before it (and
+    /// counted as such).
+    pub fn compacted(&mut self) -> Vec<u8> {
+        let full = self.doc.encode_state();
         self.records = 1;
-        self.stored_bytes = bytes;
+        self.stored_bytes = full.len();
+        full
+    }
+
+    /// Refuses `incoming` more bytes once the document would pass [`MAX_DOC_BYTES`], whoever
+    /// writes them (a tab, an import, a peer): its stored form stays bounded, so its compacted
+    /// state always fits in one loadable record.
+    pub fn check_room(&self, name: &str, incoming: usize) -> Result<(), NodeError> {
+        if self.stored_bytes.saturating_add(incoming) > MAX_DOC_BYTES {
+            return Err(NodeError::new(
+                ErrorCode::StateDocTooLarge,
+                format!("document {name:?} has reached {MAX_DOC_BYTES} bytes"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -252,8 +272,13 @@ impl Replica {
     }
 
     fn apply_remote(&mut self, name: &str, update: &[u8], outcome: &mut SyncOutcome) {
-        let Some(doc) = self.get(name) else { return };
-        match doc.apply_update(update) {
+        let Some(state) = self.docs.get(name) else {
+            return;
+        };
+        match state
+            .check_room(name, update.len())
+            .and_then(|()| state.doc.apply_update(update))
+        {
             Ok(applied) if applied.update.is_some() || !applied.changes.is_empty() => {
                 outcome.applied.push((name.to_string(), applied))
             }

@@ -88,11 +88,11 @@ impl SyncFrame {
         if bytes.len() > MAX_SYNC_FRAME_BYTES {
             return Err(bad(format!("frame of {} bytes", bytes.len())));
         }
-        let (&version, rest) = bytes.split_first().ok_or_else(|| bad("empty frame"))?;
+        let mut r = frame::Reader::new(bytes, ErrorCode::StateInvalidUpdate);
+        let version = r.byte("frame version")?;
         if version != FRAME_VERSION {
             return Err(bad(format!("unknown frame version {version}")));
         }
-        let mut r = frame::Reader::new(rest, ErrorCode::StateInvalidUpdate);
         let count = r.bounded(MAX_PINNED_DOCS, "document count")?;
         let mut entries = Vec::with_capacity(count.min(64));
         for _ in 0..count {
@@ -109,9 +109,7 @@ impl SyncFrame {
             }
             entries.push(DocMessages { doc, messages });
         }
-        if !r.is_empty() {
-            return Err(bad("trailing bytes after the frame"));
-        }
+        r.finish("the frame")?;
         Ok(SyncFrame { entries })
     }
 }
@@ -125,9 +123,7 @@ fn decode_sync_message(bytes: &[u8]) -> Result<SyncMessage, NodeError> {
     }
     let kind = r.varint()?;
     let payload = r.bytes(MAX_SYNC_FRAME_BYTES, "payload")?;
-    if !r.is_empty() {
-        return Err(bad("trailing bytes after a y-sync message"));
-    }
+    r.finish("a y-sync message")?;
     match kind {
         0 => {
             check_state_vector_v1(payload)?;

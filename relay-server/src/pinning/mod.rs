@@ -190,8 +190,17 @@ impl PinnedDocs {
         let Some(state) = self.replica.state_mut(doc) else {
             return;
         };
-        let full = state.doc.encode_state();
-        state.note_compacted(full.len());
+        let full = state.compacted();
+        if full.len() > MAX_RECORD_BYTES {
+            // Documents are bounded well below this (`DocState::check_room`); never write a
+            // record the loader would refuse.
+            warn!(
+                doc,
+                bytes = full.len(),
+                "state too large to store as one record"
+            );
+            return;
+        }
         self.send(FileWrite::Compact {
             doc: doc.to_string(),
             state: full,

@@ -101,6 +101,41 @@ fn bounded_document_count_and_corrupt_records() {
     assert_eq!(fresh.get("a").unwrap().to_json(), json!({"k": 2}));
 }
 
+#[test]
+fn a_document_at_its_size_bound_takes_no_more_from_peers() {
+    let mut src = Replica::new(1);
+    let update = src
+        .create("w")
+        .unwrap()
+        .apply_ops(&[set(&["k"], json!(1))])
+        .unwrap()
+        .update
+        .unwrap();
+    let mut full = Replica::new(1);
+    full.create("w").unwrap();
+    full.state_mut("w").unwrap().stored_bytes = MAX_DOC_BYTES - update.len() + 1;
+    let outcome = full.apply_broadcast("w", &update, false);
+    assert_eq!((outcome.rejected, outcome.applied.len()), (1, 0));
+    assert_eq!(
+        full.get("w").unwrap().to_json(),
+        json!({}),
+        "nothing applied"
+    );
+    assert_eq!(
+        full.state("w")
+            .unwrap()
+            .check_room("w", update.len())
+            .unwrap_err()
+            .code,
+        ErrorCode::StateDocTooLarge
+    );
+    // One byte more room, and it fits.
+    full.state_mut("w").unwrap().stored_bytes -= 1;
+    let outcome = full.apply_broadcast("w", &update, false);
+    assert_eq!((outcome.rejected, outcome.applied.len()), (0, 1));
+    assert_eq!(full.get("w").unwrap().to_json(), json!({"k": 1}));
+}
+
 /// Many replicas, random edits, broadcasts delivered late and out of order, random
 /// partitions and heals: after the last heal every replica holds the same document.
 #[test]
