@@ -22,11 +22,27 @@ fn main() {
     let decode = t.elapsed();
     let doc = SharedDoc::new();
     let t = Instant::now();
+    let mut updates = Vec::new();
     for ops in &decoded {
-        doc.apply_ops(ops).expect("apply");
+        updates.extend(doc.apply_ops(ops).expect("apply").update);
     }
     let apply = t.elapsed();
-    println!("decode {decode:?} apply {apply:?}");
+    let replica = SharedDoc::new();
+    let t = Instant::now();
+    for u in &updates {
+        replica.apply_update(u).expect("remote apply");
+    }
+    let remote = t.elapsed();
+    let state = doc.encode_state();
+    let t = Instant::now();
+    let newcomer = SharedDoc::new();
+    let changes = newcomer.apply_update(&state).expect("newcomer").changes;
+    let json = serde_json::to_string(&changes).expect("json");
+    let sync = t.elapsed();
+    println!(
+        "decode {decode:?} apply {apply:?} remote {remote:?} newcomer apply+json {sync:?} ({} KiB)",
+        json.len() / 1024
+    );
     yrs_floor();
 }
 

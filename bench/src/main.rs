@@ -47,6 +47,9 @@ struct Args {
     /// Run only the compute benchmarks (prints `{ "compute": … }`).
     #[arg(long)]
     only_compute: bool,
+    /// Run only the shared-state benchmarks (prints `{ "state": … }`).
+    #[arg(long, conflicts_with = "only_compute")]
+    only_state: bool,
 }
 
 fn publish(topic: &str, payload: Payload) -> Request {
@@ -89,12 +92,32 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Shared state: apply in the core, then a newcomer's sync through the relay.
+async fn state_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let mut state = state::apply_in_core(args.state_ops, args.state_batch)?;
+    let mut writer = node(&args.relay).await.context("state writer")?;
+    let mut newcomer = node(&args.relay).await.context("state newcomer")?;
+    let sync =
+        state::newcomer_sync(&mut writer, &mut newcomer, args.state_ops, args.state_batch).await?;
+    if let (Some(s), Some(extra)) = (state.as_object_mut(), sync.as_object()) {
+        s.extend(extra.clone());
+    }
+    writer.stop();
+    newcomer.stop();
+    Ok(state)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.only_compute {
         let compute = compute::bench(&args.relay).await.context("compute")?;
         println!("{}", serde_json::json!({ "compute": compute }));
+        return Ok(());
+    }
+    if args.only_state {
+        let state = state_bench(&args).await?;
+        println!("{}", serde_json::json!({ "state": state }));
         return Ok(());
     }
     let mut a = node(&args.relay).await.context("node a")?;
@@ -217,18 +240,8 @@ async fn main() -> anyhow::Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     echo.abort();
 
-    // Shared state: apply in the core, then a newcomer's sync through the relay.
-    let mut state = state::apply_in_core(args.state_ops, args.state_batch)?;
-    let mut writer = node(&args.relay).await.context("state writer")?;
-    let mut newcomer = node(&args.relay).await.context("state newcomer")?;
-    let sync =
-        state::newcomer_sync(&mut writer, &mut newcomer, args.state_ops, args.state_batch).await?;
-    if let (Some(s), Some(extra)) = (state.as_object_mut(), sync.as_object()) {
-        s.extend(extra.clone());
-    }
-    writer.stop();
-    newcomer.stop();
     a.stop();
+    let state = state_bench(&args).await?;
     let compute = compute::bench(&args.relay).await.context("compute")?;
     println!(
         "{}",

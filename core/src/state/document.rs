@@ -6,7 +6,7 @@
 //! with everything written into it. Here every leaf is its own entry of the root map, keyed by
 //! its path (keys joined by U+001F), so writes to different leaves always merge and a write to
 //! the same leaf is last-writer-wins. Arrays and scalars are leaves; an empty object is a leaf
-//! `{}`. Reading rebuilds objects from the leaves under a path (a sorted key index keeps that
+//! `{}`. Reading rebuilds objects from the leaves under a path (the key index, `key_index.rs`, keeps that
 //! a range scan); where concurrent writes left both a leaf and entries below it, the entries
 //! below win, the same on every replica.
 //!
@@ -14,11 +14,7 @@
 //! value) that tabs apply to their mirror. History is kept (GC off) so named versions can be
 //! read back.
 
-use std::{
-    collections::BTreeSet,
-    ops::Bound,
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::{Map as JsonMap, Number as JsonNumber, Value};
@@ -34,6 +30,7 @@ use yrs::{
 };
 
 use super::{
+    key_index::KeyIndex,
     path::{Op, Path},
     update_check::check_update_v1,
 };
@@ -81,15 +78,14 @@ pub struct Applied {
     pub changes: Vec<Change>,
 }
 
-/// Entry keys present in the root map, sorted (for prefix scans), and those the current
-/// transaction touched. The root map's observer keeps both for remote updates; a local
-/// transaction (`local`) keeps them itself, since it knows every key it writes, and spares
-/// the observer's diff of the map.
+/// Entry keys present in the root map, and those the current transaction touched. The root
+/// map's observer keeps both for remote updates; a local transaction (`local`) keeps them
+/// itself, since it knows every key it writes, and spares the observer's diff of the map.
 #[derive(Default)]
-struct KeyIndex {
-    keys: BTreeSet<String>,
-    /// Unsorted, possibly with repeats: sorted once per transaction.
-    touched: Vec<String>,
+struct Keys {
+    index: KeyIndex,
+    /// In the order touched, possibly with repeats.
+    touched: Vec<Arc<str>>,
     local: bool,
 }
 
@@ -97,7 +93,7 @@ struct KeyIndex {
 pub struct SharedDoc {
     doc: Doc,
     root: MapRef,
-    index: Arc<Mutex<KeyIndex>>,
+    index: Arc<Mutex<Keys>>,
     /// What the last transaction actually changed, as a Yjs v1 update.
     effective: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -114,7 +110,7 @@ impl std::fmt::Debug for SharedDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedDoc")
             .field("client_id", &self.doc.client_id())
-            .field("entries", &locked(&self.index).keys.len())
+            .field("entries", &locked(&self.index).index.len())
             .finish()
     }
 }
@@ -152,13 +148,8 @@ fn key_path(key: &str) -> Path {
     key.split(KEY_SEPARATOR).map(String::from).collect()
 }
 
-/// Keys strictly below `key` in the index.
-fn below<'a>(keys: &'a BTreeSet<String>, key: &str) -> impl Iterator<Item = &'a String> + 'a {
-    let mut prefix = String::with_capacity(key.len() + 1);
-    prefix.push_str(key);
-    prefix.push(KEY_SEPARATOR);
-    keys.range::<String, _>((Bound::Included(prefix.clone()), Bound::Unbounded))
-        .take_while(move |k| k.starts_with(&prefix))
+fn depth(key: &str) -> usize {
+    key.matches(KEY_SEPARATOR).count()
 }
 
 fn new_doc() -> Doc {
@@ -173,19 +164,23 @@ impl SharedDoc {
     pub fn new() -> Self {
         let doc = new_doc();
         let root = doc.get_or_insert_map(ROOT_MAP);
-        let index: Arc<Mutex<KeyIndex>> = Arc::default();
+        let index: Arc<Mutex<Keys>> = Arc::default();
         let sink = index.clone();
         root.observe("peercompute", move |txn, event| {
-            let mut index = locked(&sink);
-            if index.local {
+            let mut keys = locked(&sink);
+            if keys.local {
                 return;
             }
             for (key, change) in event.keys(txn) {
                 match change {
-                    EntryChange::Removed(_) => index.keys.remove(key.as_ref()),
-                    _ => index.keys.insert(key.to_string()),
-                };
-                index.touched.push(key.to_string());
+                    EntryChange::Removed(_) => {
+                        keys.index.remove(key);
+                    }
+                    _ => {
+                        keys.index.insert(key.clone());
+                    }
+                }
+                keys.touched.push(key.clone());
             }
         });
         let effective: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
@@ -206,12 +201,9 @@ impl SharedDoc {
     /// The whole tree as JSON.
     pub fn to_json(&self) -> Value {
         let txn = self.doc.transact();
-        let index = locked(&self.index);
+        let keys = locked(&self.index);
         build_tree(
-            index
-                .keys
-                .iter()
-                .map(|k| (k.as_str(), self.root.get(&txn, k))),
+            keys.index.iter().map(|k| (&**k, self.root.get(&txn, k))),
             &txn,
         )
     }
@@ -219,18 +211,17 @@ impl SharedDoc {
     /// The value at `path`, or `None`.
     pub fn get(&self, path: &[String]) -> Option<Value> {
         let txn = self.doc.transact();
-        let index = locked(&self.index);
-        self.value_at(&txn, &index.keys, &entry_key(path))
+        let keys = locked(&self.index);
+        self.value_at(&txn, &keys.index, &entry_key(path))
     }
 
-    fn value_at<T: ReadTxn>(&self, txn: &T, keys: &BTreeSet<String>, key: &str) -> Option<Value> {
-        let skip = key.split(KEY_SEPARATOR).count();
-        let mut below = below(keys, key).peekable();
-        if below.peek().is_none() {
+    fn value_at<T: ReadTxn>(&self, txn: &T, index: &KeyIndex, key: &str) -> Option<Value> {
+        if !index.has_below(key) {
             return self.root.get(txn, key).map(|v| out_to_json(&v, txn));
         }
+        let skip = depth(key) + 1;
         let mut tree = JsonMap::new();
-        for k in below {
+        for k in index.below(key) {
             let rest: Vec<&str> = k.split(KEY_SEPARATOR).skip(skip).collect();
             if let Some(v) = self.root.get(txn, k) {
                 insert_leaf(&mut tree, &rest, out_to_json(&v, txn));
@@ -247,36 +238,40 @@ impl SharedDoc {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
             // key index itself; the observer skips local transactions (`index.local`).
-            let mut index = locked(&self.index);
-            index.local = true;
-            let remove = |txn: &mut yrs::TransactionMut, index: &mut KeyIndex, k: &str| {
-                if index.keys.remove(k) {
-                    self.root.remove(txn, k);
-                    index.touched.push(k.to_string());
+            let mut keys = locked(&self.index);
+            keys.local = true;
+            let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
+                if let Some(k) = keys.index.remove(k) {
+                    self.root.remove(txn, &k);
+                    keys.touched.push(k);
                 }
             };
+            let mut leaves = Vec::new();
             for op in ops {
                 let key = entry_key(op.path());
                 // Everything below the path goes: a value replaces the whole subtree.
-                let doomed: Vec<String> = below(&index.keys, &key).cloned().collect();
-                for k in &doomed {
-                    remove(&mut txn, &mut index, k);
+                if keys.index.has_below(&key) {
+                    let doomed: Vec<Arc<str>> = keys.index.below(&key).cloned().collect();
+                    for k in &doomed {
+                        remove(&mut txn, &mut keys, k);
+                    }
                 }
                 match op {
-                    Op::Set { path, value } => {
+                    Op::Set { value, .. } => {
                         // A leaf above the path would hide the new value: remove it.
-                        for end in 1..path.len() {
-                            remove(&mut txn, &mut index, &entry_key(&path[..end]));
+                        for (cut, _) in key.match_indices(KEY_SEPARATOR) {
+                            remove(&mut txn, &mut keys, &key[..cut]);
                         }
-                        let mut leaves = Vec::new();
-                        flatten(&key, value, &mut leaves);
-                        for (k, v) in leaves {
-                            self.root.insert(&mut txn, k.as_str(), In::Any(v));
-                            index.keys.insert(k.clone());
-                            index.touched.push(k);
+                        flatten(key, value, &mut leaves);
+                        for (k, v) in leaves.drain(..) {
+                            // One allocation of the key, shared by yrs and the index.
+                            let k: Arc<str> = k.into();
+                            self.root.insert(&mut txn, k.clone(), In::Any(v));
+                            keys.index.insert(k.clone());
+                            keys.touched.push(k);
                         }
                     }
-                    Op::Delete { .. } => remove(&mut txn, &mut index, &key),
+                    Op::Delete { .. } => remove(&mut txn, &mut keys, &key),
                 }
             }
         }
@@ -311,7 +306,7 @@ impl SharedDoc {
 
     /// How many leaves the document holds.
     pub fn entry_count(&self) -> usize {
-        locked(&self.index).keys.len()
+        locked(&self.index).index.len()
     }
 
     /// This document's state vector.
@@ -442,29 +437,37 @@ impl SharedDoc {
     fn take_applied(&self) -> Applied {
         let touched = std::mem::take(&mut locked(&self.index).touched);
         let txn = self.doc.transact();
-        let index = locked(&self.index);
-        let mut paths: Vec<String> = Vec::with_capacity(touched.len());
+        let keys = locked(&self.index);
+        let index = &keys.index;
+        let mut seen = foldhash::HashSet::default();
+        seen.reserve(touched.len());
+        let mut paths: Vec<(usize, Arc<str>)> = Vec::with_capacity(touched.len());
         for key in touched {
             let mut key = key;
-            if !index.keys.contains(&key) && below(&index.keys, &key).next().is_none() {
+            if !index.occupied(&key) {
                 // Walk up while the ancestor holds nothing any more.
-                while let Some(cut) = key.rfind(KEY_SEPARATOR) {
-                    let parent = &key[..cut];
-                    if index.keys.contains(parent) || below(&index.keys, parent).next().is_some() {
+                let mut end = key.len();
+                while let Some(cut) = key[..end].rfind(KEY_SEPARATOR) {
+                    if index.occupied(&key[..cut]) {
                         break;
                     }
-                    key.truncate(cut);
+                    end = cut;
+                }
+                if end < key.len() {
+                    key = key[..end].into();
                 }
             }
-            paths.push(key);
+            if seen.insert(key.clone()) {
+                paths.push((depth(&key), key));
+            }
         }
-        // Sorted order puts a parent before its children: the order tabs apply them in.
-        paths.sort_unstable();
-        paths.dedup();
+        // A parent before its children: the order tabs apply them in (a stable sort, so
+        // otherwise in the order the transaction touched them).
+        paths.sort_by_key(|(depth, _)| *depth);
         let changes = paths
             .into_iter()
-            .map(|key| Change {
-                value: self.value_at(&txn, &index.keys, &key),
+            .map(|(_, key)| Change {
+                value: self.value_at(&txn, index, &key),
                 path: key_path(&key),
             })
             .collect();
@@ -476,14 +479,14 @@ impl SharedDoc {
 }
 
 /// The leaves of `value` written at `key`: scalars, arrays and empty objects are leaves.
-fn flatten(key: &str, value: &Value, out: &mut Vec<(String, Any)>) {
+fn flatten(key: String, value: &Value, out: &mut Vec<(String, Any)>) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                flatten(&format!("{key}{KEY_SEPARATOR}{k}"), v, out);
+                flatten(format!("{key}{KEY_SEPARATOR}{k}"), v, out);
             }
         }
-        other => out.push((key.to_string(), json_to_any(other))),
+        other => out.push((key, json_to_any(other))),
     }
 }
 

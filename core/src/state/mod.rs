@@ -5,6 +5,7 @@
 //! documents.
 
 pub mod document;
+mod key_index;
 pub mod path;
 pub mod replica;
 pub mod sync_protocol;
