@@ -36,7 +36,9 @@ use super::{
 };
 use crate::{
     error::ErrorCode,
-    limits::{MAX_SYNC_UPDATE_BYTES, MAX_VERSIONS_PER_DOC, MAX_VERSION_LABEL_BYTES},
+    limits::{
+        MAX_PATH_SEGMENTS, MAX_SYNC_UPDATE_BYTES, MAX_VERSIONS_PER_DOC, MAX_VERSION_LABEL_BYTES,
+    },
     NodeError,
 };
 
@@ -152,6 +154,13 @@ fn depth(key: &str) -> usize {
     key.matches(KEY_SEPARATOR).count()
 }
 
+/// Whether tabs see the entry: its key is a path a tab could write. Another Yjs client can
+/// store a key of thousands of segments; as a tree it would nest thousands of levels, which
+/// no JSON reader or writer handles (recursion), so it stays in the document, unseen.
+fn visible(key: &str) -> bool {
+    key.split(KEY_SEPARATOR).nth(MAX_PATH_SEGMENTS).is_none()
+}
+
 fn new_doc() -> Doc {
     Doc::with_options(Options {
         skip_gc: true,
@@ -216,12 +225,14 @@ impl SharedDoc {
     }
 
     fn value_at<T: ReadTxn>(&self, txn: &T, index: &KeyIndex, key: &str) -> Option<Value> {
-        if !index.has_below(key) {
+        let skip = depth(key) + 1;
+        let mut below = index.below(key).filter(|k| visible(k)).peekable();
+        // Nothing below (`below` checks `has_below` first, and is empty on a hash collision).
+        if below.peek().is_none() {
             return self.root.get(txn, key).map(|v| out_to_json(&v, txn));
         }
-        let skip = depth(key) + 1;
         let mut tree = JsonMap::new();
-        for k in index.below(key) {
+        for k in below {
             let rest: Vec<&str> = k.split(KEY_SEPARATOR).skip(skip).collect();
             if let Some(v) = self.root.get(txn, k) {
                 insert_leaf(&mut tree, &rest, out_to_json(&v, txn));
@@ -443,6 +454,9 @@ impl SharedDoc {
         seen.reserve(touched.len());
         let mut paths: Vec<(usize, Arc<str>)> = Vec::with_capacity(touched.len());
         for key in touched {
+            if !visible(&key) {
+                continue;
+            }
             let mut key = key;
             if !index.occupied(&key) {
                 // Walk up while the ancestor holds nothing any more.
@@ -519,7 +533,7 @@ fn build_tree<'a, T: ReadTxn>(
     txn: &T,
 ) -> Value {
     let mut tree = JsonMap::new();
-    for (key, value) in entries {
+    for (key, value) in entries.filter(|(k, _)| visible(k)) {
         if let Some(v) = value {
             let path: Vec<&str> = key.split(KEY_SEPARATOR).collect();
             insert_leaf(&mut tree, &path, out_to_json(&v, txn));
@@ -743,6 +757,35 @@ mod tests {
             a.json_at("nope").unwrap_err().code,
             ErrorCode::StateUnknownVersion
         );
+    }
+
+    /// A key no tab could write (20k segments) from another Yjs client: kept, unseen by tabs
+    /// (a 20k-level tree would overflow any recursive JSON code), and removed again.
+    #[test]
+    fn a_peers_very_deep_key_is_kept_but_not_shown() {
+        let other = Doc::new();
+        let root = other.get_or_insert_map(ROOT_MAP);
+        let doc = SharedDoc::new();
+        // What `other` has that `doc` lacks, applied to `doc`: the changes tabs are shown.
+        let sync = || {
+            let missing = other.transact().encode_diff_v1(&doc.state_vector());
+            doc.apply_update(&missing).unwrap().changes
+        };
+        let deep = vec!["d"; 20_000].join(&KEY_SEPARATOR.to_string());
+        root.insert(&mut other.transact_mut(), deep.as_str(), 1);
+        assert!(sync().is_empty());
+        assert_eq!(doc.entry_count(), 1);
+        assert_eq!(doc.get(&p("d")), None);
+        // A path's depth is still shown.
+        let shallow = vec!["d"; MAX_PATH_SEGMENTS].join(&KEY_SEPARATOR.to_string());
+        root.insert(&mut other.transact_mut(), shallow.as_str(), 2);
+        let changes = sync();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].path.len(), MAX_PATH_SEGMENTS);
+        assert!(doc.to_json().get("d").is_some());
+        root.remove(&mut other.transact_mut(), deep.as_str());
+        assert!(sync().is_empty());
+        assert_eq!(doc.entry_count(), 1);
     }
 
     #[test]

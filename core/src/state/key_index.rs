@@ -6,10 +6,21 @@
 //! path). Only nested keys are also kept sorted, for the subtree scans that a write over an
 //! object, or a read of one, needs. Keys are `Arc<str>` shared with yrs's own map, so a key
 //! is allocated once however many places hold it.
+//!
+//! Ancestors are counted under a 64-bit hash of their path, computed incrementally along the
+//! key: memory and time stay linear in the key's length even for a peer's key of thousands of
+//! segments (storing each ancestor's text would be quadratic). A collision (keyed by a
+//! per-process seed, so not something a peer can aim for) can only make `has_below` say yes
+//! wrongly; `below` then finds nothing, and callers treat that as a leaf.
 
-use std::{collections::BTreeSet, ops::Bound, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    hash::{BuildHasher, Hasher},
+    ops::Bound,
+    sync::Arc,
+};
 
-use foldhash::{HashMap, HashSet};
+use foldhash::{fast::RandomState, HashMap, HashSet};
 
 use super::document::KEY_SEPARATOR;
 
@@ -18,15 +29,40 @@ use super::document::KEY_SEPARATOR;
 #[derive(Default)]
 pub(crate) struct KeyIndex {
     keys: HashSet<Arc<str>>,
-    /// For each proper ancestor of a key (`a` and `a␟b` for `a␟b␟c`): how many keys lie below.
-    below_counts: HashMap<Box<str>, u32>,
+    /// For each proper ancestor of a key (`a` and `a␟b` for `a␟b␟c`), by [`KeyIndex::path_hashes`]:
+    /// how many keys lie below.
+    below_counts: HashMap<u64, u32>,
     /// The keys that have a separator, sorted: a subtree is a range of it.
     nested: BTreeSet<Arc<str>>,
+    seed: RandomState,
 }
 
-/// The proper ancestors of `key`, nearest the root first.
-fn ancestors(key: &str) -> impl Iterator<Item = &str> {
-    key.match_indices(KEY_SEPARATOR).map(|(cut, _)| &key[..cut])
+impl KeyIndex {
+    /// The hash of every prefix of `key` that ends before a separator, and of `key` itself
+    /// last: one pass over the key.
+    fn path_hashes<'a>(&self, key: &'a str) -> impl Iterator<Item = u64> + 'a {
+        let mut hasher = self.seed.build_hasher();
+        key.split(KEY_SEPARATOR)
+            .enumerate()
+            .map(move |(i, segment)| {
+                if i > 0 {
+                    hasher.write_u8(0x1f);
+                }
+                hasher.write(segment.as_bytes());
+                hasher.finish()
+            })
+    }
+
+    /// The hashes of `key`'s proper ancestors.
+    fn ancestor_hashes(&self, key: &str) -> Vec<u64> {
+        let mut hashes: Vec<u64> = self.path_hashes(key).collect();
+        hashes.pop();
+        hashes
+    }
+
+    fn path_hash(&self, key: &str) -> u64 {
+        self.path_hashes(key).last().unwrap_or_default()
+    }
 }
 
 impl KeyIndex {
@@ -47,7 +83,7 @@ impl KeyIndex {
 
     /// Whether any key lies strictly below `key`.
     pub(crate) fn has_below(&self, key: &str) -> bool {
-        self.below_counts.contains_key(key)
+        !self.below_counts.is_empty() && self.below_counts.contains_key(&self.path_hash(key))
     }
 
     /// Whether `key` is a leaf or has leaves below it.
@@ -72,13 +108,8 @@ impl KeyIndex {
             return false;
         }
         if key.contains(KEY_SEPARATOR) {
-            for ancestor in ancestors(&key) {
-                match self.below_counts.get_mut(ancestor) {
-                    Some(count) => *count += 1,
-                    None => {
-                        self.below_counts.insert(ancestor.into(), 1);
-                    }
-                }
+            for ancestor in self.ancestor_hashes(&key) {
+                *self.below_counts.entry(ancestor).or_default() += 1;
             }
             self.nested.insert(key.clone());
         }
@@ -89,11 +120,11 @@ impl KeyIndex {
     pub(crate) fn remove(&mut self, key: &str) -> Option<Arc<str>> {
         let key = self.keys.take(key)?;
         if self.nested.remove(&*key) {
-            for ancestor in ancestors(&key) {
-                if let Some(count) = self.below_counts.get_mut(ancestor) {
+            for ancestor in self.ancestor_hashes(&key) {
+                if let Some(count) = self.below_counts.get_mut(&ancestor) {
                     *count -= 1;
                     if *count == 0 {
-                        self.below_counts.remove(ancestor);
+                        self.below_counts.remove(&ancestor);
                     }
                 }
             }
@@ -162,5 +193,20 @@ mod tests {
             }
             prop_assert!(index.below_counts.is_empty() && index.nested.is_empty());
         }
+    }
+
+    /// A peer's key of 100k segments costs one count per segment, not a copy of every
+    /// ancestor's text.
+    #[test]
+    fn a_deep_key_stays_linear() {
+        let mut index = KeyIndex::default();
+        let deep: String = vec!["s"; 100_000].join(&KEY_SEPARATOR.to_string());
+        assert!(index.insert(Arc::from(deep.as_str())));
+        assert_eq!(index.below_counts.len(), 99_999);
+        assert!(index.has_below("s") && index.has_below(&deep[..deep.len() - 2]));
+        assert!(!index.has_below(&deep));
+        assert_eq!(index.below("s").count(), 1);
+        assert!(index.remove(&deep).is_some());
+        assert!(index.below_counts.is_empty());
     }
 }
