@@ -6,8 +6,8 @@
 //! with everything written into it. Here every leaf is its own entry of the root map, keyed by
 //! its path (keys joined by U+001F), so writes to different leaves always merge and a write to
 //! the same leaf is last-writer-wins. Arrays and scalars are leaves; an empty object is a leaf
-//! `{}`. Reading rebuilds objects from the leaves under a path (the key index, `key_index.rs`, keeps that
-//! a range scan); where concurrent writes left both a leaf and entries below it, the entries
+//! `{}`. Reading rebuilds objects from the leaves under a path (`key_index.rs` keeps that a
+//! range scan); where concurrent writes left both a leaf and entries below it, the entries
 //! below win, the same on every replica.
 //!
 //! Every change, local or remote, is reported as a list of [`Change`]s (a path and its new
@@ -95,7 +95,7 @@ struct Keys {
 pub struct SharedDoc {
     doc: Doc,
     root: MapRef,
-    index: Arc<Mutex<Keys>>,
+    keys: Arc<Mutex<Keys>>,
     /// What the last transaction actually changed, as a Yjs v1 update.
     effective: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -112,7 +112,7 @@ impl std::fmt::Debug for SharedDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedDoc")
             .field("client_id", &self.doc.client_id())
-            .field("entries", &locked(&self.index).index.len())
+            .field("entries", &locked(&self.keys).index.len())
             .finish()
     }
 }
@@ -173,8 +173,8 @@ impl SharedDoc {
     pub fn new() -> Self {
         let doc = new_doc();
         let root = doc.get_or_insert_map(ROOT_MAP);
-        let index: Arc<Mutex<Keys>> = Arc::default();
-        let sink = index.clone();
+        let keys: Arc<Mutex<Keys>> = Arc::default();
+        let sink = keys.clone();
         root.observe("peercompute", move |txn, event| {
             let mut keys = locked(&sink);
             if keys.local {
@@ -202,7 +202,7 @@ impl SharedDoc {
         SharedDoc {
             doc,
             root,
-            index,
+            keys,
             effective,
         }
     }
@@ -210,7 +210,7 @@ impl SharedDoc {
     /// The whole tree as JSON.
     pub fn to_json(&self) -> Value {
         let txn = self.doc.transact();
-        let keys = locked(&self.index);
+        let keys = locked(&self.keys);
         build_tree(
             keys.index.iter().map(|k| (&**k, self.root.get(&txn, k))),
             &txn,
@@ -220,7 +220,7 @@ impl SharedDoc {
     /// The value at `path`, or `None`.
     pub fn get(&self, path: &[String]) -> Option<Value> {
         let txn = self.doc.transact();
-        let keys = locked(&self.index);
+        let keys = locked(&self.keys);
         self.value_at(&txn, &keys.index, &entry_key(path))
     }
 
@@ -249,7 +249,7 @@ impl SharedDoc {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
             // key index itself; the observer skips local transactions (`index.local`).
-            let mut keys = locked(&self.index);
+            let mut keys = locked(&self.keys);
             keys.local = true;
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
                 if let Some(k) = keys.index.remove(k) {
@@ -287,7 +287,7 @@ impl SharedDoc {
             }
         }
         // Committed (the observers have run): later transactions may be remote.
-        locked(&self.index).local = false;
+        locked(&self.keys).local = false;
         Ok(self.take_applied())
     }
 
@@ -317,7 +317,7 @@ impl SharedDoc {
 
     /// How many leaves the document holds.
     pub fn entry_count(&self) -> usize {
-        locked(&self.index).index.len()
+        locked(&self.keys).index.len()
     }
 
     /// This document's state vector.
@@ -446,9 +446,9 @@ impl SharedDoc {
     /// The changes of the last transaction: for every touched entry, its path and value; for a
     /// removed one, the highest ancestor left empty (so a tab's mirror drops it as well).
     fn take_applied(&self) -> Applied {
-        let touched = std::mem::take(&mut locked(&self.index).touched);
+        let touched = std::mem::take(&mut locked(&self.keys).touched);
         let txn = self.doc.transact();
-        let keys = locked(&self.index);
+        let keys = locked(&self.keys);
         let index = &keys.index;
         let mut seen = foldhash::HashSet::default();
         seen.reserve(touched.len());

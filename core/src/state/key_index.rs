@@ -11,7 +11,8 @@
 //! key: memory and time stay linear in the key's length even for a peer's key of thousands of
 //! segments (storing each ancestor's text would be quadratic). A collision (keyed by a
 //! per-process seed, so not something a peer can aim for) can only make `has_below` say yes
-//! wrongly; `below` then finds nothing, and callers treat that as a leaf.
+//! wrongly; `below` then finds nothing, so reads fall back to the leaf and a write removes
+//! nothing extra (at worst a removal is reported at the key rather than its emptied parent).
 
 use std::{
     collections::BTreeSet,
@@ -29,8 +30,8 @@ use super::document::KEY_SEPARATOR;
 #[derive(Default)]
 pub(crate) struct KeyIndex {
     keys: HashSet<Arc<str>>,
-    /// For each proper ancestor of a key (`a` and `a␟b` for `a␟b␟c`), by [`KeyIndex::path_hashes`]:
-    /// how many keys lie below.
+    /// For each proper ancestor of a key (`a` and `a␟b` for `a␟b␟c`), under its path hash
+    /// ([`KeyIndex::path_hashes`]): how many keys lie below.
     below_counts: HashMap<u64, u32>,
     /// The keys that have a separator, sorted: a subtree is a range of it.
     nested: BTreeSet<Arc<str>>,
