@@ -186,7 +186,8 @@ impl Replica {
     }
 
     /// Handles a peer's request. Documents we do not hold are left out of the response, unless
-    /// `adopt` says to take them on (a pinning relay).
+    /// `adopt` says to take them on (a pinning relay). `frame` comes from
+    /// [`SyncFrame::decode`], which has checked its updates.
     pub fn handle_request(
         &mut self,
         frame: SyncFrame,
@@ -212,7 +213,7 @@ impl Replica {
                         }
                     }
                     SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
-                        self.apply_remote(&name, &update, &mut outcome)
+                        self.apply_remote(&name, &update, Layout::Checked, &mut outcome)
                     }
                 }
             }
@@ -227,7 +228,8 @@ impl Replica {
     }
 
     /// Handles the response to our request; returns the push (`Update`) for what the peer
-    /// lacks, if anything.
+    /// lacks, if anything. `frame` comes from [`SyncFrame::decode`], as in
+    /// [`Self::handle_request`].
     pub fn handle_response(&mut self, frame: SyncFrame) -> (Option<SyncFrame>, SyncOutcome) {
         let mut push = SyncFrame::default();
         let mut outcome = SyncOutcome::default();
@@ -253,7 +255,7 @@ impl Replica {
                         }
                     }
                     SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
-                        self.apply_remote(&name, &update, &mut outcome)
+                        self.apply_remote(&name, &update, Layout::Checked, &mut outcome)
                     }
                 }
             }
@@ -267,18 +269,26 @@ impl Replica {
         if self.get(name).is_none() && !(adopt && self.create(name).is_ok()) {
             return outcome;
         }
-        self.apply_remote(name, update, &mut outcome);
+        self.apply_remote(name, update, Layout::Unchecked, &mut outcome);
         outcome
     }
 
-    fn apply_remote(&mut self, name: &str, update: &[u8], outcome: &mut SyncOutcome) {
+    fn apply_remote(
+        &mut self,
+        name: &str,
+        update: &[u8],
+        layout: Layout,
+        outcome: &mut SyncOutcome,
+    ) {
         let Some(state) = self.docs.get(name) else {
             return;
         };
         match state
             .check_room(name, update.len())
-            .and_then(|()| state.doc.apply_update(update))
-        {
+            .and_then(|()| match layout {
+                Layout::Checked => state.doc.apply_checked_update(update),
+                Layout::Unchecked => state.doc.apply_update(update),
+            }) {
             Ok(applied) if applied.update.is_some() || !applied.changes.is_empty() => {
                 outcome.applied.push((name.to_string(), applied))
             }
@@ -289,6 +299,17 @@ impl Replica {
             }
         }
     }
+}
+
+/// Whether an update's layout has been checked (`check_update_v1`) before it reaches a
+/// document.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// From a [`SyncFrame`]: every frame from a peer is [`SyncFrame::decode`]d, which checks
+    /// each update; the frames a replica builds itself carry updates yrs encoded here.
+    Checked,
+    /// A broadcast's payload, as gossip delivered it.
+    Unchecked,
 }
 
 #[cfg(test)]

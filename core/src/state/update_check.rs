@@ -32,6 +32,13 @@ impl Walk<'_> {
     }
 
     fn var(&mut self) -> Result<u64, NodeError> {
+        // Most varints (lengths, small clocks, tags) are one byte.
+        if let Some((&b, rest)) = self.buf.split_first() {
+            if b & 0x80 == 0 {
+                self.buf = rest;
+                return Ok(u64::from(b));
+            }
+        }
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;

@@ -136,6 +136,31 @@ fn a_document_at_its_size_bound_takes_no_more_from_peers() {
     assert_eq!(full.get("w").unwrap().to_json(), json!({"k": 1}));
 }
 
+/// An update that is not a valid Yjs layout is refused on both ways in: a broadcast is
+/// checked when applied, a sync frame when decoded (its updates are not walked again).
+#[test]
+fn malformed_updates_are_refused_as_broadcasts_and_in_frames() {
+    // One client, one struct, claiming a clock range past 32 bits.
+    let hostile = [
+        1, 1, 7, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x28, 1, 1, b'r', 1, b'k', 0x7d, 1, 0,
+    ];
+    let mut r = Replica::new(1);
+    r.create("w").unwrap();
+    let outcome = r.apply_broadcast("w", &hostile, false);
+    assert_eq!((outcome.rejected, outcome.applied.len()), (1, 0));
+    let frame = SyncFrame {
+        entries: vec![DocMessages {
+            doc: "w".into(),
+            messages: vec![SyncMessage::Update(hostile.to_vec())],
+        }],
+    };
+    assert_eq!(
+        SyncFrame::decode(&frame.encode()).unwrap_err().code,
+        ErrorCode::StateInvalidUpdate
+    );
+    assert_eq!(r.get("w").unwrap().to_json(), json!({}));
+}
+
 /// Many replicas, random edits, broadcasts delivered late and out of order, random
 /// partitions and heals: after the last heal every replica holds the same document.
 #[test]
