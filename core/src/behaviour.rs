@@ -96,6 +96,10 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, String> {
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .heartbeat_interval(Duration::from_millis(700))
+        // A node that leaves a topic's mesh asks its peers not to re-graft it for this long
+        // (default 10 s), and until they do its messages come only as gossip, a heartbeat
+        // late. Browser nodes meet through one relay, so a short backoff is enough.
+        .unsubscribe_backoff(Duration::from_secs(2))
         .build()
         .map_err(|e| e.to_string())
 }

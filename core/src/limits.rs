@@ -10,6 +10,9 @@ pub const MAX_GOSSIP_FRAME_BYTES: usize = MAX_PUBLISH_BYTES + 16 * 1024;
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// Most topics one tab may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS_PER_TAB: usize = 256;
+/// Most topics no tab wants that a node keeps subscribed for a while (`topic_linger`); past
+/// this, a released topic is left at once.
+pub const MAX_LINGERING_TOPICS: usize = 256;
 /// Most relays a node keeps at once.
 pub const MAX_RELAYS: usize = 8;
 /// Longest relay multiaddr accepted from a tab, in bytes.

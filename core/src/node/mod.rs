@@ -35,7 +35,7 @@ use crate::{
     error::ErrorCode,
     limits::{
         DEFAULT_CONNECT_TIMEOUT, MAX_CIRCUIT_PEERS, MAX_CONNECT_TIMEOUT, MAX_KNOWN_PEERS,
-        MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
+        MAX_LINGERING_TOPICS, MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
     },
     presence::{presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic, app_topic_name, Payload},
@@ -65,6 +65,12 @@ pub struct NodeConfig {
     pub peer_backoff: (Duration, Duration),
     /// Housekeeping period (timeouts, re-dials, announcements).
     pub tick: Duration,
+    /// A topic no tab subscribes to any more stays subscribed on the network this long, so a
+    /// tab that subscribes again soon (a re-mounted component, a reload) finds it as it was.
+    /// Leaving and rejoining at once would cost seconds of late messages: a node that leaves
+    /// a topic's mesh announces a backoff during which neither side re-grafts, and until
+    /// then messages reach it only as gossip, up to a heartbeat late each.
+    pub topic_linger: Duration,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +82,7 @@ impl Default for NodeConfig {
             relay_backoff: (Duration::from_millis(250), Duration::from_secs(3)),
             peer_backoff: (Duration::from_millis(500), Duration::from_secs(10)),
             tick: Duration::from_millis(100),
+            topic_linger: Duration::from_secs(15),
         }
     }
 }
@@ -225,6 +232,8 @@ pub struct Node {
     config: NodeConfig,
     started: Instant,
     tabs: HashMap<TabId, HashSet<String>>,
+    /// Topics no tab wants, still subscribed until the instant (see `topic_linger`).
+    lingering_topics: HashMap<String, Instant>,
     relays: Vec<Relay>,
     peers: HashMap<PeerId, Peer>,
     pending_connects: Vec<PendingConnect>,
@@ -256,6 +265,7 @@ impl Node {
             config,
             started: Instant::now(),
             tabs: HashMap::new(),
+            lingering_topics: HashMap::new(),
             relays: Vec::new(),
             peers: HashMap::new(),
             pending_connects: Vec::new(),
@@ -519,6 +529,8 @@ impl Node {
             ));
         }
         topics.insert(topic.clone());
+        // A lingering topic is still subscribed (gossipsub ignores the repeat).
+        self.lingering_topics.remove(&topic);
         if newly_wanted {
             self.swarm
                 .behaviour_mut()
@@ -529,14 +541,40 @@ impl Node {
         Ok(ReplyValue::Done)
     }
 
-    /// Unsubscribes from the network once no tab wants the topic.
+    /// Once no tab wants the topic, leaves it after `topic_linger` (at once when that is zero
+    /// or too many topics linger already).
     fn release_topic(&mut self, topic: &str) {
-        if !self.tabs.values().any(|t| t.contains(topic)) {
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .unsubscribe(&app_topic(topic));
+        if self.tabs.values().any(|t| t.contains(topic)) {
+            return;
         }
+        let linger = self.config.topic_linger;
+        if linger.is_zero() || self.lingering_topics.len() >= MAX_LINGERING_TOPICS {
+            self.leave_topic(topic);
+        } else {
+            self.lingering_topics
+                .insert(topic.to_string(), Instant::now() + linger);
+        }
+    }
+
+    /// Leaves the topics whose linger is over.
+    fn leave_lingering_topics(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .lingering_topics
+            .iter()
+            .filter(|(_, &until)| until <= now)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in due {
+            self.lingering_topics.remove(&topic);
+            self.leave_topic(&topic);
+        }
+    }
+
+    fn leave_topic(&mut self, topic: &str) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .unsubscribe(&app_topic(topic));
     }
 
     fn publish(
@@ -681,6 +719,7 @@ impl Node {
         self.resync_tick(now);
         self.presence_tick(now, sink);
         self.compute_tick(now, sink);
+        self.leave_lingering_topics(now);
         let periodic = self
             .last_announce
             .is_none_or(|t| now.duration_since(t) >= self.config.announce_interval);
@@ -1108,3 +1147,6 @@ fn endpoint_is_circuit(endpoint: &ConnectedPoint) -> bool {
         } => is_circuit(local_addr) || is_circuit(send_back_addr),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! The node loop's bookkeeping, driven through its inputs without a network.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use web_time::Instant;
+
+use super::{Input, Node, NodeConfig};
+use crate::{limits::MAX_LINGERING_TOPICS, pubsub::app_topic, tab_protocol::Request};
+
+async fn node(topic_linger: Duration) -> Node {
+    let config = NodeConfig {
+        topic_linger,
+        ..NodeConfig::default()
+    };
+    Node::native(Keypair::generate_ed25519(), config)
+        .await
+        .expect("node")
+}
+
+fn request(node: &mut Node, tab: u32, request: Request) {
+    node.on_input(
+        Input::Request {
+            tab,
+            id: 1,
+            request,
+        },
+        &mut |_| {},
+    );
+}
+
+fn subscribe(node: &mut Node, tab: u32, topic: &str) {
+    let topic = topic.to_string();
+    request(node, tab, Request::Subscribe { topic });
+}
+
+fn unsubscribe(node: &mut Node, tab: u32, topic: &str) {
+    let topic = topic.to_string();
+    request(node, tab, Request::Unsubscribe { topic });
+}
+
+/// Subscribed on the network (in gossipsub), whether or not a tab wants it.
+fn on_network(node: &Node, topic: &str) -> bool {
+    let hash = app_topic(topic).hash();
+    node.swarm
+        .behaviour()
+        .gossipsub
+        .topics()
+        .any(|t| *t == hash)
+}
+
+#[tokio::test]
+async fn a_released_topic_lingers_on_the_network_before_it_is_left() {
+    let linger = Duration::from_secs(15);
+    let mut node = node(linger).await;
+    subscribe(&mut node, 1, "chat");
+    subscribe(&mut node, 2, "chat");
+    unsubscribe(&mut node, 1, "chat");
+    assert!(on_network(&node, "chat"), "tab 2 still wants it");
+    unsubscribe(&mut node, 2, "chat");
+    node.leave_lingering_topics(Instant::now());
+    assert!(on_network(&node, "chat"), "lingering");
+    node.leave_lingering_topics(Instant::now() + linger + Duration::from_secs(1));
+    assert!(!on_network(&node, "chat"), "left once the linger is over");
+
+    // Subscribing again while it lingers keeps it, and cancels the leave.
+    subscribe(&mut node, 1, "chat");
+    unsubscribe(&mut node, 1, "chat");
+    subscribe(&mut node, 1, "chat");
+    node.leave_lingering_topics(Instant::now() + 2 * linger);
+    assert!(on_network(&node, "chat"));
+
+    // A closed tab's topics linger the same way.
+    node.on_input(Input::Detach(1), &mut |_| {});
+    assert!(on_network(&node, "chat"));
+    node.leave_lingering_topics(Instant::now() + 2 * linger);
+    assert!(!on_network(&node, "chat"));
+}
+
+#[tokio::test]
+async fn lingering_is_bounded_and_can_be_turned_off() {
+    let mut node = node(Duration::from_secs(15)).await;
+    let topics: Vec<String> = (0..=MAX_LINGERING_TOPICS)
+        .map(|i| format!("t{i}"))
+        .collect();
+    for t in &topics {
+        subscribe(&mut node, 1, t);
+        unsubscribe(&mut node, 1, t);
+    }
+    assert!(topics[..MAX_LINGERING_TOPICS]
+        .iter()
+        .all(|t| on_network(&node, t)));
+    assert!(
+        !on_network(&node, &topics[MAX_LINGERING_TOPICS]),
+        "past the bound, a released topic is left at once"
+    );
+
+    let mut node = self::node(Duration::ZERO).await;
+    subscribe(&mut node, 1, "chat");
+    unsubscribe(&mut node, 1, "chat");
+    assert!(!on_network(&node, "chat"));
+}
