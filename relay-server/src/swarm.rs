@@ -282,17 +282,16 @@ impl RunningSwarm {
                         Payload::decode(&message.data).is_ok()
                     }
                     // A state update is checked whether or not it is pinned here (a relay
-                    // at its pinned-document bound does not adopt, but still forwards).
-                    (Some(_), t) => match state_topic_doc(t) {
-                        Some(doc) => {
-                            check_update_v1(&message.data).is_ok()
-                                && self.pinned.as_mut().is_none_or(|pinned| {
-                                    let ok = pinned.apply_broadcast(doc, &message.data);
-                                    pinned.show(stats, [doc]);
-                                    ok
-                                })
+                    // at its pinned-document bound does not adopt, but still forwards);
+                    // pinning's `apply_broadcast` checks every update, adopted or not.
+                    (Some(_), t) => match (state_topic_doc(t), self.pinned.as_mut()) {
+                        (Some(doc), Some(pinned)) => {
+                            let ok = pinned.apply_broadcast(doc, &message.data);
+                            pinned.show(stats, [doc]);
+                            ok
                         }
-                        None => false,
+                        (Some(_), None) => check_update_v1(&message.data).is_ok(),
+                        (None, _) => false,
                     },
                     _ => false,
                 };

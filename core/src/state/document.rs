@@ -298,19 +298,24 @@ impl SharedDoc {
     /// Applies a Yjs v1 update from a peer, a file or a tab. Missing dependencies are kept
     /// pending by yrs until a later update (or a sync) delivers them.
     pub fn apply_update(&self, update: &[u8]) -> Result<Applied, NodeError> {
+        Self::check_update(update)?;
+        self.apply_checked_update(update)
+    }
+
+    /// What [`Self::apply_update`] checks before yrs sees an update: its size and its layout.
+    pub(crate) fn check_update(update: &[u8]) -> Result<(), NodeError> {
         if update.len() > MAX_SYNC_UPDATE_BYTES {
             return Err(NodeError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("an update is at most {MAX_SYNC_UPDATE_BYTES} bytes"),
             ));
         }
-        check_update_v1(update)?;
-        self.apply_checked_update(update)
+        check_update_v1(update)
     }
 
-    /// [`Self::apply_update`] for bytes that have passed [`check_update_v1`] already: the
-    /// updates of a decoded [`SyncFrame`](super::sync_protocol::SyncFrame) have (the walk
-    /// over a newcomer's 1.8 MB update is worth not doing twice).
+    /// [`Self::apply_update`] for bytes that have passed [`Self::check_update`] already (or
+    /// the same checks in [`SyncFrame::decode`](super::sync_protocol::SyncFrame::decode)):
+    /// the walk over a newcomer's 1.8 MB update is worth not doing twice.
     pub(crate) fn apply_checked_update(&self, update: &[u8]) -> Result<Applied, NodeError> {
         let update = Update::decode_v1(update).map_err(bad_update)?;
         {

@@ -213,7 +213,7 @@ impl Replica {
                         }
                     }
                     SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
-                        self.apply_remote(&name, &update, Layout::Checked, &mut outcome)
+                        self.apply_remote(&name, &update, &mut outcome)
                     }
                 }
             }
@@ -255,7 +255,7 @@ impl Replica {
                         }
                     }
                     SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
-                        self.apply_remote(&name, &update, Layout::Checked, &mut outcome)
+                        self.apply_remote(&name, &update, &mut outcome)
                     }
                 }
             }
@@ -263,32 +263,34 @@ impl Replica {
         ((!push.entries.is_empty()).then_some(push), outcome)
     }
 
-    /// Applies an update a peer broadcast for a document we hold (or adopt).
+    /// Applies an update a peer broadcast for a document we hold (or adopt). A malformed
+    /// update is refused whether or not we hold the document, so a relay that forwards
+    /// broadcasts for documents it does not pin can rely on this one check.
     pub fn apply_broadcast(&mut self, name: &str, update: &[u8], adopt: bool) -> SyncOutcome {
         let mut outcome = SyncOutcome::default();
+        if let Err(e) = SharedDoc::check_update(update) {
+            tracing::debug!(doc = name, "refusing a peer's update: {}", e.message);
+            outcome.rejected += 1;
+            return outcome;
+        }
         if self.get(name).is_none() && !(adopt && self.create(name).is_ok()) {
             return outcome;
         }
-        self.apply_remote(name, update, Layout::Unchecked, &mut outcome);
+        self.apply_remote(name, update, &mut outcome);
         outcome
     }
 
-    fn apply_remote(
-        &mut self,
-        name: &str,
-        update: &[u8],
-        layout: Layout,
-        outcome: &mut SyncOutcome,
-    ) {
+    /// Applies an update whose layout is checked: a broadcast's by [`Self::apply_broadcast`],
+    /// a sync frame's by [`SyncFrame::decode`] (every frame from a peer is decoded; the
+    /// frames a replica builds itself carry updates yrs encoded here).
+    fn apply_remote(&mut self, name: &str, update: &[u8], outcome: &mut SyncOutcome) {
         let Some(state) = self.docs.get(name) else {
             return;
         };
         match state
             .check_room(name, update.len())
-            .and_then(|()| match layout {
-                Layout::Checked => state.doc.apply_checked_update(update),
-                Layout::Unchecked => state.doc.apply_update(update),
-            }) {
+            .and_then(|()| state.doc.apply_checked_update(update))
+        {
             Ok(applied) if applied.update.is_some() || !applied.changes.is_empty() => {
                 outcome.applied.push((name.to_string(), applied))
             }
@@ -299,17 +301,6 @@ impl Replica {
             }
         }
     }
-}
-
-/// Whether an update's layout has been checked (`check_update_v1`) before it reaches a
-/// document.
-#[derive(Clone, Copy)]
-enum Layout {
-    /// From a [`SyncFrame`]: every frame from a peer is [`SyncFrame::decode`]d, which checks
-    /// each update; the frames a replica builds itself carry updates yrs encoded here.
-    Checked,
-    /// A broadcast's payload, as gossip delivered it.
-    Unchecked,
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ fn pinned_documents_survive_a_restart_and_compact() {
             !pinned.apply_broadcast("w", &[0xff; 12]),
             "garbage is refused"
         );
+        assert!(
+            !pinned.apply_broadcast("garbage", &[0xff; 12]),
+            "and adopts no document"
+        );
         // Enough records to trigger a compaction.
         for i in 0..250 {
             assert!(pinned.apply_broadcast("many", &update_setting(&format!("k{i}"), i)));

@@ -14,6 +14,17 @@ fn set(path: &[&str], value: Value) -> Op {
     }
 }
 
+/// The update of one write to document `doc` on a fresh replica.
+fn update_setting(doc: &str, key: &str, value: Value) -> Vec<u8> {
+    Replica::new(1)
+        .create(doc)
+        .unwrap()
+        .apply_ops(&[set(&[key], value)])
+        .unwrap()
+        .update
+        .unwrap()
+}
+
 /// Runs the full y-sync exchange `a` → `b` (request, response, push).
 fn sync(a: &mut Replica, b: &mut Replica, adopt: bool) {
     let names: Vec<String> = a.names().map(String::from).collect();
@@ -78,14 +89,7 @@ fn bounded_document_count_and_corrupt_records() {
     let mut r = Replica::new(1);
     r.create("a").unwrap();
     assert_eq!(r.create("b").unwrap_err().code, ErrorCode::StateTooManyDocs);
-    let mut src = Replica::new(1);
-    let update = src
-        .create("a")
-        .unwrap()
-        .apply_ops(&[set(&["k"], json!(2))])
-        .unwrap()
-        .update
-        .unwrap();
+    let update = update_setting("a", "k", json!(2));
     let mut fresh = Replica::new(4);
     let garbage = vec![0xffu8; 10];
     let report = fresh
@@ -103,14 +107,7 @@ fn bounded_document_count_and_corrupt_records() {
 
 #[test]
 fn a_document_at_its_size_bound_takes_no_more_from_peers() {
-    let mut src = Replica::new(1);
-    let update = src
-        .create("w")
-        .unwrap()
-        .apply_ops(&[set(&["k"], json!(1))])
-        .unwrap()
-        .update
-        .unwrap();
+    let update = update_setting("w", "k", json!(1));
     let mut full = Replica::new(1);
     full.create("w").unwrap();
     full.state_mut("w").unwrap().stored_bytes = MAX_DOC_BYTES - update.len() + 1;
@@ -144,10 +141,16 @@ fn malformed_updates_are_refused_as_broadcasts_and_in_frames() {
     let hostile = [
         1, 1, 7, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x28, 1, 1, b'r', 1, b'k', 0x7d, 1, 0,
     ];
-    let mut r = Replica::new(1);
+    let mut r = Replica::new(4);
     r.create("w").unwrap();
-    let outcome = r.apply_broadcast("w", &hostile, false);
-    assert_eq!((outcome.rejected, outcome.applied.len()), (1, 0));
+    for (doc, adopt) in [("w", false), ("not held", false), ("adopted", true)] {
+        let outcome = r.apply_broadcast(doc, &hostile, adopt);
+        assert_eq!((outcome.rejected, outcome.applied.len()), (1, 0), "{doc}");
+    }
+    assert!(
+        r.get("adopted").is_none(),
+        "a malformed update adopts nothing"
+    );
     let frame = SyncFrame {
         entries: vec![DocMessages {
             doc: "w".into(),
