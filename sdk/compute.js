@@ -49,7 +49,7 @@ export function encodeTask(spec, makeError) {
     grid: spec.grid ?? [output.length],
   };
   for (const key of ['shader', 'entry', 'workgroupSize', 'tile', 'kernel', 'signature', 'split', 'reduce',
-    'redundancy', 'timeoutMs', 'chunkTimeoutMs', 'local']) {
+    'redundancy', 'timeoutMs', 'chunkTimeoutMs', 'workStealing', 'local']) {
     if (spec[key] !== undefined) task[key] = spec[key];
   }
   if (spec.grid !== undefined && !Array.isArray(spec.grid)) {

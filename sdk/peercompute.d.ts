@@ -120,6 +120,8 @@ export interface TaskSpec {
   local?: boolean;
   timeoutMs?: number;
   chunkTimeoutMs?: number;
+  /** Idle workers duplicate the chunk running longest elsewhere; first result wins (default true). */
+  workStealing?: boolean;
 }
 
 export interface TaskInput {

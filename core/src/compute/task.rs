@@ -257,6 +257,8 @@ pub struct Task {
     pub timeout_ms: u32,
     /// Per-chunk timeout before a retry elsewhere.
     pub chunk_timeout_ms: u32,
+    /// Idle workers duplicate the chunk running longest elsewhere (first result wins).
+    pub work_stealing: bool,
 }
 
 /// A task as the tab sends it (JSON-like; `inputs` carry bytes).
@@ -307,6 +309,9 @@ pub struct TaskRequest {
     pub timeout_ms: Option<u32>,
     /// Per-chunk timeout.
     pub chunk_timeout_ms: Option<u32>,
+    /// Duplicate slow chunks onto idle workers (default true). Off, each chunk runs where it
+    /// was first sent unless that worker fails, times out or leaves.
+    pub work_stealing: Option<bool>,
 }
 
 /// A parameter value as sent.
@@ -680,6 +685,7 @@ impl TaskRequest {
             local_only: self.local,
             timeout_ms,
             chunk_timeout_ms,
+            work_stealing: self.work_stealing.unwrap_or(true),
         };
         if let Code::Kernel(_) = &task.code {
             // A kernel checks its inputs against the grid once, here, not per chunk.
@@ -799,7 +805,13 @@ mod tests {
             "inputs": [{ "binding": 2, "type": "f32", "bytes": [0, 0, 0, 0] }],
             "output": { "type": "f32", "length": 1 }, "grid": [1],
         });
-        assert!(request(base.clone()).is_ok());
+        assert!(
+            request(base.clone()).unwrap().work_stealing,
+            "on by default"
+        );
+        let mut no_stealing = base.clone();
+        no_stealing["workStealing"] = false.into();
+        assert!(!request(no_stealing).unwrap().work_stealing);
         let with = |k: &str, v: serde_json::Value| {
             let mut j = base.clone();
             j[k] = v;
@@ -812,6 +824,7 @@ mod tests {
         assert_eq!(with("id", "".into()), ErrorCode::TaskInvalid);
         assert_eq!(with("grid", serde_json::json!([0])), ErrorCode::TaskInvalid);
         assert_eq!(with("redundancy", 9.into()), ErrorCode::TaskInvalid);
+        assert_eq!(with("workStealing", "no".into()), ErrorCode::TaskInvalid);
         assert_eq!(
             with("signature", "zz".into()),
             ErrorCode::CodeSignatureInvalid

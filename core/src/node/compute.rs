@@ -368,7 +368,7 @@ impl Node {
             redundancy: task.redundancy,
             chunk_timeout: std::time::Duration::from_millis(u64::from(task.chunk_timeout_ms)),
             max_failures_per_chunk: MAX_FAILURES_PER_CHUNK,
-            work_stealing: true,
+            work_stealing: task.work_stealing,
         };
         let mut scheduler = match Scheduler::new(config, workers) {
             Ok(s) => s,
