@@ -100,7 +100,11 @@ export async function benchBrowserState(browser, relay, { total = 100_000, batch
     let done;
     const complete = new Promise((r) => (done = r));
     doc.observe(undefined, ({ changes }) => {
-      keys += changes.filter((ch) => ch.value !== undefined && ch.path.length === 1).length;
+      for (const ch of changes) {
+        if (ch.value === undefined) continue;
+        // One change at the root when the sync fills the empty document at once.
+        keys += ch.path.length === 0 ? Object.keys(ch.value).length : ch.path.length === 1 ? 1 : 0;
+      }
       if (keys >= n) done();
     });
     await doc.ready;

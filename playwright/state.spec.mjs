@@ -34,6 +34,31 @@ test('two nodes converge after concurrent edits to the same new object', async (
   expect(a.errors.concat(b.errors)).toEqual([]);
 });
 
+test('a newcomer gets a large document as one change at the root, later writes per entry', async ({ browser }) => {
+  const a = await openNode(await browser.newContext(), currentRelay());
+  await openDoc(a.page, 'big');
+  await a.page.evaluate(() =>
+    window.docs.big.update(Array.from({ length: 200 }, (_, i) => ({ set: ['items', `i${i}`], value: { n: i } }))),
+  );
+  const b = await openNode(await browser.newContext(), currentRelay());
+  await waitForPeer(b.page, a.peerId);
+  await openDoc(b.page, 'big');
+  await until(b.page, 'big', (t) => Object.keys(t.items ?? {}).length === 200);
+  const whole = await tree(a.page, 'big');
+  expect(await tree(b.page, 'big')).toEqual(whole);
+  // The sync filled b's empty document in one transaction: one change, the whole tree.
+  const first = await b.page.evaluate(() => window.seen.big[0]);
+  expect(first).toEqual({ changes: [{ path: [], value: whole, deleted: false }], local: false });
+  // From then on, per entry; and b's own writes go on from the tree it was given.
+  await a.page.evaluate(() => window.docs.big.set('items.i7.n', 'seven'));
+  await until(b.page, 'big', (t) => t.items.i7.n === 'seven');
+  const later = await b.page.evaluate(() => window.seen.big.at(-1).changes);
+  expect(later).toEqual([{ path: ['items', 'i7', 'n'], value: 'seven', deleted: false }]);
+  await b.page.evaluate(() => window.docs.big.delete('items.i0'));
+  await until(a.page, 'big', (t) => t.items.i0 === undefined && Object.keys(t.items).length === 199);
+  expect(a.errors.concat(b.errors)).toEqual([]);
+});
+
 test('three tabs of one node see each other\'s writes through the worker', async ({ browser }) => {
   const context = await browser.newContext();
   const tabs = [];

@@ -255,6 +255,7 @@ export interface Unsubscribe {
 export type StatePath = string | string[];
 
 export interface StateChange {
+  /** `[]`: the whole tree, replaced (a peer's update filling an empty document with more than 64 entries). */
   path: string[];
   /** The new value (absent when deleted). */
   value?: Json;

@@ -123,7 +123,11 @@ export class SharedState {
 
   _applyChanges(changesJson, local) {
     const changes = JSON.parse(changesJson);
-    for (const change of changes) applyChange(this.#tree, change);
+    for (const change of changes) {
+      // `path: []` is the whole tree (a large sync into an empty document): replaced.
+      if (change.path.length === 0) this.#tree = change.value ?? {};
+      else applyChange(this.#tree, change);
+    }
     for (const { path, handler } of this.#observers) {
       const mine = changes.filter((c) => related(c.path, path));
       if (mine.length === 0) continue;
@@ -172,6 +176,8 @@ export class SharedState {
   /**
    * Calls `handler({ changes: [{ path, value, deleted }], local })` after each transaction
    * that touches `path` (below it, at it, or above it). Returns a function that stops it.
+   * A change with `path: []` replaces the whole tree: a peer's update that fills an empty
+   * document with many entries (a newcomer's first sync) comes as one.
    */
   observe(path, handler) {
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');

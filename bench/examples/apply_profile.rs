@@ -44,6 +44,30 @@ fn main() {
         json.len() / 1024
     );
     yrs_floor();
+    yrs_newcomer_floor(&state);
+}
+
+/// The newcomer's floor: the whole document's update decoded and applied by bare yrs (GC off,
+/// as our documents keep history), then its JSON.
+fn yrs_newcomer_floor(state: &[u8]) {
+    use yrs::{types::ToJson as _, updates::decoder::Decode, Doc, Options, Transact, Update};
+    let t = Instant::now();
+    let doc = Doc::with_options(Options {
+        skip_gc: true,
+        ..Options::default()
+    });
+    let root = doc.get_or_insert_map("root");
+    let update = Update::decode_v1(state).expect("decode");
+    let decode = t.elapsed();
+    doc.transact_mut().apply_update(update).expect("apply");
+    let apply = t.elapsed() - decode;
+    let mut json = String::new();
+    root.to_json(&doc.transact()).to_json(&mut json);
+    println!(
+        "yrs newcomer floor: decode {decode:?} apply {apply:?} json {:?} ({} KiB)",
+        t.elapsed() - decode - apply,
+        json.len() / 1024
+    );
 }
 
 /// The floor: the same inserts straight into yrs, with an update observer.

@@ -107,7 +107,15 @@ pub(crate) async fn newcomer_sync(
             match newcomer.next_event().await {
                 Some(Event::State { changes, .. }) => {
                     let changes: Vec<Value> = serde_json::from_str(&changes)?;
-                    keys += changes.iter().filter(|c| c.get("value").is_some()).count();
+                    for change in &changes {
+                        let path_len = change["path"].as_array().map_or(0, Vec::len);
+                        keys += match (path_len, change.get("value")) {
+                            (_, None) => 0,
+                            // A sync that fills the empty document comes as its whole tree.
+                            (0, Some(Value::Object(tree))) => tree.len(),
+                            _ => 1,
+                        };
+                    }
                 }
                 Some(_) => {}
                 None => bail!("newcomer stopped"),

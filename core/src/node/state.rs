@@ -260,6 +260,10 @@ impl Node {
                 for peer in peers {
                     self.send_sync(peer, [doc.as_str()]);
                 }
+                // The periodic resync counts from here: the first tick after the first
+                // document opened would otherwise ask every peer again at once, and a
+                // newcomer got (and applied) the whole document twice.
+                self.state.last_resync.get_or_insert_with(Instant::now);
                 self.state
                     .replica
                     .get(&doc)

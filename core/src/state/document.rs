@@ -49,6 +49,22 @@ pub const VERSIONS_MAP: &str = "versions";
 /// Joins path keys into an entry key; path keys cannot contain control characters.
 pub const KEY_SEPARATOR: char = '\u{1f}';
 
+/// A transaction that fills an empty document with more entries than this is reported to the
+/// tabs as one change at the root (the whole tree) rather than one change per entry: for a
+/// newcomer's first sync of a 100k-entry document that is a third of the JSON, and the tab
+/// replaces its view at once instead of applying 100k changes.
+pub const FILL_REPORTED_PER_ENTRY_MAX: usize = 64;
+
+/// A peer's update of at least [`REBUILD_MIN_BYTES`] and of this many bytes or more per entry
+/// the document holds is handled like a fill: the key index is rebuilt from the map and the
+/// tabs get the whole tree. Rebuilding costs one pass over the entries, so at this ratio it
+/// costs less than decoding the update (a map entry is ~18 bytes of update), and yrs's
+/// per-key diff of a large update is the commit's largest cost. A newcomer that got a recent
+/// broadcast before its sync's answer is the case in point.
+const REBUILD_BYTES_PER_ENTRY: usize = 8;
+/// See [`REBUILD_BYTES_PER_ENTRY`].
+const REBUILD_MIN_BYTES: usize = 16 * 1024;
+
 /// A named version of a document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Version {
@@ -89,6 +105,9 @@ struct Keys {
     /// In the order touched, possibly with repeats.
     touched: Vec<Arc<str>>,
     local: bool,
+    /// The index is rebuilt from the map after the transaction ([`SharedDoc::take_rebuilt`]):
+    /// the observer leaves it alone.
+    rebuild: bool,
 }
 
 /// A shared document.
@@ -181,7 +200,9 @@ impl SharedDoc {
         let sink = keys.clone();
         root.observe("peercompute", move |txn, event| {
             let mut keys = locked(&sink);
-            if keys.local {
+            // yrs works out the changed keys (`event.keys`) only when asked: most of the
+            // commit's cost for a large update, and not needed when the index is rebuilt.
+            if keys.local || keys.rebuild {
                 return;
             }
             for (key, change) in event.keys(txn) {
@@ -316,19 +337,38 @@ impl SharedDoc {
     /// [`Self::apply_update`] for bytes that have passed [`Self::check_update`] already (or
     /// the same checks in [`SyncFrame::decode`](super::sync_protocol::SyncFrame::decode)):
     /// the walk over a newcomer's 1.8 MB update is worth not doing twice.
-    pub(crate) fn apply_checked_update(&self, update: &[u8]) -> Result<Applied, NodeError> {
-        let update = Update::decode_v1(update).map_err(bad_update)?;
+    pub(crate) fn apply_checked_update(&self, bytes: &[u8]) -> Result<Applied, NodeError> {
+        let update = Update::decode_v1(bytes).map_err(bad_update)?;
+        // Into an empty document (a newcomer's first sync, a load from IndexedDB) every entry
+        // is new, and a large update touches much of the document: the index is rebuilt from
+        // the map instead of from yrs's per-key diff.
+        let (rebuild, was_empty) = {
+            let mut keys = locked(&self.keys);
+            let entries = keys.index.len();
+            keys.rebuild = entries == 0
+                || (bytes.len() >= REBUILD_MIN_BYTES
+                    && bytes.len() / REBUILD_BYTES_PER_ENTRY >= entries);
+            (keys.rebuild, entries == 0)
+        };
+        let report = || {
+            if rebuild {
+                self.take_rebuilt(was_empty)
+            } else {
+                self.take_applied()
+            }
+        };
         {
             let mut txn = self.doc.transact_mut();
             let applied = txn.apply_update(update).map_err(bad_update);
             if applied.is_err() {
-                // Nothing of a refused update may leak into the next transaction's report.
+                // Nothing of a refused update may leak into the next transaction's report
+                // (and the index holds whatever yrs integrated before it stopped).
                 drop(txn);
-                self.take_applied();
+                report();
             }
             applied?;
         }
-        Ok(self.take_applied())
+        Ok(report())
     }
 
     /// How many leaves the document holds.
@@ -447,10 +487,7 @@ impl SharedDoc {
             .apply_update(update)
             .map_err(bad_update)?;
         let txn = past.transact();
-        let mut entries: Vec<(&str, Option<Out>)> =
-            root.iter(&txn).map(|(k, v)| (k, Some(v))).collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        Ok(build_tree(entries.into_iter(), &txn))
+        Ok(build_tree(root.iter(&txn).map(|(k, v)| (k, Some(v))), &txn))
     }
 
     /// Whether the document has updates waiting for missing dependencies.
@@ -463,6 +500,60 @@ impl SharedDoc {
     /// removed one, the highest ancestor left empty (so a tab's mirror drops it as well).
     fn take_applied(&self) -> Applied {
         let touched = std::mem::take(&mut locked(&self.keys).touched);
+        self.report(touched)
+    }
+
+    /// [`Self::take_applied`] after a transaction the observer left to this: the key index is
+    /// rebuilt from the map, and the change reported is the whole tree, at the root; only a
+    /// small fill of an empty document (`was_empty`) is reported entry by entry.
+    fn take_rebuilt(&self, was_empty: bool) -> Applied {
+        let txn = self.doc.transact();
+        let mut keys = locked(&self.keys);
+        keys.rebuild = false;
+        keys.touched.clear();
+        let Some(update) = locked(&self.effective).take() else {
+            // Nothing was inserted or deleted (a repeated sync): the index is as it was.
+            return Applied::default();
+        };
+        keys.index = KeyIndex::default();
+        // One pass over the map: the index (yrs keeps its keys to itself here; the index
+        // shares them when this node writes) and the leaves a large fill reports.
+        let mut leaves = Vec::new();
+        for (key, value) in self.root.iter(&txn) {
+            keys.index.insert(Arc::from(key));
+            if visible(key) {
+                leaves.push((key, out_to_json(&value, &txn)));
+            }
+        }
+        if was_empty && keys.index.len() <= FILL_REPORTED_PER_ENTRY_MAX {
+            let touched = keys.index.iter().cloned().collect();
+            drop(leaves);
+            drop(keys);
+            drop(txn);
+            return Applied {
+                update: Some(update),
+                ..self.report(touched)
+            };
+        }
+        drop(keys);
+        let tree = tree_of(leaves);
+        let empty = matches!(&tree, Value::Object(map) if map.is_empty());
+        Applied {
+            update: Some(update),
+            // A fill of entries too deep to show: the tabs' view did not change.
+            changes: if empty && was_empty {
+                Vec::new()
+            } else {
+                vec![Change {
+                    path: Vec::new(),
+                    value: Some(tree),
+                }]
+            },
+        }
+    }
+
+    /// The changes of the entries in `touched` (see [`Self::take_applied`]).
+    fn report(&self, touched: Vec<Arc<str>>) -> Applied {
         let txn = self.doc.transact();
         let keys = locked(&self.keys);
         let index = &keys.index;
@@ -544,18 +635,74 @@ fn insert_leaf(tree: &mut JsonMap<String, Value>, path: &[&str], value: Value) {
     }
 }
 
+/// The tree of `entries` (keys and their leaves). A leaf and entries below it cannot both
+/// show: the entries below win, as [`insert_leaf`] has it. The leaves are sorted by path and
+/// each level built from sorted pairs at once: inserting 100k keys one by one, in the map's
+/// hash order, into the tree's B-trees took ~3× as long.
 fn build_tree<'a, T: ReadTxn>(
     entries: impl Iterator<Item = (&'a str, Option<Out>)>,
     txn: &T,
 ) -> Value {
-    let mut tree = JsonMap::new();
-    for (key, value) in entries.filter(|(k, _)| visible(k)) {
-        if let Some(v) = value {
-            let path: Vec<&str> = key.split(KEY_SEPARATOR).collect();
-            insert_leaf(&mut tree, &path, out_to_json(&v, txn));
-        }
+    tree_of(
+        entries
+            .filter(|(k, _)| visible(k))
+            .filter_map(|(k, v)| Some((k, out_to_json(&v?, txn))))
+            .collect(),
+    )
+}
+
+/// [`build_tree`] of visible keys and their values.
+fn tree_of(leaves: Vec<(&str, Value)>) -> Value {
+    let mut leaves: Vec<(&str, Option<Value>)> =
+        leaves.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    leaves.sort_unstable_by(|a, b| path_order(a.0, b.0));
+    Value::Object(nest(&mut leaves, 0))
+}
+
+/// Keys in the order of their paths, segment by segment: as bytes, with the separator below
+/// every other byte (a segment that is a prefix of another comes first).
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    const SEPARATOR: u8 = KEY_SEPARATOR as u8;
+    let rank = |b: Option<&u8>| match b {
+        None => -2,
+        Some(&SEPARATOR) => -1,
+        Some(&b) => i16::from(b),
+    };
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    rank(a.get(same)).cmp(&rank(b.get(same)))
+}
+
+/// The object of `leaves` below a common prefix of `prefix` bytes (its segments and their
+/// separators): sorted by [`path_order`], every key longer than the prefix, and each leaf's
+/// value still in place (taken here). At most [`MAX_PATH_SEGMENTS`] levels deep: only
+/// visible keys get here.
+fn nest(leaves: &mut [(&str, Option<Value>)], prefix: usize) -> JsonMap<String, Value> {
+    let segment = |key: &str| -> usize {
+        key[prefix..]
+            .find(KEY_SEPARATOR)
+            .unwrap_or(key.len() - prefix)
+    };
+    let mut pairs = Vec::new();
+    let mut rest = leaves;
+    while let Some(&(first, _)) = rest.first() {
+        let name = &first[prefix..prefix + segment(first)];
+        let end = rest
+            .iter()
+            .position(|(key, _)| &key[prefix..prefix + segment(key)] != name)
+            .unwrap_or(rest.len());
+        let (group, tail) = std::mem::take(&mut rest).split_at_mut(end);
+        rest = tail;
+        // Sorted, so a leaf at `name` itself comes first and anything below it after.
+        let below = prefix + name.len();
+        let value = match group.iter().position(|(key, _)| key.len() > below) {
+            Some(start) => Value::Object(nest(&mut group[start..], below + 1)),
+            None => group[0].1.take().unwrap_or(Value::Null),
+        };
+        pairs.push((name.to_string(), value));
     }
-    Value::Object(tree)
+    // Sorted pairs: the map is built in one pass.
+    pairs.into_iter().collect()
 }
 
 fn json_to_any(value: &Value) -> Any {
@@ -621,6 +768,16 @@ mod tests {
             path: p(path),
             value,
         }
+    }
+
+    fn delete(path: &str) -> Op {
+        Op::Delete { path: p(path) }
+    }
+
+    /// A change at `path` (`""`: the root).
+    fn change(path: &str, value: Option<Value>) -> Change {
+        let path = if path.is_empty() { Vec::new() } else { p(path) };
+        Change { path, value }
     }
 
     #[test]
@@ -821,6 +978,109 @@ mod tests {
         }
         assert_eq!(doc.to_json(), json!({"k": 1}));
     }
+
+    #[test]
+    fn a_large_fill_of_an_empty_document_is_one_change_at_the_root() {
+        let writer = SharedDoc::new();
+        let mut ops: Vec<Op> = (0..=FILL_REPORTED_PER_ENTRY_MAX)
+            .map(|i| set(&format!("players.p{i}"), json!({ "x": i })))
+            .collect();
+        ops.push(set("score", json!(3)));
+        writer.apply_ops(&ops).unwrap();
+        let newcomer = SharedDoc::new();
+        let applied = newcomer.apply_update(&writer.encode_state()).unwrap();
+        assert!(applied.update.is_some(), "what it got is persisted");
+        assert_eq!(applied.changes, vec![change("", Some(writer.to_json()))]);
+        // The index rebuilt from the map serves what comes next.
+        assert_eq!(newcomer.entry_count(), writer.entry_count());
+        assert_eq!(newcomer.get(&p("players.p3")), Some(json!({ "x": 3 })));
+        let changes = newcomer.apply_ops(&[delete("players")]).unwrap().changes;
+        assert_eq!(changes, vec![change("players", None)]);
+        assert_eq!(newcomer.to_json(), json!({ "score": 3 }));
+        // Into a document that holds something, a peer's update is reported per entry.
+        let update = writer
+            .apply_ops(&[set("score", json!(4))])
+            .unwrap()
+            .update
+            .unwrap();
+        assert_eq!(
+            newcomer.apply_update(&update).unwrap().changes,
+            vec![change("score", Some(json!(4)))]
+        );
+    }
+
+    #[test]
+    fn a_large_update_into_a_small_document_is_reported_whole() {
+        let writer = SharedDoc::new();
+        let early = writer
+            .apply_ops(&[set("early", json!(1))])
+            .unwrap()
+            .update
+            .unwrap();
+        let many: Vec<Op> = (0..2000)
+            .map(|i| set(&format!("k.k{i}"), json!(i)))
+            .collect();
+        writer.apply_ops(&many).unwrap();
+        // A reader that got one early broadcast, and wrote something of its own.
+        let reader = SharedDoc::new();
+        reader.apply_update(&early).unwrap();
+        reader.apply_ops(&[set("mine", json!("r"))]).unwrap();
+        let state = writer.encode_state();
+        assert!(state.len() >= REBUILD_MIN_BYTES);
+        let applied = reader.apply_update(&state).unwrap();
+        assert!(applied.update.is_some());
+        let whole = reader.to_json();
+        assert_eq!(whole["mine"], json!("r"));
+        assert_eq!(whole["k"]["k1999"], json!(1999));
+        assert_eq!(applied.changes, vec![change("", Some(whole))]);
+        assert_eq!(reader.entry_count(), 2002);
+        // The same again integrates nothing: nothing to report or persist.
+        let again = reader.apply_update(&state).unwrap();
+        assert!(again.update.is_none() && again.changes.is_empty());
+        // The rebuilt index serves subtree writes.
+        let changes = reader
+            .apply_ops(&[set("k", json!("flat"))])
+            .unwrap()
+            .changes;
+        assert_eq!(changes[0], change("k", Some(json!("flat"))));
+        assert_eq!(reader.entry_count(), 3);
+        assert_eq!(
+            reader.to_json(),
+            json!({ "early": 1, "mine": "r", "k": "flat" })
+        );
+    }
+
+    #[test]
+    fn a_small_fill_is_reported_per_entry() {
+        let writer = SharedDoc::new();
+        writer
+            .apply_ops(&[set("a.b", json!(1)), set("c", json!([2]))])
+            .unwrap();
+        let newcomer = SharedDoc::new();
+        let mut changes = newcomer
+            .apply_update(&writer.encode_state())
+            .unwrap()
+            .changes;
+        changes.sort_by(|x, y| x.path.cmp(&y.path));
+        assert_eq!(
+            changes,
+            vec![change("a.b", Some(json!(1))), change("c", Some(json!([2])))]
+        );
+        // Emptied again (history kept), the next fill is a fill again.
+        newcomer.apply_ops(&[delete("a"), delete("c")]).unwrap();
+        assert_eq!(newcomer.entry_count(), 0);
+        let other = SharedDoc::new();
+        let update = other
+            .apply_ops(&[set("d", json!(true))])
+            .unwrap()
+            .update
+            .unwrap();
+        assert_eq!(
+            newcomer.apply_update(&update).unwrap().changes,
+            vec![change("d", Some(json!(true)))]
+        );
+        assert_eq!(newcomer.to_json(), json!({ "d": true }));
+    }
 }
 
 #[cfg(test)]
@@ -869,6 +1129,39 @@ mod fuzz {
             let doc = SharedDoc::new();
             let _ = doc.apply_update(&bytes);
             let _ = doc.to_json();
+            // Whatever yrs took in, the index (rebuilt after a fill) holds exactly its keys.
+            let in_map = doc.root.keys(&doc.doc.transact()).count();
+            prop_assert_eq!(doc.entry_count(), in_map);
+        }
+
+        /// The tree built from sorted leaves is the one inserting them one by one builds, for
+        /// any keys: leaves with entries below them, prefixes, bytes below the separator.
+        #[test]
+        fn sorted_tree_building_matches_leaf_insertion(
+            keys in proptest::collection::btree_set(
+                proptest::collection::vec(
+                    prop_oneof![Just("a"), Just("ab"), Just("b"), Just("\u{1}"), Just("a\u{1}"), Just("")],
+                    1..4,
+                ),
+                0..24,
+            ),
+            empty_objects in proptest::collection::vec(any::<bool>(), 24),
+        ) {
+            let keys: Vec<String> = keys.iter().map(|k| k.join(&KEY_SEPARATOR.to_string())).collect();
+            let leaves: Vec<(&str, Value)> = keys
+                .iter()
+                .zip(&empty_objects)
+                .enumerate()
+                .map(|(i, (k, &empty))| (k.as_str(), if empty { json!({}) } else { json!(i) }))
+                .collect();
+            let mut expected = JsonMap::new();
+            for (k, v) in &leaves {
+                let path: Vec<&str> = k.split(KEY_SEPARATOR).collect();
+                insert_leaf(&mut expected, &path, v.clone());
+            }
+            let mut shuffled = leaves.clone();
+            shuffled.reverse();
+            prop_assert_eq!(tree_of(shuffled), Value::Object(expected));
         }
     }
 }
