@@ -41,7 +41,8 @@ pub(super) struct NodeState {
     watchers: HashMap<String, HashSet<TabId>>,
     /// Documents being loaded from storage, with the `stateOpen` requests waiting for them.
     loading: HashMap<String, Vec<(TabId, RequestId)>>,
-    last_resync: Option<Instant>,
+    /// When every document was last synced with every peer (the node's tests read it).
+    pub(super) last_resync: Option<Instant>,
 }
 
 impl NodeState {

@@ -100,3 +100,33 @@ async fn lingering_is_bounded_and_can_be_turned_off() {
     unsubscribe(&mut node, 1, "chat");
     assert!(!on_network(&node, "chat"));
 }
+
+/// Opening a document syncs it with every peer then; the periodic resync counts from there,
+/// so its first tick does not ask every peer for the whole document again.
+#[tokio::test]
+async fn the_periodic_resync_counts_from_the_first_document_load() {
+    let mut node = node(Duration::from_secs(15)).await;
+    assert!(node.state.last_resync.is_none());
+    let doc = "world".to_string();
+    request(&mut node, 1, Request::StateOpen { doc: doc.clone() });
+    let before = Instant::now();
+    node.on_input(
+        Input::DocLoaded {
+            doc,
+            records: Vec::new(),
+            error: None,
+        },
+        &mut |_| {},
+    );
+    let started = node
+        .state
+        .last_resync
+        .expect("the resync clock starts at the load");
+    assert!(started >= before);
+    node.resync_tick(started + Duration::from_millis(100));
+    assert_eq!(
+        node.state.last_resync,
+        Some(started),
+        "no resync on the next tick"
+    );
+}

@@ -53,17 +53,15 @@ pub const KEY_SEPARATOR: char = '\u{1f}';
 /// tabs as one change at the root (the whole tree) rather than one change per entry: for a
 /// newcomer's first sync of a 100k-entry document that is a third of the JSON, and the tab
 /// replaces its view at once instead of applying 100k changes.
-pub const FILL_REPORTED_PER_ENTRY_MAX: usize = 64;
+const FILL_REPORTED_PER_ENTRY_MAX: usize = 64;
 
-/// A peer's update of at least [`REBUILD_MIN_BYTES`] and of this many bytes or more per entry
-/// the document holds is handled like a fill: the key index is rebuilt from the map and the
-/// tabs get the whole tree. Rebuilding costs one pass over the entries, so at this ratio it
-/// costs less than decoding the update (a map entry is ~18 bytes of update), and yrs's
-/// per-key diff of a large update is the commit's largest cost. A newcomer that got a recent
-/// broadcast before its sync's answer is the case in point.
-const REBUILD_BYTES_PER_ENTRY: usize = 8;
-/// See [`REBUILD_BYTES_PER_ENTRY`].
-const REBUILD_MIN_BYTES: usize = 16 * 1024;
+/// A peer's update that adds at least this many items, and at least as many as the document
+/// has entries, is handled like a fill: the key index is rebuilt from the map and the tabs get
+/// the whole tree. Rebuilding is one pass over the entries, no more than the items the update
+/// brings, and yrs's per-key diff of a large update is the commit's largest cost. A newcomer
+/// that got a recent broadcast before its sync's answer is the case in point. Items, not
+/// bytes: one large value is one item and stays a change of one entry.
+const REBUILD_MIN_ITEMS: u64 = 1024;
 
 /// A named version of a document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,17 +95,16 @@ pub struct Applied {
 }
 
 /// Entry keys present in the root map, and those the current transaction touched. The root
-/// map's observer keeps both for remote updates; a local transaction (`local`) keeps them
-/// itself, since it knows every key it writes, and spares the observer's diff of the map.
+/// map's observer keeps both for most remote updates. It stays out (`observer_off`) of a
+/// local transaction, which knows every key it writes and keeps them itself, and of a large
+/// remote one, after which the index is rebuilt from the map ([`SharedDoc::take_rebuilt`]):
+/// either way the observer's diff of the map is spared.
 #[derive(Default)]
 struct Keys {
     index: KeyIndex,
     /// In the order touched, possibly with repeats.
     touched: Vec<Arc<str>>,
-    local: bool,
-    /// The index is rebuilt from the map after the transaction ([`SharedDoc::take_rebuilt`]):
-    /// the observer leaves it alone.
-    rebuild: bool,
+    observer_off: bool,
 }
 
 /// A shared document.
@@ -202,7 +199,7 @@ impl SharedDoc {
             let mut keys = locked(&sink);
             // yrs works out the changed keys (`event.keys`) only when asked: most of the
             // commit's cost for a large update, and not needed when the index is rebuilt.
-            if keys.local || keys.rebuild {
+            if keys.observer_off {
                 return;
             }
             for (key, change) in event.keys(txn) {
@@ -273,9 +270,9 @@ impl SharedDoc {
         {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
-            // key index itself; the observer skips local transactions (`index.local`).
+            // key index itself and the observer stays out.
             let mut keys = locked(&self.keys);
-            keys.local = true;
+            keys.observer_off = true;
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
                 if let Some(k) = keys.index.remove(k) {
                     self.root.remove(txn, &k);
@@ -312,7 +309,7 @@ impl SharedDoc {
             }
         }
         // Committed (the observers have run): later transactions may be remote.
-        locked(&self.keys).local = false;
+        locked(&self.keys).observer_off = false;
         Ok(self.take_applied())
     }
 
@@ -342,13 +339,14 @@ impl SharedDoc {
         // Into an empty document (a newcomer's first sync, a load from IndexedDB) every entry
         // is new, and a large update touches much of the document: the index is rebuilt from
         // the map instead of from yrs's per-key diff.
+        let new_items = self.new_items(&update);
         let (rebuild, was_empty) = {
             let mut keys = locked(&self.keys);
             let entries = keys.index.len();
-            keys.rebuild = entries == 0
-                || (bytes.len() >= REBUILD_MIN_BYTES
-                    && bytes.len() / REBUILD_BYTES_PER_ENTRY >= entries);
-            (keys.rebuild, entries == 0)
+            let rebuild =
+                entries == 0 || (new_items >= REBUILD_MIN_ITEMS && new_items >= entries as u64);
+            keys.observer_off = rebuild;
+            (rebuild, entries == 0)
         };
         let report = || {
             if rebuild {
@@ -369,6 +367,21 @@ impl SharedDoc {
             applied?;
         }
         Ok(report())
+    }
+
+    /// How many items `update` adds that this document lacks: its clock ranges past our state
+    /// vector (an estimate when the update has gaps). A map entry is one item.
+    fn new_items(&self, update: &Update) -> u64 {
+        let ours = self.doc.transact().state_vector();
+        let lower = update.state_vector_lower();
+        update
+            .state_vector()
+            .iter()
+            .map(|(client, &upper)| {
+                let from = lower.get(client).max(ours.get(client));
+                u64::from(upper.saturating_sub(from))
+            })
+            .sum()
     }
 
     /// How many leaves the document holds.
@@ -509,8 +522,7 @@ impl SharedDoc {
     fn take_rebuilt(&self, was_empty: bool) -> Applied {
         let txn = self.doc.transact();
         let mut keys = locked(&self.keys);
-        keys.rebuild = false;
-        keys.touched.clear();
+        keys.observer_off = false;
         let Some(update) = locked(&self.effective).take() else {
             // Nothing was inserted or deleted (a repeated sync): the index is as it was.
             return Applied::default();
@@ -522,7 +534,7 @@ impl SharedDoc {
         for (key, value) in self.root.iter(&txn) {
             keys.index.insert(Arc::from(key));
             if visible(key) {
-                leaves.push((key, out_to_json(&value, &txn)));
+                leaves.push((key, Some(out_to_json(&value, &txn))));
             }
         }
         if was_empty && keys.index.len() <= FILL_REPORTED_PER_ENTRY_MAX {
@@ -646,15 +658,13 @@ fn build_tree<'a, T: ReadTxn>(
     tree_of(
         entries
             .filter(|(k, _)| visible(k))
-            .filter_map(|(k, v)| Some((k, out_to_json(&v?, txn))))
+            .filter_map(|(k, v)| Some((k, Some(out_to_json(&v?, txn)))))
             .collect(),
     )
 }
 
-/// [`build_tree`] of visible keys and their values.
-fn tree_of(leaves: Vec<(&str, Value)>) -> Value {
-    let mut leaves: Vec<(&str, Option<Value>)> =
-        leaves.into_iter().map(|(k, v)| (k, Some(v))).collect();
+/// [`build_tree`] of visible keys and their values (each `Some`: [`nest`] takes them).
+fn tree_of(mut leaves: Vec<(&str, Option<Value>)>) -> Value {
     leaves.sort_unstable_by(|a, b| path_order(a.0, b.0));
     Value::Object(nest(&mut leaves, 0))
 }
@@ -1026,7 +1036,6 @@ mod tests {
         reader.apply_update(&early).unwrap();
         reader.apply_ops(&[set("mine", json!("r"))]).unwrap();
         let state = writer.encode_state();
-        assert!(state.len() >= REBUILD_MIN_BYTES);
         let applied = reader.apply_update(&state).unwrap();
         assert!(applied.update.is_some());
         let whole = reader.to_json();
@@ -1048,6 +1057,28 @@ mod tests {
             reader.to_json(),
             json!({ "early": 1, "mine": "r", "k": "flat" })
         );
+    }
+
+    #[test]
+    fn a_large_value_into_a_document_is_a_change_of_one_entry() {
+        let writer = SharedDoc::new();
+        let entries: Vec<Op> = (0..100).map(|i| set(&format!("k{i}"), json!(i))).collect();
+        writer.apply_ops(&entries).unwrap();
+        let reader = SharedDoc::new();
+        reader.apply_update(&writer.encode_state()).unwrap();
+        // 64 KiB in one item: many bytes per entry held, but one entry changed.
+        let big = "x".repeat(64 * 1024);
+        let update = writer
+            .apply_ops(&[set("blob", json!(big))])
+            .unwrap()
+            .update
+            .unwrap();
+        assert!(update.len() > 64 * 1024);
+        assert_eq!(
+            reader.apply_update(&update).unwrap().changes,
+            vec![change("blob", Some(json!(big)))]
+        );
+        assert_eq!(reader.entry_count(), 101);
     }
 
     #[test]
@@ -1159,8 +1190,7 @@ mod fuzz {
                 let path: Vec<&str> = k.split(KEY_SEPARATOR).collect();
                 insert_leaf(&mut expected, &path, v.clone());
             }
-            let mut shuffled = leaves.clone();
-            shuffled.reverse();
+            let shuffled = leaves.into_iter().rev().map(|(k, v)| (k, Some(v))).collect();
             prop_assert_eq!(tree_of(shuffled), Value::Object(expected));
         }
     }
