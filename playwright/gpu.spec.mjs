@@ -62,6 +62,8 @@ test('worker-gpu runs WGSL on the SwiftShader adapter: seed shape, matmul = CPU 
   const ctx = await browser.newContext();
   const node = await openNode(ctx, currentRelay());
   const adapter = await node.page.evaluate(() => window.node.gpu);
+  // The CPU pool registers in the background too; the CPU matmul below needs it.
+  await node.page.evaluate(() => window.node.executors);
   expect(adapter, 'headless Chromium with --enable-unsafe-webgpu has an adapter').not.toBeNull();
   expect(adapter.fallback).toBe(true);
   expect(adapter.name).not.toBe('');
@@ -92,6 +94,8 @@ test('worker-gpu runs WGSL on the SwiftShader adapter: seed shape, matmul = CPU 
   const shape = { m: 40, k: 24, n: 72, chunks: 3 };
   const cpu = await runMatmul(node.page, { ...shape, gpu: false });
   const gpu = await runMatmul(node.page, { ...shape, gpu: true, local: true });
+  expect(cpu.code, cpu.message).toBeUndefined();
+  expect(gpu.code, gpu.message).toBeUndefined();
   expect(cpu.values.length).toBe(40 * 72);
   expect(gpu.values).toEqual(cpu.values);
 
@@ -125,6 +129,8 @@ test('a signed shader runs on peers\' GPUs; a tampered one is refused; an unsign
     expect((await computeStatus(peer.page)).rootKey).toMatch(/^[0-9a-f]{64}$/);
   }
   expect((await computeStatus(a.page)).rootKey).toBeNull();
+  // a's CPU pool (for the reference run) registers in the background.
+  await a.page.evaluate(() => window.node.executors);
   await expect
     .poll(
       () =>
