@@ -665,7 +665,17 @@ fn build_tree<'a, T: ReadTxn>(
 
 /// [`build_tree`] of visible keys and their values (each `Some`: [`nest`] takes them).
 fn tree_of(mut leaves: Vec<(&str, Option<Value>)>) -> Value {
-    leaves.sort_unstable_by(|a, b| path_order(a.0, b.0));
+    // Keys a tab writes have no control characters, so the separator is their lowest byte
+    // and path order is byte order: a plain comparison (a `memcmp`) instead of ranking byte
+    // by byte. A peer's key may hold lower bytes; then the segment-aware order is needed.
+    let separator_lowest = leaves
+        .iter()
+        .all(|(key, _)| key.bytes().all(|b| b >= KEY_SEPARATOR as u8));
+    if separator_lowest {
+        leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    } else {
+        leaves.sort_unstable_by(|a, b| path_order(a.0, b.0));
+    }
     Value::Object(nest(&mut leaves, 0))
 }
 
@@ -1116,6 +1126,8 @@ mod tests {
 
 #[cfg(test)]
 mod fuzz {
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -1166,32 +1178,57 @@ mod fuzz {
         }
 
         /// The tree built from sorted leaves is the one inserting them one by one builds, for
-        /// any keys: leaves with entries below them, prefixes, bytes below the separator.
+        /// any keys: leaves with entries below them, prefixes, empty segments, and bytes
+        /// below the separator or none (`plain`: such keys sort as plain bytes).
         #[test]
         fn sorted_tree_building_matches_leaf_insertion(
-            keys in proptest::collection::btree_set(
-                proptest::collection::vec(
-                    prop_oneof![Just("a"), Just("ab"), Just("b"), Just("\u{1}"), Just("a\u{1}"), Just("")],
-                    1..4,
-                ),
-                0..24,
-            ),
+            segments in proptest::collection::vec(proptest::collection::vec(0..6usize, 1..4), 0..24),
+            plain in any::<bool>(),
             empty_objects in proptest::collection::vec(any::<bool>(), 24),
         ) {
-            let keys: Vec<String> = keys.iter().map(|k| k.join(&KEY_SEPARATOR.to_string())).collect();
-            let leaves: Vec<(&str, Value)> = keys
+            let alphabet = if plain {
+                ["a", "ab", "b", " ", "a ", ""]
+            } else {
+                ["a", "ab", "b", "\u{1}", "a\u{1}", ""]
+            };
+            let keys: BTreeSet<Vec<&str>> = segments
                 .iter()
-                .zip(&empty_objects)
-                .enumerate()
-                .map(|(i, (k, &empty))| (k.as_str(), if empty { json!({}) } else { json!(i) }))
+                .map(|key| key.iter().map(|&i| alphabet[i]).collect())
                 .collect();
-            let mut expected = JsonMap::new();
-            for (k, v) in &leaves {
-                let path: Vec<&str> = k.split(KEY_SEPARATOR).collect();
-                insert_leaf(&mut expected, &path, v.clone());
-            }
-            let shuffled = leaves.into_iter().rev().map(|(k, v)| (k, Some(v))).collect();
-            prop_assert_eq!(tree_of(shuffled), Value::Object(expected));
+            prop_assert_eq!(sorted_tree(&keys, &empty_objects), inserted_tree(&keys, &empty_objects));
         }
+    }
+
+    fn test_leaves(keys: &BTreeSet<Vec<&str>>, empty_objects: &[bool]) -> Vec<(String, Value)> {
+        keys.iter()
+            .zip(empty_objects)
+            .enumerate()
+            .map(|(i, (k, &empty))| {
+                let value = if empty { json!({}) } else { json!(i) };
+                (k.join(&KEY_SEPARATOR.to_string()), value)
+            })
+            .collect()
+    }
+
+    /// [`tree_of`] over the leaves, handed over in reverse order.
+    fn sorted_tree(keys: &BTreeSet<Vec<&str>>, empty_objects: &[bool]) -> Value {
+        let leaves = test_leaves(keys, empty_objects);
+        tree_of(
+            leaves
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.as_str(), Some(v.clone())))
+                .collect(),
+        )
+    }
+
+    /// The leaves inserted one by one.
+    fn inserted_tree(keys: &BTreeSet<Vec<&str>>, empty_objects: &[bool]) -> Value {
+        let mut tree = JsonMap::new();
+        for (k, v) in test_leaves(keys, empty_objects) {
+            let path: Vec<&str> = k.split(KEY_SEPARATOR).collect();
+            insert_leaf(&mut tree, &path, v);
+        }
+        Value::Object(tree)
     }
 }
