@@ -9,7 +9,7 @@ import os from 'node:os';
 import { chromium } from '@playwright/test';
 
 import { chromiumArgs } from '../playwright.config.mjs';
-import { startRelay } from '../playwright/relay.mjs';
+import { relayBinary, startRelay } from '../playwright/relay.mjs';
 import { benchBrowserCompute } from './compute.mjs';
 import { benchBrowserState } from './state.mjs';
 
@@ -225,6 +225,7 @@ console.log('⁸ kernels/mandelbrot built to wasm, same bits as the built-in ker
 const report = {
   date: new Date().toISOString(),
   machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) },
+  relayBinary: relayBinary(),
   results,
 };
 mkdirSync('bench/results', { recursive: true });

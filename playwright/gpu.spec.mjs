@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { expect, test } from '@playwright/test';
 
-import { BINARY, openNode, useRelay } from './relay.mjs';
+import { relayBinary, openNode, useRelay } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 
@@ -21,8 +21,8 @@ let signature;
 
 // The network's root key and the matmul shader's signature, made with the relay's own CLI.
 const currentRelay = useRelay(test, () => {
-  execFileSync(BINARY, ['root-key', '--key', rootKey]);
-  signature = execFileSync(BINARY, ['sign', '--key', rootKey, MATMUL_PATH], { encoding: 'utf8' }).trim();
+  execFileSync(relayBinary(), ['root-key', '--key', rootKey]);
+  signature = execFileSync(relayBinary(), ['sign', '--key', rootKey, MATMUL_PATH], { encoding: 'utf8' }).trim();
   return { args: ['--root-key', rootKey] };
 });
 

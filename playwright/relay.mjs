@@ -9,14 +9,21 @@ import { createInterface } from 'node:readline';
 
 import { expect } from '@playwright/test';
 
-export const BINARY = process.env.RELAY_BIN ?? 'target/debug/relay-server';
+/**
+ * The relay binary: `RELAY_BIN`, else the debug build. Read when used, not when this module is
+ * imported: a script that sets `RELAY_BIN` after its imports (the bench picks the release
+ * build) must get what it set.
+ */
+export function relayBinary() {
+  return process.env.RELAY_BIN ?? 'target/debug/relay-server';
+}
 
 /** Starts a relay; resolves once it prints its READY line. */
 export async function startRelay({ httpPort = 0, wsPort = 0, identityDir, stateDir, args = [] } = {}) {
   const dir = identityDir ?? mkdtempSync(join(tmpdir(), 'pc-relay-'));
   const pinning = stateDir ? ['--state-dir', stateDir] : [];
   const child = spawn(
-    BINARY,
+    relayBinary(),
     ['--http', `127.0.0.1:${httpPort}`, '--listen', `/ip4/127.0.0.1/tcp/${wsPort}/ws`,
       '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web', ...pinning, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
@@ -165,7 +172,7 @@ export async function serveStatic(port) {
  * once it prints READY. `args`: `--cpu-threads N`, `--gpu`, `--root-public-key HEX`.
  */
 export async function startNativePeer(relay, args = []) {
-  const child = spawn(BINARY, ['peer', '--relay', relay.relays[0], ...args], {
+  const child = spawn(relayBinary(), ['peer', '--relay', relay.relays[0], ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 import { expect, test } from '@playwright/test';
 
-import { BINARY, openNode, startNativePeer, useRelay } from './relay.mjs';
+import { relayBinary, openNode, startNativePeer, useRelay } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 
@@ -21,8 +21,8 @@ let signature;
 let rootPublicKey;
 
 const currentRelay = useRelay(test, () => {
-  rootPublicKey = execFileSync(BINARY, ['root-key', '--key', rootKey], { encoding: 'utf8' }).trim();
-  signature = execFileSync(BINARY, ['sign', '--key', rootKey, KERNEL_PATH], { encoding: 'utf8' }).trim();
+  rootPublicKey = execFileSync(relayBinary(), ['root-key', '--key', rootKey], { encoding: 'utf8' }).trim();
+  signature = execFileSync(relayBinary(), ['sign', '--key', rootKey, KERNEL_PATH], { encoding: 'utf8' }).trim();
   return { args: ['--root-key', rootKey] };
 });
 
