@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { expect, test } from '@playwright/test';
 
-import { relayBinary, openNode, useRelay } from './relay.mjs';
+import { openNode, relayBinary, useRelay } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 

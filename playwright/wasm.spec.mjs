@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 import { expect, test } from '@playwright/test';
 
-import { relayBinary, openNode, startNativePeer, useRelay } from './relay.mjs';
+import { openNode, relayBinary, startNativePeer, useRelay } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 

@@ -255,7 +255,7 @@ export interface Unsubscribe {
 export type StatePath = string | string[];
 
 export interface StateChange {
-  /** `[]`: the whole tree, replaced (a peer's update filling an empty document with more than 64 entries, or adding at least 1024 and more than the document had). */
+  /** `[]`: the whole tree, replaced (a peer's update filling an empty document with more than 64 entries, or adding at least 1024 items and at least as many as the document had entries). */
   path: string[];
   /** The new value (absent when deleted). */
   value?: Json;

@@ -78,11 +78,13 @@ function lookup(tree, keys) {
   return node;
 }
 
+/** Applies one change to `tree`; returns the tree (a new one for `path: []`, the whole tree). */
 function applyChange(tree, { path, value }) {
+  if (path.length === 0) return value ?? {};
   let node = tree;
   for (const k of path.slice(0, -1)) {
     if (node[k] === null || typeof node[k] !== 'object' || Array.isArray(node[k])) {
-      if (value === undefined) return; // deleting below something that is not there
+      if (value === undefined) return tree; // deleting below something that is not there
       node[k] = {};
     }
     node = node[k];
@@ -90,6 +92,7 @@ function applyChange(tree, { path, value }) {
   const last = path[path.length - 1];
   if (value === undefined) delete node[last];
   else node[last] = value;
+  return tree;
 }
 
 function related(a, b) {
@@ -123,11 +126,7 @@ export class SharedState {
 
   _applyChanges(changesJson, local) {
     const changes = JSON.parse(changesJson);
-    for (const change of changes) {
-      // `path: []` is the whole tree (a large sync into an empty document): replaced.
-      if (change.path.length === 0) this.#tree = change.value ?? {};
-      else applyChange(this.#tree, change);
-    }
+    for (const change of changes) this.#tree = applyChange(this.#tree, change);
     for (const { path, handler } of this.#observers) {
       const mine = changes.filter((c) => related(c.path, path));
       if (mine.length === 0) continue;
@@ -176,8 +175,9 @@ export class SharedState {
   /**
    * Calls `handler({ changes: [{ path, value, deleted }], local })` after each transaction
    * that touches `path` (below it, at it, or above it). Returns a function that stops it.
-   * A change with `path: []` replaces the whole tree: a peer's update that fills an empty
-   * document with many entries (a newcomer's first sync) comes as one.
+   * A change with `path: []` replaces the whole tree: a peer's large update comes as one (a
+   * newcomer's first sync of more than 64 entries, or an update adding at least 1024 items and
+   * at least as many as the document had entries).
    */
   observe(path, handler) {
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');
