@@ -74,14 +74,49 @@ pub struct Version {
     pub time: f64,
 }
 
-/// A path and its value after a transaction; `None` means the entry was removed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A path and its value after a transaction; `None` means the entry was removed. Serialized
+/// as `{"path": [...], "value": ...}` (no `value` when removed).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    /// Keys from the document root.
-    pub path: Path,
+    /// The path's entry key, shared with the document (a change costs no copy of its path);
+    /// `None` is the root.
+    key: Option<Arc<str>>,
     /// The new value, or `None` when deleted.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+}
+
+impl Change {
+    /// A change at `path` (empty: the root).
+    pub fn new(path: &[String], value: Option<Value>) -> Self {
+        Change {
+            key: (!path.is_empty()).then(|| entry_key_shared(path)),
+            value,
+        }
+    }
+
+    /// Keys from the document root.
+    pub fn path(&self) -> Path {
+        self.key.as_deref().map(key_path).unwrap_or_default()
+    }
+}
+
+impl Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        struct Segments<'a>(Option<&'a str>);
+        impl Serialize for Segments<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.into_iter().flat_map(|k| k.split(KEY_SEPARATOR)))
+            }
+        }
+        let mut change = serializer.serialize_struct("Change", 2)?;
+        change.serialize_field("path", &Segments(self.key.as_deref()))?;
+        match &self.value {
+            Some(value) => change.serialize_field("value", value)?,
+            None => change.skip_field("value")?,
+        }
+        change.end()
+    }
 }
 
 /// What applying something to a document did.
@@ -160,6 +195,15 @@ pub fn entry_key(path: &[String]) -> String {
         key.push_str(segment);
     }
     key
+}
+
+/// [`entry_key`] as the shared key yrs and the index hold: a one-segment path (most writes)
+/// is copied once, not built and then copied.
+fn entry_key_shared(path: &[String]) -> Arc<str> {
+    match path {
+        [segment] => Arc::from(segment.as_str()),
+        _ => entry_key(path).into(),
+    }
 }
 
 fn key_path(key: &str) -> Path {
@@ -281,7 +325,7 @@ impl SharedDoc {
             };
             let mut leaves = Vec::new();
             for op in ops {
-                let key = entry_key(op.path());
+                let key = entry_key_shared(op.path());
                 // Everything below the path goes: a value replaces the whole subtree.
                 if keys.index.has_below(&key) {
                     let doomed: Vec<Arc<str>> = keys.index.below(&key).cloned().collect();
@@ -298,7 +342,6 @@ impl SharedDoc {
                         flatten(key, value, &mut leaves);
                         for (k, v) in leaves.drain(..) {
                             // One allocation of the key, shared by yrs and the index.
-                            let k: Arc<str> = k.into();
                             self.root.insert(&mut txn, k.clone(), In::Any(v));
                             keys.index.insert(k.clone());
                             keys.touched.push(k);
@@ -557,7 +600,7 @@ impl SharedDoc {
                 Vec::new()
             } else {
                 vec![Change {
-                    path: Vec::new(),
+                    key: None,
                     value: Some(tree),
                 }]
             },
@@ -601,7 +644,7 @@ impl SharedDoc {
             .into_iter()
             .map(|(_, key)| Change {
                 value: self.value_at(&txn, index, &key),
-                path: key_path(&key),
+                key: Some(key),
             })
             .collect();
         Applied {
@@ -612,11 +655,11 @@ impl SharedDoc {
 }
 
 /// The leaves of `value` written at `key`: scalars, arrays and empty objects are leaves.
-fn flatten(key: String, value: &Value, out: &mut Vec<(String, Any)>) {
+fn flatten(key: Arc<str>, value: &Value, out: &mut Vec<(Arc<str>, Any)>) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                flatten(format!("{key}{KEY_SEPARATOR}{k}"), v, out);
+                flatten(format!("{key}{KEY_SEPARATOR}{k}").into(), v, out);
             }
         }
         other => out.push((key, json_to_any(other))),
@@ -797,7 +840,27 @@ mod tests {
     /// A change at `path` (`""`: the root).
     fn change(path: &str, value: Option<Value>) -> Change {
         let path = if path.is_empty() { Vec::new() } else { p(path) };
-        Change { path, value }
+        Change::new(&path, value)
+    }
+
+    #[test]
+    fn changes_serialize_as_path_and_value() {
+        let json = serde_json::to_value([
+            change("players.alice", Some(json!({"x": 1}))),
+            change("gone", None),
+            change("", Some(json!({}))),
+        ])
+        .unwrap();
+        assert_eq!(
+            json,
+            json!([
+                {"path": ["players", "alice"], "value": {"x": 1}},
+                {"path": ["gone"]},
+                {"path": [], "value": {}},
+            ])
+        );
+        assert_eq!(change("a.b", None).path(), p("a.b"));
+        assert!(change("", None).path().is_empty());
     }
 
     #[test]
@@ -812,26 +875,14 @@ mod tests {
         assert!(update.is_some());
         assert_eq!(doc.get(&p("players.alice")), Some(json!({"x": 1, "y": 2})));
         assert_eq!(doc.get(&p("players.alice.x")), Some(json!(1)));
-        assert!(changes.contains(&Change {
-            path: p("score"),
-            value: Some(json!(3))
-        }));
-        assert!(changes.contains(&Change {
-            path: p("players.alice.y"),
-            value: Some(json!(2))
-        }));
+        assert!(changes.contains(&change("score", Some(json!(3)))));
+        assert!(changes.contains(&change("players.alice.y", Some(json!(2)))));
 
         let changes = doc
             .apply_ops(&[set("players.alice.x", json!(5))])
             .unwrap()
             .changes;
-        assert_eq!(
-            changes,
-            vec![Change {
-                path: p("players.alice.x"),
-                value: Some(json!(5))
-            }]
-        );
+        assert_eq!(changes, vec![change("players.alice.x", Some(json!(5)))]);
 
         let changes = doc
             .apply_ops(&[Op::Delete {
@@ -840,13 +891,7 @@ mod tests {
             .unwrap()
             .changes;
         // Nothing is left under `players`, so the whole object goes.
-        assert_eq!(
-            changes,
-            vec![Change {
-                path: p("players"),
-                value: None
-            }]
-        );
+        assert_eq!(changes, vec![change("players", None)]);
         // Deleting what is not there changes nothing and yields nothing to persist.
         let applied = doc
             .apply_ops(&[Op::Delete {
@@ -866,14 +911,8 @@ mod tests {
         assert_eq!(
             changes,
             vec![
-                Change {
-                    path: p("score"),
-                    value: Some(json!({"x": 1}))
-                },
-                Change {
-                    path: p("score.x"),
-                    value: Some(json!(1))
-                },
+                change("score", Some(json!({"x": 1}))),
+                change("score.x", Some(json!(1))),
             ]
         );
         doc.apply_ops(&[set("score", json!({"y": 2, "z": {}}))])
@@ -906,7 +945,7 @@ mod tests {
             .unwrap();
         b.apply_ops(&[set("m.b", json!([1, 2.5, null]))]).unwrap();
         let changes = b.apply_update(&ua).unwrap().changes;
-        assert!(changes.iter().any(|c| c.path == p("m.a")), "{changes:?}");
+        assert!(changes.iter().any(|c| c.path() == p("m.a")), "{changes:?}");
         a.apply_update(&b.diff(&a.state_vector())).unwrap();
         assert_eq!(a.to_json(), b.to_json());
         // A second delivery of the same update changes nothing: nothing to persist.
@@ -974,7 +1013,7 @@ mod tests {
         root.insert(&mut other.transact_mut(), shallow.as_str(), 2);
         let changes = sync();
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].path.len(), MAX_PATH_SEGMENTS);
+        assert_eq!(changes[0].path().len(), MAX_PATH_SEGMENTS);
         assert!(doc.to_json().get("d").is_some());
         root.remove(&mut other.transact_mut(), deep.as_str());
         assert!(sync().is_empty());
@@ -1102,7 +1141,7 @@ mod tests {
             .apply_update(&writer.encode_state())
             .unwrap()
             .changes;
-        changes.sort_by(|x, y| x.path.cmp(&y.path));
+        changes.sort_by_key(Change::path);
         assert_eq!(
             changes,
             vec![change("a.b", Some(json!(1))), change("c", Some(json!([2])))]

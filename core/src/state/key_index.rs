@@ -105,16 +105,18 @@ impl KeyIndex {
 
     /// Adds `key`; false when it was there already.
     pub(crate) fn insert(&mut self, key: Arc<str>) -> bool {
-        if self.keys.contains(&key) {
+        // One hash of the key (this runs for every key a write sets): a clone of the `Arc`
+        // is a count, not a copy.
+        if !self.keys.insert(key.clone()) {
             return false;
         }
         if key.contains(KEY_SEPARATOR) {
             for ancestor in self.ancestor_hashes(&key) {
                 *self.below_counts.entry(ancestor).or_default() += 1;
             }
-            self.nested.insert(key.clone());
+            self.nested.insert(key);
         }
-        self.keys.insert(key)
+        true
     }
 
     /// Removes `key`, returning it; `None` when it was not there.
