@@ -612,7 +612,7 @@ impl SharedDoc {
         let txn = self.doc.transact();
         let keys = locked(&self.keys);
         let index = &keys.index;
-        let mut seen = foldhash::HashSet::default();
+        let mut seen = crate::seeded_hash::HashSet::default();
         seen.reserve(touched.len());
         let mut paths: Vec<(usize, Arc<str>)> = Vec::with_capacity(touched.len());
         for key in touched {

@@ -10,7 +10,7 @@
 //! Ancestors are counted under a 64-bit hash of their path, computed incrementally along the
 //! key: memory and time stay linear in the key's length even for a peer's key of thousands of
 //! segments (storing each ancestor's text would be quadratic). A collision (keyed by a
-//! per-process seed, so not something a peer can aim for) can only make `has_below` say yes
+//! random seed, so not something a peer can aim for) can only make `has_below` say yes
 //! wrongly; `below` then finds nothing, so reads fall back to the leaf and a write removes
 //! nothing extra (at worst a removal is reported at the key rather than its emptied parent).
 
@@ -21,11 +21,11 @@ use std::{
     sync::Arc,
 };
 
-use foldhash::{fast::RandomState, HashMap, HashSet};
+use crate::seeded_hash::{HashMap, HashSet, RandomSeeded};
 
 use super::document::KEY_SEPARATOR;
 
-/// Entry keys present in a root map. Seeded hashing (foldhash's per-process seed) because
+/// Entry keys present in a root map. Randomly seeded hashing ([`crate::seeded_hash`]) because
 /// keys come from peers.
 #[derive(Default)]
 pub(crate) struct KeyIndex {
@@ -35,7 +35,7 @@ pub(crate) struct KeyIndex {
     below_counts: HashMap<u64, u32>,
     /// The keys that have a separator, sorted: a subtree is a range of it.
     nested: BTreeSet<Arc<str>>,
-    seed: RandomState,
+    seed: RandomSeeded,
 }
 
 impl KeyIndex {

@@ -779,11 +779,36 @@ pub fn uuid_v4_from(value: u128) -> Uuid {
 }
 
 // PeerCompute patch: the maps a map insert and a transaction's change tracking hash into
-// (a branch's entries, the changed keys of each type, a map event's keys) use foldhash with
-// a per-process random seed instead of std's SipHash. Keys come from peers, so the seed
-// stays; SipHash was ~10 % of inserting 100k keys natively and ~50 ms of a 100k-entry
-// newcomer in wasm.
-/// A `HashMap` with seeded foldhash.
-pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-/// A `HashSet` with seeded foldhash.
-pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+// (a branch's entries, the changed keys of each type, a map event's keys) use foldhash
+// instead of std's SipHash: SipHash was ~10 % of inserting 100k keys natively and ~50 ms of
+// a 100k-entry newcomer in wasm. Keys come from peers, so the hash is seeded at random: once
+// per process (`fastrand`, which reads `crypto.getRandomValues` in the browser) and per map.
+// foldhash's own random state mixes addresses and the clock, which in wasm are the same in
+// every browser.
+/// A `HashMap` hashing with [`RandomSeeded`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, RandomSeeded>;
+/// A `HashSet` hashing with [`RandomSeeded`].
+pub type FastSet<K> = std::collections::HashSet<K, RandomSeeded>;
+
+/// foldhash with a random shared seed (one per process) and a random per-map seed.
+#[derive(Clone, Debug)]
+pub struct RandomSeeded(foldhash::fast::SeedableRandomState);
+
+impl Default for RandomSeeded {
+    fn default() -> Self {
+        static SHARED: std::sync::OnceLock<foldhash::SharedSeed> = std::sync::OnceLock::new();
+        let shared = SHARED.get_or_init(|| foldhash::SharedSeed::from_u64(fastrand::u64(..)));
+        RandomSeeded(foldhash::fast::SeedableRandomState::with_seed(
+            fastrand::u64(..),
+            shared,
+        ))
+    }
+}
+
+impl std::hash::BuildHasher for RandomSeeded {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
