@@ -991,7 +991,8 @@ mod test {
         let entries_c = entries.clone();
         m1.observe("sub", move |txn, e| {
             let keys = e.keys(txn);
-            entries_c.store(Some(Arc::new(keys.clone())));
+            // PeerCompute patch: `keys` is a `FastMap`; the expected values below are std maps.
+            entries_c.store(Some(Arc::new(keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>())));
         });
 
         // insert new entry
@@ -1078,7 +1079,8 @@ mod test {
         let entries_c = entries.clone();
         m2.observe("sub", move |txn, e| {
             let keys = e.keys(txn);
-            entries_c.store(Some(Arc::new(keys.clone())));
+            // PeerCompute patch: `keys` is a `FastMap`; the expected values below are std maps.
+            entries_c.store(Some(Arc::new(keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>())));
         });
 
         {

@@ -1742,7 +1742,8 @@ mod test {
         let attributes_c = attributes.clone();
         let nodes_c = nodes.clone();
         xml.observe("sub", move |txn, e| {
-            attributes_c.store(Some(Arc::new(e.keys(txn).clone())));
+            // PeerCompute patch: `keys` is a `FastMap`; the expected values below are std maps.
+            attributes_c.store(Some(Arc::new(e.keys(txn).iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>())));
             nodes_c.store(Some(Arc::new(e.delta(txn).to_vec())));
         });
 
@@ -1829,7 +1830,8 @@ mod test {
         let attributes_c = attributes.clone();
         let nodes_c = nodes.clone();
         xml2.observe("sub", move |txn, e| {
-            attributes_c.store(Some(Arc::new(e.keys(txn).clone())));
+            // PeerCompute patch: `keys` is a `FastMap`; the expected values below are std maps.
+            attributes_c.store(Some(Arc::new(e.keys(txn).iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>())));
             nodes_c.store(Some(Arc::new(e.delta(txn).to_vec())));
         });
 
