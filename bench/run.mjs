@@ -195,10 +195,12 @@ const stateTable = [
 ].join('\n');
 console.log(`${stateTable}\n`);
 console.log('¹ browser: tab → worker → IndexedDB, each update acknowledged once durable; native core and');
-console.log('  yjs: in memory, each update encoded. ² browser and native: through the relay, from opening');
+console.log('  yjs: in memory, each update encoded, median of 3 runs (Yjs\'s first is its JIT warming up).');
+console.log('² browser and native: through the relay, from opening');
 console.log('  the document until the view holds every key; yjs: encode + apply + toJSON in one process.');
-console.log('³ native: process RSS growth; yjs: V8 heap growth after GC.');
-console.log('⁴ the 100 updates of the local run applied to a replica that reports each changed key.\n');
+console.log('³ native: process RSS growth; yjs: V8 heap growth after GC; both over the first run.');
+console.log('⁴ the 100 updates of the local run applied to a replica that reports each changed key,');
+console.log('  median of 3 runs.\n');
 const bc = results.compute;
 const nc = n.compute;
 const gpuNote = (g) => (g ? `${g.adapter}${g.software_adapter ? ', software' : ''}` : 'no adapter');
