@@ -96,14 +96,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn state_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut state = state::apply_in_core(args.state_ops, args.state_batch)?;
     let mut writer = node(&args.relay).await.context("state writer")?;
-    let mut newcomer = node(&args.relay).await.context("state newcomer")?;
     let sync =
-        state::newcomer_sync(&mut writer, &mut newcomer, args.state_ops, args.state_batch).await?;
+        state::newcomer_sync(&mut writer, &args.relay, args.state_ops, args.state_batch).await?;
     if let (Some(s), Some(extra)) = (state.as_object_mut(), sync.as_object()) {
         s.extend(extra.clone());
     }
     writer.stop();
-    newcomer.stop();
     Ok(state)
 }
 
