@@ -196,8 +196,9 @@ const stateTable = [
 console.log(`${stateTable}\n`);
 console.log('¹ browser: tab → worker → IndexedDB, each update acknowledged once durable; native core and');
 console.log('  yjs: in memory, each update encoded, median of 3 runs (Yjs\'s first is its JIT warming up).');
-console.log('² browser and native: through the relay, from opening');
-console.log('  the document until the view holds every key; yjs: encode + apply + toJSON in one process.');
+console.log('² browser and native: through the relay, from opening the document (once connected to the');
+console.log('  writer) until the view holds every key, median of 3 newcomers; yjs: encode + apply + toJSON');
+console.log('  in one process, median of 3.');
 console.log('³ native: process RSS growth; yjs: V8 heap growth after GC; both over the first run.');
 console.log('⁴ the 100 updates of the local run applied to a replica that reports each changed key,');
 console.log('  median of 3 runs.\n');
