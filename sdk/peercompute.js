@@ -370,18 +370,16 @@ export const PeerCompute = {
       );
     });
     try {
-      // `connect` goes out as soon as the relay list is known, without waiting for the reply
-      // to `attach`: the worker handles a port's requests in order, and a cold start saves
-      // a round trip to a worker that is still warming up.
-      const attaching = channel.request('attach', { lock: lock.name });
-      const connecting = bootstrap.then((config) => {
-        const rootKey = options.rootKey ?? config.rootKey;
-        return channel.request('connect', { relays: config.relays, timeoutMs, wait, ...(rootKey ? { rootKey } : {}) });
-      });
-      connecting.catch(() => {}); // awaited below, unless attaching fails first
-      const attached = await Promise.race([attaching, guard]);
+      const [attached, config] = await Promise.all([
+        Promise.race([channel.request('attach', { lock: lock.name }), guard]),
+        bootstrap,
+      ]);
       node = new PeerComputeNode(channel, lock, attached.peerId);
-      await Promise.race([connecting, guard]);
+      const rootKey = options.rootKey ?? config.rootKey;
+      await Promise.race([
+        channel.request('connect', { relays: config.relays, timeoutMs, wait, ...(rootKey ? { rootKey } : {}) }),
+        guard,
+      ]);
       // This tab lends the node CPU workers, in the background (connect does not wait).
       node.executors =
         options.compute === false || typeof Worker === 'undefined'
