@@ -783,8 +783,8 @@ pub fn uuid_v4_from(value: u128) -> Uuid {
 // instead of std's SipHash: SipHash was ~10 % of inserting 100k keys natively and ~50 ms of
 // a 100k-entry newcomer in wasm. Keys come from peers, so the hash is seeded at random: once
 // per process (`fastrand`, which reads `crypto.getRandomValues` in the browser) and per map.
-// foldhash's own random state mixes addresses and the clock, which in wasm are the same in
-// every browser.
+// foldhash's own random state mixes in addresses and, natively, the clock; in the browser's
+// wasm the addresses are the same in every node and the clock is not read.
 /// A `HashMap` hashing with [`RandomSeeded`].
 pub type FastMap<K, V> = std::collections::HashMap<K, V, RandomSeeded>;
 /// A `HashSet` hashing with [`RandomSeeded`].
