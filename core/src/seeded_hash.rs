@@ -6,6 +6,10 @@
 //! every browser node would hash with the same seed, and a peer could compute keys that all
 //! collide. The random source here is `crypto.getRandomValues` in the browser (through
 //! `getrandom`) and the OS natively.
+//!
+//! `vendor/yrs` carries the same hasher (`yrs::RandomSeeded`) for its own maps. The core does
+//! not use that one: it is our patch's API, not yrs's, and the core must keep building when
+//! the patched copy is dropped for an upstream release.
 
 use std::{hash::BuildHasher, sync::OnceLock};
 
