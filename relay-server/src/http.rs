@@ -7,6 +7,7 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
+    serve::{Listener, ListenerExt},
     Json, Router,
 };
 use libp2p::Multiaddr;
@@ -42,6 +43,22 @@ struct Bootstrap {
     /// Ed25519 public key (hex) that signs the code allowed to travel between peers.
     #[serde(skip_serializing_if = "Option::is_none")]
     root_key: Option<String>,
+}
+
+/// The HTTP listener, with `TCP_NODELAY` on every accepted connection.
+///
+/// With Nagle's algorithm, each response after the first on a kept-alive connection waited
+/// for the browser's delayed ACK (~40 ms): the headers and the body are separate writes, and
+/// the second small write is held until the first is acknowledged. A page's module imports,
+/// the worker script and its wasm loaded one stall apart. The libp2p listeners set it too.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set on an HTTP connection: {e}");
+        }
+    })
 }
 
 /// Builds the router.
@@ -92,4 +109,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let mut listener = without_nagle(bound);
+        let client = tokio::net::TcpStream::connect(addr);
+        let ((accepted, _), client) = tokio::join!(listener.accept(), client);
+        client.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

@@ -94,9 +94,10 @@ pub async fn start(config: RelayConfig) -> anyhow::Result<RelayHandle> {
     let task = tokio::spawn(async move {
         let (stop_http_tx, stop_http_rx) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stop_http_rx.await;
-            });
+            let serve =
+                axum::serve(http::without_nagle(listener), app).with_graceful_shutdown(async {
+                    let _ = stop_http_rx.await;
+                });
             if let Err(e) = serve.await {
                 tracing::error!("HTTP server failed: {e}");
             }
