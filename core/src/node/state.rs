@@ -24,7 +24,7 @@ use crate::{
         path::decode_ops,
         replica::DocState,
         sync_protocol::{state_topic, SyncFrame},
-        Applied, Change, Replica,
+        Applied, Replica,
     },
     tab_protocol::{Event, ReplyValue, Request, RequestId, TabId},
     NodeError,
@@ -70,10 +70,6 @@ impl NodeState {
     }
 }
 
-fn changes_json(changes: &[Change]) -> String {
-    serde_json::to_string(changes).unwrap_or_else(|_| "[]".into())
-}
-
 fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,65 +87,64 @@ impl Node {
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
         // Reads are answered here; writes fall through to `commit_local`.
-        let (doc, written) =
-            match request {
-                Request::StateOpen { doc } => return self.open_doc(tab, id, doc, sink),
-                Request::StateClose { doc } => {
-                    if let Some(tabs) = self.state.watchers.get_mut(&doc) {
-                        tabs.remove(&tab);
-                    }
-                    return Some(Ok(ReplyValue::Done));
+        let (doc, written) = match request {
+            Request::StateOpen { doc } => return self.open_doc(tab, id, doc, sink),
+            Request::StateClose { doc } => {
+                if let Some(tabs) = self.state.watchers.get_mut(&doc) {
+                    tabs.remove(&tab);
                 }
-                Request::StateVersions { doc } => {
-                    return Some(
-                        self.opened(&doc)
-                            .map(|d| ReplyValue::Versions(d.doc.versions())),
-                    )
-                }
-                Request::StateAt { doc, version } => {
-                    return Some(self.opened(&doc).and_then(|d| d.doc.json_at(&version)).map(
-                        |tree| ReplyValue::Tree {
-                            json: tree.to_string(),
-                        },
-                    ))
-                }
-                Request::StateExport { doc } => {
-                    return Some(self.opened(&doc).map(|d| ReplyValue::Update {
-                        bytes: d.doc.encode_state(),
-                    }))
-                }
-                Request::StateUpdate { doc, ops } => {
-                    let written = decode_ops(&ops).and_then(|ops| {
-                        let state = self.opened(&doc)?;
-                        state.check_room(&doc, 0)?;
-                        state.doc.apply_ops(&ops)
-                    });
-                    (doc, written.map(|applied| (applied, ReplyValue::Done)))
-                }
-                Request::StateImport { doc, bytes } => {
-                    let written = self.opened(&doc).and_then(|d| {
-                        d.check_room(&doc, bytes.len())?;
-                        d.doc.apply_update(&bytes)
-                    });
-                    (doc, written.map(|applied| (applied, ReplyValue::Done)))
-                }
-                Request::StateSnapshot { doc, label } => {
-                    let version_id = format!("v{:016x}", rand::random::<u64>());
-                    let written = self
-                        .opened(&doc)
-                        .and_then(|d| d.doc.snapshot(&version_id, &label, now_ms()));
-                    (
-                        doc,
-                        written.map(|(version, applied)| (applied, ReplyValue::Version(version))),
-                    )
-                }
-                _ => {
-                    return Some(Err(NodeError::new(
-                        ErrorCode::Internal,
-                        "not a state request",
-                    )))
-                }
-            };
+                return Some(Ok(ReplyValue::Done));
+            }
+            Request::StateVersions { doc } => {
+                return Some(
+                    self.opened(&doc)
+                        .map(|d| ReplyValue::Versions(d.doc.versions())),
+                )
+            }
+            Request::StateAt { doc, version } => {
+                return Some(
+                    self.opened(&doc)
+                        .and_then(|d| d.doc.json_at(&version))
+                        .map(|json| ReplyValue::Tree { json }),
+                )
+            }
+            Request::StateExport { doc } => {
+                return Some(self.opened(&doc).map(|d| ReplyValue::Update {
+                    bytes: d.doc.encode_state(),
+                }))
+            }
+            Request::StateUpdate { doc, ops } => {
+                let written = decode_ops(&ops).and_then(|ops| {
+                    let state = self.opened(&doc)?;
+                    state.check_room(&doc, 0)?;
+                    state.doc.apply_ops(&ops)
+                });
+                (doc, written.map(|applied| (applied, ReplyValue::Done)))
+            }
+            Request::StateImport { doc, bytes } => {
+                let written = self.opened(&doc).and_then(|d| {
+                    d.check_room(&doc, bytes.len())?;
+                    d.doc.apply_update(&bytes)
+                });
+                (doc, written.map(|applied| (applied, ReplyValue::Done)))
+            }
+            Request::StateSnapshot { doc, label } => {
+                let version_id = format!("v{:016x}", rand::random::<u64>());
+                let written = self
+                    .opened(&doc)
+                    .and_then(|d| d.doc.snapshot(&version_id, &label, now_ms()));
+                (
+                    doc,
+                    written.map(|(version, applied)| (applied, ReplyValue::Version(version))),
+                )
+            }
+            _ => {
+                return Some(Err(NodeError::new(
+                    ErrorCode::Internal,
+                    "not a state request",
+                )))
+            }
+        };
         match written {
             Ok((applied, reply)) => self.commit_local(tab, id, &doc, applied, reply, sink),
             Err(e) => Some(Err(e)),
@@ -177,7 +172,7 @@ impl Node {
         reply: ReplyValue,
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
-        self.emit_changes(doc, &applied.changes, true, sink);
+        self.emit_changes(doc, &applied, true, sink);
         let Some(update) = applied.update else {
             return Some(Ok(reply)); // nothing changed: nothing to make durable
         };
@@ -203,7 +198,7 @@ impl Node {
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
         if let Some(d) = self.state.replica.get(&doc) {
-            let json = d.to_json().to_string();
+            let json = d.to_json_text();
             self.state.watchers.entry(doc).or_default().insert(tab);
             return Some(Ok(ReplyValue::Tree { json }));
         }
@@ -268,7 +263,7 @@ impl Node {
                 self.state
                     .replica
                     .get(&doc)
-                    .map(|d| d.to_json().to_string())
+                    .map(|d| d.to_json_text())
                     .ok_or_else(|| NodeError::new(ErrorCode::Internal, "document vanished"))
             }
             Err(e) => Err(e),
@@ -295,17 +290,17 @@ impl Node {
     fn emit_changes(
         &self,
         doc: &str,
-        changes: &[Change],
+        applied: &Applied,
         local: bool,
         sink: &mut impl FnMut(Output),
     ) {
-        if changes.is_empty() {
+        if !applied.has_changes() {
             return;
         }
         let Some(tabs) = self.state.watchers.get(doc) else {
             return;
         };
-        let json = changes_json(changes);
+        let json = applied.changes_json();
         for &tab in tabs {
             sink(Output::Event {
                 tab,
@@ -443,7 +438,7 @@ impl Node {
 
     fn apply_outcome(&mut self, applied: Vec<(String, Applied)>, sink: &mut impl FnMut(Output)) {
         for (doc, applied) in applied {
-            self.emit_changes(&doc, &applied.changes, false, sink);
+            self.emit_changes(&doc, &applied, false, sink);
             if let Some(update) = applied.update {
                 self.persist(&doc, update, Vec::new(), sink);
             }

@@ -127,6 +127,25 @@ pub struct Applied {
     pub update: Option<Vec<u8>>,
     /// The changed paths for the tabs.
     pub changes: Vec<Change>,
+    /// After a large fill: the whole tree, as JSON text, which replaces the tabs' view (a
+    /// change at the root; `changes` is then empty). Written straight from the entries: a
+    /// newcomer's 100k-entry tree built as a `Value` first took ~3× as long in the browser.
+    pub tree: Option<String>,
+}
+
+impl Applied {
+    /// Whether the tabs have anything to hear about.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty() || self.tree.is_some()
+    }
+
+    /// The changes as the JSON array the tabs take (`[{"path": [...], "value": ...}]`).
+    pub fn changes_json(&self) -> String {
+        match &self.tree {
+            Some(tree) => format!(r#"[{{"path":[],"value":{tree}}}]"#),
+            None => serde_json::to_string(&self.changes).unwrap_or_else(|_| "[]".into()),
+        }
+    }
 }
 
 /// Entry keys present in the root map, and those the current transaction touched. The root
@@ -273,14 +292,19 @@ impl SharedDoc {
         }
     }
 
-    /// The whole tree as JSON.
-    pub fn to_json(&self) -> Value {
+    /// The whole tree as JSON text.
+    pub fn to_json_text(&self) -> String {
         let txn = self.doc.transact();
         let keys = locked(&self.keys);
         build_tree(
             keys.index.iter().map(|k| (&**k, self.root.get(&txn, k))),
             &txn,
         )
+    }
+
+    /// The whole tree as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::from_str(&self.to_json_text()).unwrap_or_default()
     }
 
     /// The value at `path`, or `None`.
@@ -514,8 +538,8 @@ impl SharedDoc {
         list
     }
 
-    /// The whole tree as it was at version `id`.
-    pub fn json_at(&self, id: &str) -> Result<Value, NodeError> {
+    /// The whole tree as it was at version `id`, as JSON text.
+    pub fn json_at(&self, id: &str) -> Result<String, NodeError> {
         let versions = self.doc.get_or_insert_map(VERSIONS_MAP);
         let txn = self.doc.transact();
         let snapshot = match versions.get(&txn, id) {
@@ -577,7 +601,7 @@ impl SharedDoc {
         for (key, value) in self.root.iter(&txn) {
             keys.index.insert(Arc::from(key));
             if visible(key) {
-                leaves.push((key, Some(out_to_json(&value, &txn))));
+                leaves.push((key, out_to_json(&value, &txn)));
             }
         }
         if was_empty && keys.index.len() <= FILL_REPORTED_PER_ENTRY_MAX {
@@ -591,19 +615,13 @@ impl SharedDoc {
             };
         }
         drop(keys);
+        // A fill of entries too deep to show: the tabs' view did not change.
+        let unchanged = leaves.is_empty() && was_empty;
         let tree = tree_of(leaves);
-        let empty = matches!(&tree, Value::Object(map) if map.is_empty());
         Applied {
             update: Some(update),
-            // A fill of entries too deep to show: the tabs' view did not change.
-            changes: if empty && was_empty {
-                Vec::new()
-            } else {
-                vec![Change {
-                    key: None,
-                    value: Some(tree),
-                }]
-            },
+            changes: Vec::new(),
+            tree: (!unchanged).then_some(tree),
         }
     }
 
@@ -650,6 +668,7 @@ impl SharedDoc {
         Applied {
             update: locked(&self.effective).take(),
             changes,
+            tree: None,
         }
     }
 }
@@ -690,36 +709,51 @@ fn insert_leaf(tree: &mut JsonMap<String, Value>, path: &[&str], value: Value) {
     }
 }
 
-/// The tree of `entries` (keys and their leaves). A leaf and entries below it cannot both
-/// show: the entries below win, as [`insert_leaf`] has it. The leaves are sorted by path and
-/// each level built from sorted pairs at once: inserting 100k keys one by one, in the map's
-/// hash order, into the tree's B-trees took ~3× as long.
+/// The JSON text of the tree of `entries` (keys and their leaves). A leaf and entries below
+/// it cannot both show: the entries below win, as [`insert_leaf`] has it.
 fn build_tree<'a, T: ReadTxn>(
     entries: impl Iterator<Item = (&'a str, Option<Out>)>,
     txn: &T,
-) -> Value {
+) -> String {
     tree_of(
         entries
             .filter(|(k, _)| visible(k))
-            .filter_map(|(k, v)| Some((k, Some(out_to_json(&v?, txn)))))
+            .filter_map(|(k, v)| Some((k, out_to_json(&v?, txn))))
             .collect(),
     )
 }
 
-/// [`build_tree`] of visible keys and their values (each `Some`: [`nest`] takes them).
-fn tree_of(mut leaves: Vec<(&str, Option<Value>)>) -> Value {
-    // Keys a tab writes have no control characters, so the separator is their lowest byte
-    // and path order is byte order: a plain comparison (a `memcmp`) instead of ranking byte
-    // by byte. A peer's key may hold lower bytes; then the segment-aware order is needed.
-    let separator_lowest = leaves
-        .iter()
-        .all(|(key, _)| key.bytes().all(|b| b >= KEY_SEPARATOR as u8));
-    if separator_lowest {
-        leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+/// [`build_tree`] of visible keys and their values, written as text without building the
+/// tree: with no key below another (no separator), the leaves in any order (a map's keys are
+/// distinct); otherwise sorted by path and each level written from its sorted run.
+fn tree_of(mut leaves: Vec<(&str, Value)>) -> String {
+    let mut out = Vec::with_capacity(leaves.len() * 16 + 2);
+    if leaves.iter().all(|(key, _)| !key.contains(KEY_SEPARATOR)) {
+        out.push(b'{');
+        for (i, (key, value)) in leaves.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_entry(&mut out, key, value);
+        }
+        out.push(b'}');
     } else {
-        leaves.sort_unstable_by(|a, b| path_order(a.0, b.0));
+        // Keys a tab writes have no control characters, so the separator is their lowest
+        // byte and path order is byte order: a plain comparison (a `memcmp`) instead of
+        // ranking byte by byte. A peer's key may hold lower bytes; then the segment-aware
+        // order is needed.
+        let separator_lowest = leaves
+            .iter()
+            .all(|(key, _)| key.bytes().all(|b| b >= KEY_SEPARATOR as u8));
+        if separator_lowest {
+            leaves.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        } else {
+            leaves.sort_unstable_by(|a, b| path_order(a.0, b.0));
+        }
+        write_nested(&mut out, &leaves, 0);
     }
-    Value::Object(nest(&mut leaves, 0))
+    // serde_json writes UTF-8 and the rest is ASCII: the fallback never runs.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Keys in the order of their paths, segment by segment: as bytes, with the separator below
@@ -736,17 +770,23 @@ fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
     rank(a.get(same)).cmp(&rank(b.get(same)))
 }
 
+/// `"key":value`. Writing to a `Vec` cannot fail, and a `Value` is always valid JSON.
+fn write_entry(out: &mut Vec<u8>, key: &str, value: &Value) {
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
 /// The object of `leaves` below a common prefix of `prefix` bytes (its segments and their
-/// separators): sorted by [`path_order`], every key longer than the prefix, and each leaf's
-/// value still in place (taken here). At most [`MAX_PATH_SEGMENTS`] levels deep: only
-/// visible keys get here.
-fn nest(leaves: &mut [(&str, Option<Value>)], prefix: usize) -> JsonMap<String, Value> {
+/// separators): sorted by [`path_order`], every key longer than the prefix. At most
+/// [`MAX_PATH_SEGMENTS`] levels deep: only visible keys get here.
+fn write_nested(out: &mut Vec<u8>, leaves: &[(&str, Value)], prefix: usize) {
     let segment = |key: &str| -> usize {
         key[prefix..]
             .find(KEY_SEPARATOR)
             .unwrap_or(key.len() - prefix)
     };
-    let mut pairs = Vec::new();
+    out.push(b'{');
     let mut rest = leaves;
     while let Some(&(first, _)) = rest.first() {
         let name = &first[prefix..prefix + segment(first)];
@@ -754,18 +794,23 @@ fn nest(leaves: &mut [(&str, Option<Value>)], prefix: usize) -> JsonMap<String, 
             .iter()
             .position(|(key, _)| &key[prefix..prefix + segment(key)] != name)
             .unwrap_or(rest.len());
-        let (group, tail) = std::mem::take(&mut rest).split_at_mut(end);
+        let (group, tail) = rest.split_at(end);
+        if rest.len() < leaves.len() {
+            out.push(b',');
+        }
         rest = tail;
         // Sorted, so a leaf at `name` itself comes first and anything below it after.
         let below = prefix + name.len();
-        let value = match group.iter().position(|(key, _)| key.len() > below) {
-            Some(start) => Value::Object(nest(&mut group[start..], below + 1)),
-            None => group[0].1.take().unwrap_or(Value::Null),
-        };
-        pairs.push((name.to_string(), value));
+        match group.iter().position(|(key, _)| key.len() > below) {
+            Some(start) => {
+                let _ = serde_json::to_writer(&mut *out, name);
+                out.push(b':');
+                write_nested(out, &group[start..], below + 1);
+            }
+            None => write_entry(out, name, &group[0].1),
+        }
     }
-    // Sorted pairs: the map is built in one pass.
-    pairs.into_iter().collect()
+    out.push(b'}');
 }
 
 fn json_to_any(value: &Value) -> Any {
@@ -822,6 +867,10 @@ mod tests {
 
     use super::*;
 
+    fn parsed(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
     fn p(s: &str) -> Path {
         s.split('.').map(String::from).collect()
     }
@@ -866,7 +915,9 @@ mod tests {
     #[test]
     fn set_get_delete_and_changes() {
         let doc = SharedDoc::new();
-        let Applied { update, changes } = doc
+        let Applied {
+            update, changes, ..
+        } = doc
             .apply_ops(&[
                 set("players.alice", json!({"x": 1, "y": 2})),
                 set("score", json!(3)),
@@ -971,7 +1022,7 @@ mod tests {
             .unwrap();
         a.snapshot("v-2", "after", 2000.0).unwrap();
         assert_eq!(
-            a.json_at(&v1.id).unwrap(),
+            parsed(&a.json_at(&v1.id).unwrap()),
             json!({"score": 1, "boss": {"hp": 100}})
         );
         assert_eq!(a.to_json(), json!({"score": 9}));
@@ -982,7 +1033,7 @@ mod tests {
         b.apply_update(&a.encode_state()).unwrap();
         assert_eq!(b.versions(), a.versions());
         assert_eq!(
-            b.json_at("v-1").unwrap(),
+            parsed(&b.json_at("v-1").unwrap()),
             json!({"score": 1, "boss": {"hp": 100}})
         );
         assert_eq!(
@@ -1049,7 +1100,11 @@ mod tests {
         let newcomer = SharedDoc::new();
         let applied = newcomer.apply_update(&writer.encode_state()).unwrap();
         assert!(applied.update.is_some(), "what it got is persisted");
-        assert_eq!(applied.changes, vec![change("", Some(writer.to_json()))]);
+        assert!(applied.changes.is_empty());
+        assert_eq!(
+            parsed(&applied.changes_json()),
+            json!([{ "path": [], "value": writer.to_json() }])
+        );
         // The index rebuilt from the map serves what comes next.
         assert_eq!(newcomer.entry_count(), writer.entry_count());
         assert_eq!(newcomer.get(&p("players.p3")), Some(json!({ "x": 3 })));
@@ -1090,11 +1145,15 @@ mod tests {
         let whole = reader.to_json();
         assert_eq!(whole["mine"], json!("r"));
         assert_eq!(whole["k"]["k1999"], json!(1999));
-        assert_eq!(applied.changes, vec![change("", Some(whole))]);
+        assert!(applied.changes.is_empty());
+        assert_eq!(
+            parsed(&applied.changes_json()),
+            json!([{ "path": [], "value": whole }])
+        );
         assert_eq!(reader.entry_count(), 2002);
         // The same again integrates nothing: nothing to report or persist.
         let again = reader.apply_update(&state).unwrap();
-        assert!(again.update.is_none() && again.changes.is_empty());
+        assert!(again.update.is_none() && !again.has_changes());
         // The rebuilt index serves subtree writes.
         let changes = reader
             .apply_ops(&[set("k", json!("flat"))])
@@ -1160,6 +1219,36 @@ mod tests {
             vec![change("d", Some(json!(true)))]
         );
         assert_eq!(newcomer.to_json(), json!({ "d": true }));
+    }
+
+    /// The text written without a tree is the JSON of the leaves, flat (any order) or nested
+    /// (a leaf with entries below it gives way to them), with what JSON escapes.
+    #[test]
+    fn tree_text_is_the_json_of_the_leaves() {
+        let flat = tree_of(vec![
+            ("b\"q", json!(1)),
+            ("a\\", json!("x\ny")),
+            ("ü", json!(null)),
+        ]);
+        assert_eq!(parsed(&flat), json!({"b\"q": 1, "a\\": "x\ny", "ü": null}));
+        assert_eq!(tree_of(Vec::new()), "{}");
+        let sep = KEY_SEPARATOR;
+        let (px, py, q) = (
+            format!("p{sep}x"),
+            format!("p{sep}y{sep}z"),
+            format!("q\"{sep}r"),
+        );
+        let nested = tree_of(vec![
+            (py.as_str(), json!([1, {"a": 2}])),
+            ("p", json!(5)),
+            (q.as_str(), json!(true)),
+            (px.as_str(), json!(1.5)),
+            ("s", json!({})),
+        ]);
+        assert_eq!(
+            parsed(&nested),
+            json!({"p": {"x": 1.5, "y": {"z": [1, {"a": 2}]}}, "q\"": {"r": true}, "s": {}})
+        );
     }
 }
 
@@ -1252,13 +1341,14 @@ mod fuzz {
     /// [`tree_of`] over the leaves, handed over in reverse order.
     fn sorted_tree(keys: &BTreeSet<Vec<&str>>, empty_objects: &[bool]) -> Value {
         let leaves = test_leaves(keys, empty_objects);
-        tree_of(
+        let text = tree_of(
             leaves
                 .iter()
                 .rev()
-                .map(|(k, v)| (k.as_str(), Some(v.clone())))
+                .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect(),
-        )
+        );
+        serde_json::from_str(&text).unwrap()
     }
 
     /// The leaves inserted one by one.

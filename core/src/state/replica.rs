@@ -291,7 +291,7 @@ impl Replica {
             .check_room(name, update.len())
             .and_then(|()| state.doc.apply_checked_update(update))
         {
-            Ok(applied) if applied.update.is_some() || !applied.changes.is_empty() => {
+            Ok(applied) if applied.update.is_some() || applied.has_changes() => {
                 outcome.applied.push((name.to_string(), applied))
             }
             Ok(_) => {}
