@@ -36,8 +36,10 @@ fn main() {
     let state = doc.encode_state();
     let t = Instant::now();
     let newcomer = SharedDoc::new();
-    let changes = newcomer.apply_update(&state).expect("newcomer").changes;
-    let json = serde_json::to_string(&changes).expect("json");
+    let json = newcomer
+        .apply_update(&state)
+        .expect("newcomer")
+        .changes_json();
     let sync = t.elapsed();
     println!(
         "decode {decode:?} apply {apply:?} remote {remote:?} newcomer apply+json {sync:?} ({} KiB)",

@@ -594,10 +594,12 @@ impl SharedDoc {
             // Nothing was inserted or deleted (a repeated sync): the index is as it was.
             return Applied::default();
         };
-        keys.index = KeyIndex::default();
+        // Sized up front: the map's entry count is one cheap pass over its items.
+        let entries = self.root.len(&txn) as usize;
+        keys.index = KeyIndex::with_capacity(entries);
         // One pass over the map: the index (yrs keeps its keys to itself here; the index
         // shares them when this node writes) and the leaves a large fill reports.
-        let mut leaves = Vec::new();
+        let mut leaves = Vec::with_capacity(entries);
         for (key, value) in self.root.iter(&txn) {
             keys.index.insert(Arc::from(key));
             if visible(key) {

@@ -67,6 +67,15 @@ impl KeyIndex {
 }
 
 impl KeyIndex {
+    /// An empty index with room for `keys` keys without rehashing (an index rebuilt from a
+    /// 100k-entry map otherwise grows its table 15 times).
+    pub(crate) fn with_capacity(keys: usize) -> Self {
+        KeyIndex {
+            keys: HashSet::with_capacity_and_hasher(keys, RandomSeeded::default()),
+            ..KeyIndex::default()
+        }
+    }
+
     /// How many keys there are.
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
