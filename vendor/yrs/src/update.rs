@@ -544,7 +544,11 @@ impl Update {
         }
     }
 
-    fn decode_block<D: Decoder>(id: ID, decoder: &mut D) -> Result<Option<Block>, Error> {
+    fn decode_block<D: Decoder>(
+        id: ID,
+        decoder: &mut D,
+        last_parent: &mut Option<Arc<str>>, // PeerCompute patch
+    ) -> Result<Option<Block>, Error> {
         let info = decoder.read_info()?;
         match info {
             BLOCK_SKIP_REF_NUMBER => {
@@ -577,7 +581,13 @@ impl Update {
                 };
                 let parent = if cant_copy_parent_info {
                     if decoder.read_parent_info()? {
-                        TypePtr::Named(decoder.read_string()?.into())
+                        // PeerCompute patch: consecutive items of one root type (every entry
+                        // of a newcomer's map) share one allocation of its name.
+                        let name = decoder.read_string()?;
+                        TypePtr::Named(match last_parent {
+                            Some(last) if &**last == name => last.clone(),
+                            _ => last_parent.insert(Arc::from(name)).clone(),
+                        })
                     } else {
                         TypePtr::ID(decoder.read_left_id()?)
                     }
@@ -841,6 +851,7 @@ impl Decode for Update {
         clients.try_reserve(clients_len as usize)?;
 
         let mut blocks = BlockSet { clients };
+        let mut last_parent = None; // PeerCompute patch
         for _ in 0..clients_len {
             let blocks_len = decoder.read_var::<u32>()? as usize;
 
@@ -856,7 +867,7 @@ impl Decode for Update {
 
             for _ in 0..blocks_len {
                 let id = ID::new(client, clock);
-                if let Some(block) = Self::decode_block(id, decoder)? {
+                if let Some(block) = Self::decode_block(id, decoder, &mut last_parent)? {
                     // due to bug in the past it was possible for empty bugs to be generated
                     // even though they had no effect on the document store
                     clock += block.len();
