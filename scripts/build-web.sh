@@ -38,6 +38,11 @@ cp sdk/*.js sdk/*.d.ts "$out/sdk/"
 # A wasm kernel is served as the module the linker wrote: no bindgen (it imports nothing).
 cp "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/peercompute_kernel_mandelbrot.wasm" "$out/kernels/mandelbrot.wasm"
 cp demo/* "$out/"
+# Brotli and gzip copies for browsers that accept them (the relay serves them); a dev build's
+# wasm is large and rebuilt often, so it goes uncompressed.
+if [ "$profile" != dev ]; then
+  log "$(node scripts/precompress.mjs "$out")"
+fi
 size=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm")
 gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)
 log "worker wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzip → $out"
