@@ -44,7 +44,11 @@ if [ "$profile" != dev ]; then
   log "$(node scripts/precompress.mjs "$out")"
 fi
 size=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm")
-gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)
+if [ -f "$out/sw/pkg/peercompute_sw_bg.wasm.gz" ]; then
+  gz=$(stat -c %s "$out/sw/pkg/peercompute_sw_bg.wasm.gz")
+else
+  gz=$(gzip -9 -c "$out/sw/pkg/peercompute_sw_bg.wasm" | wc -c)
+fi
 log "worker wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzip → $out"
 cpu=$(stat -c %s "$out/worker-cpu/pkg/peercompute_worker_cpu_bg.wasm")
 gpu=$(stat -c %s "$out/worker-gpu/pkg/peercompute_worker_gpu_bg.wasm")

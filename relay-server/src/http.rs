@@ -14,7 +14,10 @@ use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::Mutex;
-use tower_http::{services::ServeDir, set_header::SetResponseHeaderLayer};
+use tower_http::{
+    services::ServeDir,
+    set_header::{SetResponseHeader, SetResponseHeaderLayer},
+};
 
 use crate::stats::Stats;
 
@@ -71,13 +74,16 @@ pub fn router(state: AppState) -> Router {
     let app = match &state.web_root {
         Some(root) => {
             // `.br` and `.gz` copies written by the build (scripts/precompress.mjs) go to the
-            // browsers that accept them: the worker's wasm is 2.4 MB, 0.7 MB as brotli.
-            api.fallback_service(
+            // browsers that accept them: the worker's wasm is 2.4 MB, 0.7 MB as brotli. The
+            // answer depends on `Accept-Encoding`, which a cache in between must be told.
+            api.fallback_service(SetResponseHeader::overriding(
                 ServeDir::new(root)
                     .precompressed_br()
                     .precompressed_gzip()
                     .append_index_html_on_directories(true),
-            )
+                header::VARY,
+                HeaderValue::from_static("accept-encoding"),
+            ))
         }
         None => api,
     };
@@ -165,6 +171,11 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/wasm");
+            assert_eq!(
+                response.headers()[header::VARY],
+                "accept-encoding",
+                "{accept}"
+            );
             let got = response.headers().get(header::CONTENT_ENCODING);
             assert_eq!(got.map(|v| v.to_str().unwrap()), encoding, "{accept}");
             assert_eq!(&response.bytes().await.unwrap()[..], body, "{accept}");
