@@ -6,37 +6,52 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${PROFILE:-wasm-release}
+# The node's worker builds with its own profile, tuned for size (see Cargo.toml); a dev build
+# uses dev for everything.
+node_profile=$profile; [ "$profile" = wasm-release ] && node_profile=wasm-node
 out=dist/web
 log() { printf '\033[1;34m[build]\033[0m %s\n' "$*"; }
 
-log "cargo build peercompute-sw, peercompute-worker-cpu, peercompute-worker-gpu, peercompute-kernel-mandelbrot (wasm32, profile $profile)"
-cargo build -p peercompute-sw -p peercompute-worker-cpu -p peercompute-worker-gpu -p peercompute-kernel-mandelbrot \
+log "cargo build peercompute-sw (wasm32, profile $node_profile)"
+cargo build -p peercompute-sw --target wasm32-unknown-unknown --profile "$node_profile"
+log "cargo build peercompute-worker-cpu, peercompute-worker-gpu, peercompute-kernel-mandelbrot (wasm32, profile $profile)"
+cargo build -p peercompute-worker-cpu -p peercompute-worker-gpu -p peercompute-kernel-mandelbrot \
   --target wasm32-unknown-unknown --profile "$profile"
-dir=$profile; [ "$profile" = dev ] && dir=debug
+# Cargo's output folder for a profile.
+wasm_dir() { echo "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$([ "$1" = dev ] && echo debug || echo "$1")"; }
 
 rm -rf "$out"
 mkdir -p "$out/sw/pkg" "$out/worker-cpu/pkg" "$out/worker-gpu/pkg" "$out/sdk" "$out/kernels"
-# bindgen CRATE DIR [wasm-opt level]
+# bindgen CRATE DIR PROFILE [wasm-opt level]
 bindgen() {
-  wasm-bindgen --target web --no-typescript --out-dir "$out/$2/pkg" \
-    "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/$1.wasm"
+  wasm-bindgen --target web --no-typescript --out-dir "$out/$2/pkg" "$(wasm_dir "$3")/$1.wasm"
   if [ "$profile" != dev ]; then
-    log "wasm-opt $3 $1"
-    npx --no-install wasm-opt "$3" --enable-bulk-memory --enable-nontrapping-float-to-int \
+    log "wasm-opt $4 $1"
+    npx --no-install wasm-opt "$4" --enable-bulk-memory --enable-nontrapping-float-to-int \
       --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-simd \
       "$out/$2/pkg/$1_bg.wasm" -o "$out/$2/pkg/$1_bg.wasm"
   fi
 }
-bindgen peercompute_sw sw -Oz
+bindgen peercompute_sw sw "$node_profile" -Oz
 # The kernels are the hot loop here: optimize for speed.
-bindgen peercompute_worker_cpu worker-cpu -O3
-bindgen peercompute_worker_gpu worker-gpu -Oz
-cp sw/worker.js "$out/sw/"
-cp worker-cpu/worker.js "$out/worker-cpu/"
-cp worker-gpu/worker.js "$out/worker-gpu/"
-cp sdk/*.js sdk/*.d.ts "$out/sdk/"
+bindgen peercompute_worker_cpu worker-cpu "$profile" -O3
+bindgen peercompute_worker_gpu worker-gpu "$profile" -Oz
+# Each entry point goes out as one file (esbuild): every level of module imports is a round trip
+# before the node starts (page → SDK → its modules; worker → wasm-bindgen glue → wasm). The
+# sources stay modules; a worker's glue is folded into its script, so the glue file goes.
+bundle() {
+  node_modules/.bin/esbuild "$1" --bundle --format=esm --log-level=warning \
+    --allow-overwrite --outfile="$2"
+}
+bundle sdk/peercompute.js "$out/sdk/peercompute.js"
+cp sdk/*.d.ts "$out/sdk/"
+for worker in sw worker-cpu worker-gpu; do
+  cp "$worker/worker.js" "$out/$worker/"
+  bundle "$out/$worker/worker.js" "$out/$worker/worker.js"
+  rm "$out/$worker"/pkg/*.js
+done
 # A wasm kernel is served as the module the linker wrote: no bindgen (it imports nothing).
-cp "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$dir/peercompute_kernel_mandelbrot.wasm" "$out/kernels/mandelbrot.wasm"
+cp "$(wasm_dir "$profile")/peercompute_kernel_mandelbrot.wasm" "$out/kernels/mandelbrot.wasm"
 cp demo/* "$out/"
 # Brotli and gzip copies for browsers that accept them (the relay serves them); a dev build's
 # wasm is large and rebuilt often, so it goes uncompressed.

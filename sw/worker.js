@@ -3,6 +3,10 @@
 // ready, so ports wait in a queue (a MessagePort buffers messages until it is started).
 import init, { WorkerNode } from './pkg/peercompute_sw.js';
 
+// Relative to this script: the build bundles the glue above into it, and the glue's own default
+// (the wasm next to the glue's module) would then look in this folder instead of pkg/.
+const wasmUrl = new URL('./pkg/peercompute_sw_bg.wasm', import.meta.url);
+
 const waiting = [];
 let node = null;
 let failure = null;
@@ -26,7 +30,7 @@ self.onconnect = (event) => {
   else waiting.push(port);
 };
 
-init()
+init({ module_or_path: wasmUrl })
   .then(() => WorkerNode.start())
   .then(
     (started) => {

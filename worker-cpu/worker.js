@@ -6,7 +6,11 @@
 // network is ever evaluated.
 import init, { run, score } from './pkg/peercompute_worker_cpu.js';
 
-const ready = init().then(
+// Relative to this script: the build bundles the glue above into it, and the glue's own default
+// (the wasm next to the glue's module) would then look in this folder instead of pkg/.
+const wasmUrl = new URL('./pkg/peercompute_worker_cpu_bg.wasm', import.meta.url);
+
+const ready = init({ module_or_path: wasmUrl }).then(
   () => {
     postMessage({ ready: true, score: score() });
     return true;

@@ -5,6 +5,10 @@
 // the network is evaluated as JavaScript: the wasm module checks the chunk and runs its WGSL.
 import init, { openGpu, run } from './pkg/peercompute_worker_gpu.js';
 
+// Relative to this script: the build bundles the glue above into it, and the glue's own default
+// (the wasm next to the glue's module) would then look in this folder instead of pkg/.
+const wasmUrl = new URL('./pkg/peercompute_worker_gpu_bg.wasm', import.meta.url);
+
 // wgpu's WebGPU backend reports no adapter name and no fallback flag: ask WebGPU itself.
 async function describeAdapter() {
   const adapter = await navigator.gpu?.requestAdapter();
@@ -15,7 +19,7 @@ async function describeAdapter() {
   };
 }
 
-const ready = init()
+const ready = init({ module_or_path: wasmUrl })
   .then(() => Promise.all([openGpu(), describeAdapter()]))
   .then(
     ([json, described]) => {
