@@ -148,6 +148,19 @@ test('the SDK refuses oversized, non-JSON and badly addressed publishes with cod
         }
       })(),
       exactlyMax: await code(window.node.publish('chat', new Uint8Array(1024 * 1024))),
+      // The node refuses a topic with a control character; nothing stays subscribed, so a
+      // second subscribe asks again (and is refused again) rather than resolving.
+      refusedTwice: [
+        await code(window.node.subscribe('a\nb', () => {}).ready),
+        await code(window.node.subscribe('a\nb', () => {}).ready),
+      ],
+      // A task field the browser cannot copy to the worker.
+      uncloneable: await code(
+        window.node.submitTask({ type: 'cpu', kernel: 'square', inputs: [new Float32Array(4)], split: { chunks: () => 2 } })
+          .done,
+      ),
+      // The channel still serves requests after both.
+      after: await code(window.node.publish('chat', 1)),
     };
   });
   expect(codes).toEqual({
@@ -159,6 +172,9 @@ test('the SDK refuses oversized, non-JSON and badly addressed publishes with cod
     topic: 'INVALID_TOPIC',
     subscribe: 'INVALID_TOPIC',
     exactlyMax: 'NO_ERROR',
+    refusedTwice: ['INVALID_TOPIC', 'INVALID_TOPIC'],
+    uncloneable: 'BAD_REQUEST',
+    after: 'NO_ERROR',
   });
   await ctx.close();
 });

@@ -74,6 +74,28 @@ test('three tabs of one node see each other\'s writes through the worker', async
   expect(seen.every((c) => c.local)).toBe(true);
 });
 
+test('a key named __proto__ is plain data in every tab\'s copy, never the prototype', async ({ browser }) => {
+  const context = await browser.newContext();
+  const tabs = [await openNode(context, currentRelay()), await openNode(context, currentRelay())];
+  for (const t of tabs) await openDoc(t.page, 'proto');
+  await tabs[0].page.evaluate(async () => {
+    await window.docs.proto.set(['__proto__', 'polluted'], true);
+    await window.docs.proto.set(['__proto__', 'toString'], 1);
+    await window.docs.proto.delete(['__proto__', 'toString']);
+    await window.docs.proto.set('done', true);
+  });
+  for (const t of tabs) {
+    await until(t.page, 'proto', (v) => v.done === true);
+    const seen = await t.page.evaluate(() => ({
+      inherited: {}.polluted,
+      toString: typeof {}.toString,
+      kept: window.docs.proto.get(['__proto__', 'polluted']),
+      own: Object.hasOwn(window.docs.proto.get(), '__proto__'),
+    }));
+    expect(seen).toEqual({ inherited: undefined, toString: 'function', kept: true, own: true });
+  }
+});
+
 test('a write made just before its tab closes is kept, and reload restores from IndexedDB', async ({ browser }) => {
   const context = await browser.newContext();
   const keeper = await openNode(context, currentRelay());

@@ -87,7 +87,13 @@ class Channel {
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.port.postMessage({ v: PROTOCOL_VERSION, id, op, ...fields }, transfer);
+      try {
+        this.port.postMessage({ v: PROTOCOL_VERSION, id, op, ...fields }, transfer);
+      } catch (e) {
+        // A value the browser cannot copy (a function, a DOM node…): no message left.
+        this.pending.delete(id);
+        reject(new PeerComputeError('BAD_REQUEST', `the ${op} request cannot be sent: ${e.message}`));
+      }
     });
   }
 
@@ -135,6 +141,7 @@ export class PeerComputeNode {
   #channel;
   #lock;
   #topics = new Map(); // topic -> Set(handler)
+  #subscribed = new Map(); // topic -> the promise of the node's subscription, shared by handlers
   #listeners = new Map(); // event -> Set(handler)
   #docs = new Map(); // name -> SharedState
   #tasks = new Map(); // id -> Task
@@ -256,20 +263,31 @@ export class PeerComputeNode {
     checkTopic(topic);
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');
     let handlers = this.#topics.get(topic);
-    let ready = Promise.resolve();
     if (!handlers) {
-      handlers = new Set();
-      this.#topics.set(topic, handlers);
-      ready = this.#channel.request('subscribe', { topic });
+      const created = new Set();
+      handlers = created;
+      this.#topics.set(topic, created);
+      const ready = this.#channel.request('subscribe', { topic }).catch((e) => {
+        // Refused (too many topics, busy, a bad name): nothing stays behind, so a later
+        // subscribe asks the node again instead of waiting on a subscription that never was.
+        if (this.#topics.get(topic) === created) {
+          this.#topics.delete(topic);
+          this.#subscribed.delete(topic);
+        }
+        throw e;
+      });
+      this.#subscribed.set(topic, ready);
     }
     handlers.add(handler);
     const unsubscribe = () => {
       const set = this.#topics.get(topic);
       if (!set || !set.delete(handler) || set.size > 0) return Promise.resolve();
       this.#topics.delete(topic);
+      this.#subscribed.delete(topic);
       return this.#channel.request('unsubscribe', { topic });
     };
-    unsubscribe.ready = ready;
+    // Every handler of a topic waits on the same subscription, the first one's included.
+    unsubscribe.ready = this.#subscribed.get(topic);
     return unsubscribe;
   }
 

@@ -78,20 +78,29 @@ function lookup(tree, keys) {
   return node;
 }
 
+// Keys come from peers: `__proto__` or `constructor` is an ordinary key of the copy, so it is
+// read only as an own property and written as one (`node[k] = v` would set the prototype).
+const ownChild = (node, k) => (Object.hasOwn(node, k) ? node[k] : undefined);
+const putOwn = (node, k, value) =>
+  Object.defineProperty(node, k, { value, writable: true, enumerable: true, configurable: true });
+
 /** Applies one change to `tree`; returns the tree (a new one for `path: []`, the whole tree). */
 function applyChange(tree, { path, value }) {
   if (path.length === 0) return value ?? {};
   let node = tree;
   for (const k of path.slice(0, -1)) {
-    if (node[k] === null || typeof node[k] !== 'object' || Array.isArray(node[k])) {
+    let child = ownChild(node, k);
+    if (child === null || typeof child !== 'object' || Array.isArray(child)) {
       if (value === undefined) return tree; // deleting below something that is not there
-      node[k] = {};
+      child = {};
+      putOwn(node, k, child);
     }
-    node = node[k];
+    node = child;
   }
   const last = path[path.length - 1];
-  if (value === undefined) delete node[last];
-  else node[last] = value;
+  if (value === undefined) {
+    if (Object.hasOwn(node, last)) delete node[last];
+  } else putOwn(node, last, value);
   return tree;
 }
 

@@ -27,4 +27,4 @@ pub mod transport;
 
 pub use error::{ErrorCode, NodeError};
 pub use libp2p;
-pub use node::{Input, Node, NodeConfig, Output};
+pub use node::{queue_lifecycle, Input, Node, NodeConfig, Output};

@@ -14,7 +14,7 @@ use peercompute_core::{
         protocol::{ComputeRequest, ComputeResponse},
         task::{ChunkJob, TaskKind},
     },
-    node::Input,
+    node::{queue_lifecycle, Input},
     tab_protocol::{GpuAdapter, TabId},
     ErrorCode, NodeError,
 };
@@ -197,13 +197,8 @@ impl Executors {
     }
 
     fn done(&mut self, job: u64, result: Result<Vec<u8>, NodeError>) {
-        if self
-            .inputs
-            .try_send(Input::ChunkDone { job, result })
-            .is_err()
-        {
-            // The scheduler's chunk timeout retries it.
-            tracing::warn!(job, "node queue full: a chunk result is lost");
+        if queue_lifecycle(&self.inputs, Input::ChunkDone { job, result }).is_err() {
+            tracing::warn!(job, "the node loop has stopped: a chunk result is lost");
         }
     }
 
@@ -212,10 +207,13 @@ impl Executors {
         let cpu_slots = cpu.clone().map(|p| p.slots).sum();
         let score = cpu.map(|p| p.score).fold(0.0, f64::max);
         let gpu = self.pools.iter().find_map(|p| p.gpu.clone());
-        let _ = self.inputs.try_send(Input::Executors {
-            cpu_slots,
-            gpu,
-            score,
-        });
+        let _ = queue_lifecycle(
+            &self.inputs,
+            Input::Executors {
+                cpu_slots,
+                gpu,
+                score,
+            },
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::{cell::RefCell, collections::HashMap, rc::Rc};
 use futures::channel::mpsc;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use peercompute_core::{
-    node::{Input, Output},
+    node::{queue_lifecycle, Input, Output},
     pubsub::Payload,
     tab_protocol::{
         decode_request, Event, GpuAdapter, Header, ReplyValue, Request, RequestId, TabId,
@@ -57,8 +57,8 @@ impl Ports {
         });
         port.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         port.start();
-        if ports.inputs.try_send(Input::Attach(tab)).is_err() {
-            tracing::warn!(tab, "node queue full while attaching a tab");
+        if queue_lifecycle(&ports.inputs, Input::Attach(tab)).is_err() {
+            tracing::warn!(tab, "the node loop has stopped");
         }
         ports.tabs.insert(
             tab,
@@ -179,8 +179,9 @@ fn attach_executor(
     } else {
         serde_wasm_bindgen::from_value::<GpuAdapter>(gpu)
             .map(|mut g| {
-                g.name.truncate(256);
-                g.backend.truncate(64);
+                // At a character boundary: `truncate` panics inside a character.
+                g.name.truncate(g.name.floor_char_boundary(256));
+                g.backend.truncate(g.backend.floor_char_boundary(64));
                 Some(g)
             })
             .map_err(|_| ())
@@ -224,7 +225,13 @@ fn watch_tab_lock(ports: &Rc<RefCell<Ports>>, tab: TabId, lock: &str) {
     let weak = Rc::downgrade(ports);
     let on_granted = Closure::once_into_js(move |_lock: JsValue| {
         if let Some(ports) = weak.upgrade() {
-            let _ = ports.borrow_mut().inputs.try_send(Input::Detach(tab));
+            let ports = ports.borrow();
+            // A message the tab posted before it died may still be dispatched: it must not
+            // reach the node after the detach, which would attach the tab again for good.
+            if let Some(t) = ports.tabs.get(&tab) {
+                t.port.set_onmessage(None);
+            }
+            let _ = queue_lifecycle(&ports.inputs, Input::Detach(tab));
         }
     });
     if let Err(e) = request.call2(&locks, &JsValue::from_str(lock), &on_granted) {

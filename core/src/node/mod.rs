@@ -130,6 +130,23 @@ pub enum Input {
     },
 }
 
+/// Queues an input that must not be lost to a full queue: a tab attached or gone, a chunk's
+/// result, the executors' report. Tabs' requests may fill the queue (they get `BUSY`), but
+/// dropping one of these would leave a closed tab attached for good, or a chunk waiting out
+/// its timeout. Each clone of a bounded `futures` `Sender` owns one guaranteed slot (the
+/// channel's capacity is its buffer plus its senders), so a fresh clone's `try_send` fails
+/// only once the node loop has stopped. The order with earlier requests is kept; how many of
+/// these there can be is bounded by tabs and jobs, not by what tabs send.
+pub fn queue_lifecycle(
+    inputs: &futures::channel::mpsc::Sender<Input>,
+    input: Input,
+) -> Result<(), Input> {
+    inputs
+        .clone()
+        .try_send(input)
+        .map_err(futures::channel::mpsc::TrySendError::into_inner)
+}
+
 /// What the node asks the host to deliver.
 #[derive(Debug)]
 pub enum Output {

@@ -130,9 +130,10 @@ impl Node {
             }
             Request::StateSnapshot { doc, label } => {
                 let version_id = format!("v{:016x}", rand::random::<u64>());
-                let written = self
-                    .opened(&doc)
-                    .and_then(|d| d.doc.snapshot(&version_id, &label, now_ms()));
+                let written = self.opened(&doc).and_then(|d| {
+                    d.check_room(&doc, 0)?;
+                    d.doc.snapshot(&version_id, &label, now_ms())
+                });
                 (
                     doc,
                     written.map(|(version, applied)| (applied, ReplyValue::Version(version))),
@@ -226,15 +227,19 @@ impl Node {
         sink: &mut impl FnMut(Output),
     ) {
         let waiting = self.state.loading.remove(&doc).unwrap_or_default();
-        if let Some(e) = &error {
-            // The node still opens the document, empty: peers and later writes fill it, and
-            // what storage holds is not overwritten (records are only appended).
-            warn!(doc, "loading the document from storage failed: {e}");
-        }
         let report = self
             .state
             .replica
             .load(&doc, records.iter().map(Vec::as_slice));
+        if let Some(e) = &error {
+            // The node still opens the document, empty, so tabs see what peers send. But
+            // nothing is written: an append or a compaction could overwrite or delete the
+            // records that could not be read.
+            warn!(doc, "loading the document from storage failed: {e}");
+            if let Some(state) = self.state.replica.state_mut(&doc) {
+                state.storage_unreadable = true;
+            }
+        }
         let result = match report {
             Ok(report) => {
                 if report.corrupt > 0 {
@@ -320,6 +325,30 @@ impl Node {
         then: Vec<Output>,
         sink: &mut impl FnMut(Output),
     ) {
+        // A peer's update to a document whose records could not be read stays in memory;
+        // tabs' writes were refused before they were applied (`check_room`).
+        if self
+            .state
+            .replica
+            .state(doc)
+            .is_some_and(|s| s.storage_unreadable)
+        {
+            let refused = NodeError::new(
+                ErrorCode::StatePersistFailed,
+                format!("document {doc:?}'s stored records could not be read; kept in memory only"),
+            );
+            for output in then {
+                sink(match output {
+                    Output::Reply { tab, id, .. } => Output::Reply {
+                        tab,
+                        id,
+                        result: Err(refused.clone()),
+                    },
+                    other => other,
+                });
+            }
+            return;
+        }
         let compact = self
             .state
             .replica
@@ -339,6 +368,9 @@ impl Node {
         let Some(state) = self.state.replica.state_mut(doc) else {
             return;
         };
+        if state.storage_unreadable {
+            return; // it would delete the records that could not be read
+        }
         let full = state.compacted();
         debug!(doc, bytes = full.len(), "compacting");
         sink(Output::Compact {

@@ -130,3 +130,107 @@ async fn the_periodic_resync_counts_from_the_first_document_load() {
         "no resync on the next tick"
     );
 }
+
+/// A document whose stored records could not be read opens empty, but nothing is written
+/// for it: an append would overwrite records nobody has read, and a compaction delete them.
+#[tokio::test]
+async fn a_document_whose_storage_could_not_be_read_is_never_written() {
+    use super::Output;
+    use crate::{error::ErrorCode, tab_protocol::ReplyValue};
+    let mut node = node(Duration::from_secs(15)).await;
+    let doc = "world".to_string();
+    request(&mut node, 1, Request::StateOpen { doc: doc.clone() });
+    let mut outputs = Vec::new();
+    node.on_input(
+        Input::DocLoaded {
+            doc: doc.clone(),
+            records: Vec::new(),
+            error: Some("UnknownError: failed to read large value".into()),
+        },
+        &mut |o| outputs.push(o),
+    );
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            Output::Reply {
+                result: Ok(ReplyValue::Tree { .. }),
+                ..
+            }
+        )),
+        "the document opens (empty)"
+    );
+    let ops = r#"[{"set":["score"],"value":3}]"#.to_string();
+    for request in [
+        Request::StateUpdate {
+            doc: doc.clone(),
+            ops,
+        },
+        Request::StateSnapshot {
+            doc: doc.clone(),
+            label: "v".into(),
+        },
+    ] {
+        outputs.clear();
+        node.on_input(
+            Input::Request {
+                tab: 1,
+                id: 2,
+                request,
+            },
+            &mut |o| outputs.push(o),
+        );
+        assert!(
+            outputs.iter().any(|o| matches!(
+                o,
+                Output::Reply { result: Err(e), .. } if e.code == ErrorCode::StatePersistFailed
+            )),
+            "the write is refused with STATE_PERSIST_FAILED"
+        );
+        assert!(
+            !outputs
+                .iter()
+                .any(|o| matches!(o, Output::Persist { .. } | Output::Compact { .. })),
+            "nothing reaches storage"
+        );
+    }
+}
+
+/// A tab's requests can fill the node's queue; a lifecycle input still gets in, after them.
+#[test]
+fn lifecycle_inputs_are_queued_even_when_requests_fill_the_queue() {
+    use futures::channel::mpsc;
+
+    use super::queue_lifecycle;
+    let (mut inputs, mut rx) = mpsc::channel::<Input>(4);
+    let mut queued = 0;
+    while inputs
+        .try_send(Input::Request {
+            tab: 1,
+            id: queued,
+            request: Request::Status,
+        })
+        .is_ok()
+    {
+        queued += 1;
+    }
+    assert!(queued >= 4, "the queue took its buffer");
+    for tab in [1, 2, 3] {
+        assert!(queue_lifecycle(&inputs, Input::Detach(tab)).is_ok());
+    }
+    let mut order = Vec::new();
+    while let Ok(input) = rx.try_recv() {
+        order.push(match input {
+            Input::Request { id, .. } => format!("request {id}"),
+            Input::Detach(tab) => format!("detach {tab}"),
+            other => format!("{other:?}"),
+        });
+    }
+    let mut expected: Vec<String> = (0..queued).map(|id| format!("request {id}")).collect();
+    expected.extend(["detach 1", "detach 2", "detach 3"].map(String::from));
+    assert_eq!(order, expected);
+    drop(rx);
+    assert!(
+        queue_lifecycle(&inputs, Input::Detach(4)).is_err(),
+        "fails only once the node loop is gone"
+    );
+}

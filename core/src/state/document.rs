@@ -32,7 +32,7 @@ use yrs::{
 use super::{
     key_index::KeyIndex,
     path::{Op, Path},
-    update_check::check_update_v1,
+    update_check::{check_snapshot_v1, check_update_v1},
 };
 use crate::{
     error::ErrorCode,
@@ -545,8 +545,19 @@ impl SharedDoc {
         let txn = self.doc.transact();
         let snapshot = match versions.get(&txn, id) {
             Some(Out::YMap(entry)) => match entry.get(&txn, "snapshot") {
+                // Any peer can write the versions map: the bytes are checked, and a client
+                // at clock 0 (yrs would read the block before clock 0) is dropped, since it
+                // means the same as leaving the client out.
                 Some(Out::Any(Any::Buffer(bytes))) => {
-                    Snapshot::decode_v1(&bytes).map_err(bad_update)?
+                    check_snapshot_v1(&bytes)?;
+                    let mut snapshot = Snapshot::decode_v1(&bytes).map_err(bad_update)?;
+                    snapshot.state_map = snapshot
+                        .state_map
+                        .iter()
+                        .filter(|&(_, &clock)| clock > 0)
+                        .map(|(&client, &clock)| (client, clock))
+                        .collect();
+                    snapshot
                 }
                 _ => return Err(internal(format!("version {id:?} has no snapshot"))),
             },
@@ -563,7 +574,9 @@ impl SharedDoc {
         drop(txn);
         let past = new_doc();
         let root = past.get_or_insert_map(ROOT_MAP);
-        let update = Update::decode_v1(&encoder.to_vec()).map_err(bad_update)?;
+        let update = encoder.to_vec();
+        check_update_v1(&update)?;
+        let update = Update::decode_v1(&update).map_err(bad_update)?;
         past.transact_mut()
             .apply_update(update)
             .map_err(bad_update)?;
@@ -1042,6 +1055,39 @@ mod tests {
         assert_eq!(
             a.json_at("nope").unwrap_err().code,
             ErrorCode::StateUnknownVersion
+        );
+    }
+
+    /// Versions written by a hostile peer: a snapshot naming a known client at clock 0 (yrs
+    /// would read the block before clock 0 and panic) and bytes that are no snapshot.
+    #[test]
+    fn a_peers_bad_version_reads_as_an_error_or_an_empty_past() {
+        let a = SharedDoc::new();
+        a.apply_ops(&[set("score", json!(1))]).unwrap();
+        let client = a.doc.client_id();
+        let zero = Snapshot::new(
+            [(client, 0u32)].into_iter().collect(),
+            yrs::IdSet::default(),
+        )
+        .encode_v1();
+        let garbage = vec![5, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        {
+            let versions = a.doc.get_or_insert_map(VERSIONS_MAP);
+            let mut txn = a.doc.transact_mut();
+            for (id, bytes) in [("zero", zero), ("garbage", garbage)] {
+                let entry = MapPrelim::from([("snapshot", In::Any(Any::Buffer(Arc::from(bytes))))]);
+                versions.insert(&mut txn, id, entry);
+            }
+        }
+        assert_eq!(parsed(&a.json_at("zero").unwrap()), json!({}));
+        assert_eq!(
+            a.json_at("garbage").unwrap_err().code,
+            ErrorCode::StateInvalidUpdate
+        );
+        assert_eq!(
+            a.to_json(),
+            json!({"score": 1}),
+            "the document is untouched"
         );
     }
 

@@ -28,6 +28,10 @@ pub struct DocState {
     pub records: usize,
     /// Bytes stored: the last compacted state plus the records appended since.
     pub stored_bytes: usize,
+    /// The host could not read the document's stored records. Writing would then overwrite
+    /// or compact away records nobody has read, so local writes are refused and nothing is
+    /// persisted until the document is loaded again.
+    pub storage_unreadable: bool,
 }
 
 impl DocState {
@@ -51,6 +55,15 @@ impl DocState {
     /// writes them (a tab, an import, a peer): its stored form stays bounded, so its compacted
     /// state always fits in one loadable record.
     pub fn check_room(&self, name: &str, incoming: usize) -> Result<(), NodeError> {
+        if self.storage_unreadable {
+            return Err(NodeError::new(
+                ErrorCode::StatePersistFailed,
+                format!(
+                    "document {name:?}'s stored records could not be read, so writes to it are \
+                     refused (they could overwrite them); reload to try again"
+                ),
+            ));
+        }
         if self.stored_bytes.saturating_add(incoming) > MAX_DOC_BYTES {
             return Err(NodeError::new(
                 ErrorCode::StateDocTooLarge,
@@ -66,8 +79,13 @@ impl DocState {
 pub struct SyncOutcome {
     /// Documents that changed, with what changed (to persist and to show to tabs).
     pub applied: Vec<(String, Applied)>,
-    /// Messages refused (undecodable or inapplicable updates): counted, never applied.
+    /// Messages refused as malformed (or naming documents this replica does not hold, in
+    /// a response): counted, never applied. A gossiped one is reported invalid.
     pub rejected: usize,
+    /// Well-formed updates this replica did not take: its copy is at its size bound or its
+    /// storage is unreadable, or yrs could not apply them. The sender did nothing wrong, so
+    /// a gossiped one is still forwarded (a relay routes for others whatever it pins).
+    pub refused: usize,
 }
 
 /// What loading stored records did.
@@ -296,8 +314,8 @@ impl Replica {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::debug!(doc = name, "refusing a peer's update: {}", e.message);
-                outcome.rejected += 1;
+                tracing::debug!(doc = name, "not taking a peer's update: {}", e.message);
+                outcome.refused += 1;
             }
         }
     }

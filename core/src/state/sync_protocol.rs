@@ -95,17 +95,32 @@ impl SyncFrame {
         }
         let count = r.bounded(MAX_PINNED_DOCS, "document count")?;
         let mut entries = Vec::with_capacity(count.min(64));
+        // Each state vector asks for a diff of the whole document: a document named twice,
+        // or asked for twice, would have a small frame cost a large answer many times over.
+        let mut seen = std::collections::HashSet::with_capacity(count.min(64));
         for _ in 0..count {
             let name = r.bytes(MAX_DOC_NAME_BYTES, "document name")?;
             let doc = std::str::from_utf8(name)
                 .map_err(|_| bad("document name is not UTF-8"))?
                 .to_string();
             crate::state::path::validate_doc_name(&doc).map_err(|e| bad(e.message))?;
+            if !seen.insert(doc.clone()) {
+                return Err(bad(format!("document {doc:?} named twice in one frame")));
+            }
             let n = r.bounded(MAX_MESSAGES_PER_DOC, "message count")?;
             let mut messages = Vec::with_capacity(n);
             for _ in 0..n {
                 let bytes = r.bytes(MAX_SYNC_FRAME_BYTES, "message")?;
                 messages.push(decode_sync_message(bytes)?);
+            }
+            let asks = messages
+                .iter()
+                .filter(|m| matches!(m, SyncMessage::SyncStep1(_)))
+                .count();
+            if asks > 1 {
+                return Err(bad(format!(
+                    "document {doc:?} asked for {asks} times in one frame"
+                )));
             }
             entries.push(DocMessages { doc, messages });
         }
@@ -215,6 +230,29 @@ mod tests {
         assert!(SyncFrame::decode(&[1, 1, 1, b'\n', 0]).is_err());
         // Version 2 is not ours.
         assert!(SyncFrame::decode(&[2, 0]).is_err());
+    }
+
+    /// A small frame that would cost many whole-document diffs: a document named twice, or
+    /// asked for twice under one name.
+    #[test]
+    fn rejects_repeated_asks_for_a_document() {
+        let ask = || SyncMessage::SyncStep1(StateVector::default());
+        let entry = |messages| DocMessages {
+            doc: "overworld".into(),
+            messages,
+        };
+        let twice = SyncFrame {
+            entries: vec![entry(vec![ask()]), entry(vec![ask()])],
+        };
+        assert!(SyncFrame::decode(&twice.encode()).is_err());
+        let asked_twice = SyncFrame {
+            entries: vec![entry(vec![ask(), ask()])],
+        };
+        assert!(SyncFrame::decode(&asked_twice.encode()).is_err());
+        let once = SyncFrame {
+            entries: vec![entry(vec![ask(), SyncMessage::Update(vec![0, 0])])],
+        };
+        assert!(SyncFrame::decode(&once.encode()).is_ok());
     }
 
     proptest! {

@@ -142,18 +142,48 @@ impl Walk<'_> {
         }
     }
 
+    /// A state vector: clients and their clocks.
+    fn state_vector(&mut self) -> Result<(), NodeError> {
+        for _ in 0..self.count()? {
+            self.client()?;
+            self.clock()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, what: &str) -> Result<(), NodeError> {
+        if !self.buf.is_empty() {
+            return Err(bad(format!("trailing bytes after {what}")));
+        }
+        Ok(())
+    }
+
+    /// A delete set: per client, ranges that stay within `u32` clocks.
+    fn delete_set(&mut self) -> Result<(), NodeError> {
+        for _ in 0..self.count()? {
+            self.client()?;
+            for _ in 0..self.count()? {
+                let start = self.clock()?;
+                let len = self.var()?;
+                if start
+                    .checked_add(len)
+                    .is_none_or(|end| end > u64::from(u32::MAX))
+                {
+                    return Err(bad("deleted range overflows"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The length (in clock units) of a struct's content.
     fn content(&mut self, content_ref: u8) -> Result<u64, NodeError> {
         Ok(match content_ref {
             1 => self.var()?, // deleted
-            2 => {
-                // JSON strings (legacy)
-                let n = self.count()?;
-                for _ in 0..n {
-                    self.string()?;
-                }
-                n
-            }
+            // Legacy JSON strings: Yjs stopped writing them, and yrs reads one string more
+            // than the count says, so the rest of an update would be read at other offsets
+            // than the ones checked here.
+            2 => return Err(bad("legacy JSON content is not accepted")),
             3 => {
                 self.buf()?;
                 1
@@ -176,8 +206,11 @@ impl Walk<'_> {
             7 => {
                 let type_ref = self.var()?;
                 match type_ref {
-                    // XmlElement and XmlHook carry a name.
-                    3 | 5 => self.string()?,
+                    // An XmlElement carries a name.
+                    3 => self.string()?,
+                    // An XmlHook carries one in Yjs, but yrs reads none, so the bytes after it
+                    // would be read at other offsets than the ones checked here.
+                    5 => return Err(bad("XmlHook types are not accepted")),
                     0..=9 | 15 => {}
                     other => return Err(bad(format!("unknown type ref {other}"))),
                 }
@@ -243,37 +276,23 @@ pub fn check_update_v1(update: &[u8]) -> Result<(), NodeError> {
                 .ok_or_else(|| bad("clock range overflows"))?;
         }
     }
-    // Delete set.
-    for _ in 0..w.count()? {
-        w.client()?;
-        for _ in 0..w.count()? {
-            let start = w.clock()?;
-            let len = w.var()?;
-            if start
-                .checked_add(len)
-                .is_none_or(|end| end > u64::from(u32::MAX))
-            {
-                return Err(bad("deleted range overflows"));
-            }
-        }
-    }
-    if !w.buf.is_empty() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(())
+    w.delete_set()?;
+    w.finish("the update")
+}
+
+/// Checks the layout of a yrs v1 snapshot: a delete set, then a state vector.
+pub fn check_snapshot_v1(snapshot: &[u8]) -> Result<(), NodeError> {
+    let mut w = Walk { buf: snapshot };
+    w.delete_set()?;
+    w.state_vector()?;
+    w.finish("the snapshot")
 }
 
 /// Checks the layout of a Yjs v1 state vector.
 pub fn check_state_vector_v1(sv: &[u8]) -> Result<(), NodeError> {
     let mut w = Walk { buf: sv };
-    for _ in 0..w.count()? {
-        w.client()?;
-        w.clock()?;
-    }
-    if !w.buf.is_empty() {
-        return Err(bad("trailing bytes after the state vector"));
-    }
-    Ok(())
+    w.state_vector()?;
+    w.finish("the state vector")
 }
 
 #[cfg(test)]
@@ -293,5 +312,25 @@ mod tests {
         assert!(check_update_v1(&[0, 0]).is_ok());
         assert!(check_state_vector_v1(&[1, 5, 7]).is_ok());
         assert!(check_state_vector_v1(&[2, 5, 7]).is_err());
+    }
+
+    /// One struct of client 1 under the root type "r", with `content` (its info byte first).
+    fn one_struct(content: &[u8]) -> Vec<u8> {
+        let mut u = vec![1, 1, 1, 0, content[0], 1, 1, b'r'];
+        u.extend_from_slice(&content[1..]);
+        u.push(0); // empty delete set
+        u
+    }
+
+    #[test]
+    fn refuses_what_yrs_would_read_at_other_offsets() {
+        // A map entry holding one Any string: the layout both sides read alike.
+        assert!(check_update_v1(&one_struct(&[0x08, 1, 0x77, 1, b'x'])).is_ok());
+        // Legacy JSON content of one string: yrs reads two.
+        assert!(check_update_v1(&one_struct(&[0x02, 1, 1, b'x'])).is_err());
+        // An XmlHook type with a name: yrs reads none, and would take the name for content.
+        assert!(check_update_v1(&one_struct(&[0x07, 5, 1, b'h'])).is_err());
+        // An XmlElement's name is read by both.
+        assert!(check_update_v1(&one_struct(&[0x07, 3, 1, b'p'])).is_ok());
     }
 }

@@ -112,7 +112,11 @@ fn a_document_at_its_size_bound_takes_no_more_from_peers() {
     full.create("w").unwrap();
     full.state_mut("w").unwrap().stored_bytes = MAX_DOC_BYTES - update.len() + 1;
     let outcome = full.apply_broadcast("w", &update, false);
-    assert_eq!((outcome.rejected, outcome.applied.len()), (1, 0));
+    assert_eq!(
+        (outcome.rejected, outcome.refused, outcome.applied.len()),
+        (0, 1, 0),
+        "refused here, but not malformed: the sender is not at fault"
+    );
     assert_eq!(
         full.get("w").unwrap().to_json(),
         json!({}),

@@ -1,0 +1,13 @@
+import { chromium } from '@playwright/test';
+import { chromiumArgs } from '../playwright.config.mjs';
+import { startRelay } from '../playwright/relay.mjs';
+process.env.RELAY_BIN ??= 'target/release/relay-server';
+const relay = await startRelay();
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: [...chromiumArgs, '--js-flags=--trace-wasm-lazy-compilation'] });
+const ctx = await browser.newContext();
+const page = await ctx.newPage();
+await page.goto(`${relay.url}/ta.html`);
+console.error('connectedAt', await page.waitForFunction(() => window.connectedAt).then((h) => h.jsonValue()));
+await new Promise((r) => setTimeout(r, 500));
+await browser.close();
+process.exit(0);
