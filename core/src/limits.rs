@@ -56,6 +56,10 @@ pub const MAX_SYNC_FRAME_BYTES: usize = 48 * 1024 * 1024;
 pub const MAX_SYNC_STREAMS: usize = 8;
 /// Largest document, as a full encoded update; local writes beyond it are refused.
 pub const MAX_DOC_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes of peers' updates a document holds while they wait for history it lacks (yrs keeps
+/// them pending, merged, until the missing updates arrive). Past this, updates that would
+/// wait too are not taken; the sync exchange brings them again with their history.
+pub const MAX_PENDING_UPDATE_BYTES: usize = 8 * 1024 * 1024;
 /// Most named versions per document.
 pub const MAX_VERSIONS_PER_DOC: usize = 256;
 /// Longest version label, in bytes.

@@ -26,7 +26,7 @@ use yrs::{
         encoder::{Encode, Encoder, EncoderV1},
     },
     Any, Doc, In, Map, MapPrelim, MapRef, Observable, Options, Out, ReadTxn, Snapshot, StateVector,
-    Transact, Update,
+    Transact, Update, WriteTxn,
 };
 
 use super::{
@@ -364,7 +364,12 @@ impl SharedDoc {
                         for (cut, _) in key.match_indices(KEY_SEPARATOR) {
                             remove(&mut txn, &mut keys, &key[..cut]);
                         }
-                        flatten(key, value, &mut leaves);
+                        flatten(key.clone(), value, &mut leaves);
+                        // An object goes below the path: a leaf at the path itself (a scalar
+                        // set before) would otherwise come back once the object's keys go.
+                        if !leaves.iter().any(|(k, _)| *k == key) {
+                            remove(&mut txn, &mut keys, &key);
+                        }
                         for (k, v) in leaves.drain(..) {
                             // One allocation of the key, shared by yrs and the index.
                             self.root.insert(&mut txn, k.clone(), In::Any(v));
@@ -584,10 +589,28 @@ impl SharedDoc {
         Ok(build_tree(root.iter(&txn).map(|(k, v)| (k, Some(v))), &txn))
     }
 
+    /// Forgets the updates waiting for missing dependencies (the sync exchange, which works
+    /// from state vectors, brings them again once their history is here).
+    pub fn drop_pending(&self) {
+        let mut txn = self.doc.transact_mut();
+        let store = txn.store_mut();
+        if let Some(pending) = store.pending_update_mut() {
+            pending.update = Update::new();
+            pending.missing = StateVector::default();
+        }
+        if let Some(ds) = store.pending_ds_mut() {
+            *ds = yrs::IdSet::default();
+        }
+    }
+
     /// Whether the document has updates waiting for missing dependencies.
     pub fn has_pending(&self) -> bool {
         let txn = self.doc.transact();
-        txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
+        // (Dropped pending updates leave an empty one behind until the next update.)
+        txn.store()
+            .pending_update()
+            .is_some_and(|p| !p.update.is_empty())
+            || txn.store().pending_ds().is_some_and(|ds| !ds.is_empty())
     }
 
     /// The changes of the last transaction: for every touched entry, its path and value; for a
@@ -1056,6 +1079,20 @@ mod tests {
             a.json_at("nope").unwrap_err().code,
             ErrorCode::StateUnknownVersion
         );
+    }
+
+    #[test]
+    fn an_object_set_over_a_scalar_replaces_it() {
+        let d = SharedDoc::new();
+        d.apply_ops(&[set("score", json!(3))]).unwrap();
+        d.apply_ops(&[set("score", json!({"y": 2}))]).unwrap();
+        assert_eq!(d.to_json(), json!({"score": {"y": 2}}));
+        d.apply_ops(&[Op::Delete { path: p("score.y") }]).unwrap();
+        assert_eq!(d.to_json(), json!({}), "the old scalar does not come back");
+        // A replica from the bytes agrees.
+        let r = SharedDoc::new();
+        r.apply_update(&d.encode_state()).unwrap();
+        assert_eq!(r.to_json(), json!({}));
     }
 
     /// Versions written by a hostile peer: a snapshot naming a known client at clock 0 (yrs

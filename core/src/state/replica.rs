@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     error::ErrorCode,
-    limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES},
+    limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_PENDING_UPDATE_BYTES},
     NodeError,
 };
 
@@ -32,6 +32,9 @@ pub struct DocState {
     /// or compact away records nobody has read, so local writes are refused and nothing is
     /// persisted until the document is loaded again.
     pub storage_unreadable: bool,
+    /// Bytes of the peers' updates yrs holds pending (waiting for history this copy lacks),
+    /// bounded by [`MAX_PENDING_UPDATE_BYTES`]; back to 0 once nothing is pending.
+    pub pending_bytes: usize,
 }
 
 impl DocState {
@@ -302,13 +305,29 @@ impl Replica {
     /// a sync frame's by [`SyncFrame::decode`] (every frame from a peer is decoded; the
     /// frames a replica builds itself carry updates yrs encoded here).
     fn apply_remote(&mut self, name: &str, update: &[u8], outcome: &mut SyncOutcome) {
-        let Some(state) = self.docs.get(name) else {
+        let Some(state) = self.docs.get_mut(name) else {
             return;
         };
-        match state
+        let result = state
             .check_room(name, update.len())
-            .and_then(|()| state.doc.apply_checked_update(update))
-        {
+            .and_then(|()| state.doc.apply_checked_update(update));
+        state.pending_bytes = if state.doc.has_pending() {
+            state.pending_bytes.saturating_add(update.len())
+        } else {
+            0
+        };
+        if state.pending_bytes > MAX_PENDING_UPDATE_BYTES {
+            // Updates that reference history nobody has sent: forgotten, so they cannot grow
+            // without bound. If the history exists, the sync exchange brings them again.
+            tracing::debug!(
+                doc = name,
+                "dropping peers' updates waiting for missing history"
+            );
+            state.doc.drop_pending();
+            state.pending_bytes = 0;
+            outcome.refused += 1;
+        }
+        match result {
             Ok(applied) if applied.update.is_some() || applied.has_changes() => {
                 outcome.applied.push((name.to_string(), applied))
             }

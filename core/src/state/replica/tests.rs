@@ -137,6 +137,42 @@ fn a_document_at_its_size_bound_takes_no_more_from_peers() {
     assert_eq!(full.get("w").unwrap().to_json(), json!({"k": 1}));
 }
 
+/// Updates waiting for history the replica lacks are held by yrs; how much is bounded, and
+/// the bound frees up once the history arrives.
+#[test]
+fn updates_waiting_for_missing_history_are_bounded() {
+    let mut writer = Replica::new(1);
+    let w = writer.create("w").unwrap();
+    let big = |c: &str| json!(c.repeat(crate::limits::MAX_PENDING_UPDATE_BYTES / 2 + 1));
+    // Each write replaces the one before: its item names the previous one as its origin.
+    let write = |value: Value| w.apply_ops(&[set(&["k"], value)]).unwrap().update.unwrap();
+    let first = write(json!(1));
+    let (second, third) = (write(big("x")), write(big("y")));
+    let mut r = Replica::new(1);
+    r.create("w").unwrap();
+    let outcome = r.apply_broadcast("w", &second, false);
+    assert_eq!((outcome.rejected, outcome.refused), (0, 0));
+    assert!(
+        r.get("w").unwrap().has_pending(),
+        "held, waiting for `first`"
+    );
+    assert!(r.state("w").unwrap().pending_bytes >= second.len());
+    let outcome = r.apply_broadcast("w", &third, false);
+    assert_eq!(
+        (outcome.rejected, outcome.refused),
+        (0, 1),
+        "past the bound: what waits is dropped"
+    );
+    assert!(!r.get("w").unwrap().has_pending());
+    assert_eq!(r.state("w").unwrap().pending_bytes, 0);
+    // The history arrives, then (as a sync would bring them) the dropped updates again.
+    for update in [&first, &second, &third] {
+        assert_eq!(r.apply_broadcast("w", update, false).applied.len(), 1);
+    }
+    assert!(!r.get("w").unwrap().has_pending());
+    assert_eq!(r.get("w").unwrap().to_json(), json!({ "k": big("y") }));
+}
+
 /// An update that is not a valid Yjs layout is refused on both ways in: a broadcast is
 /// checked when applied, a sync frame when decoded (its updates are not walked again).
 #[test]
