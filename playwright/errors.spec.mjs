@@ -161,6 +161,9 @@ test('the SDK refuses oversized, non-JSON and badly addressed publishes with cod
       ),
       // The channel still serves requests after both.
       after: await code(window.node.publish('chat', 1)),
+      // close() twice at once: one detach, both resolve; the handle is closed after.
+      closeTwice: await Promise.all([window.node.close(), window.node.close()]).then(() => 'resolved', (e) => e.code),
+      afterClose: await code(window.node.publish('chat', 1)),
     };
   });
   expect(codes).toEqual({
@@ -175,6 +178,8 @@ test('the SDK refuses oversized, non-JSON and badly addressed publishes with cod
     refusedTwice: ['INVALID_TOPIC', 'INVALID_TOPIC'],
     uncloneable: 'BAD_REQUEST',
     after: 'NO_ERROR',
+    closeTwice: 'resolved',
+    afterClose: 'CLOSED',
   });
   await ctx.close();
 });

@@ -96,6 +96,22 @@ test('a key named __proto__ is plain data in every tab\'s copy, never the protot
   }
 });
 
+test('closing an old handle again leaves a newer handle of the same document live', async ({ browser }) => {
+  const context = await browser.newContext();
+  const tabs = [await openNode(context, currentRelay()), await openNode(context, currentRelay())];
+  await tabs[0].page.evaluate(async () => {
+    const old = window.node.state('handles');
+    await old.ready;
+    await old.close();
+    window.docs = { handles: window.node.state('handles') };
+    await window.docs.handles.ready;
+    await old.close(); // again: a no-op, not a second stateClose
+  });
+  await openDoc(tabs[1].page, 'handles');
+  await tabs[1].page.evaluate(() => window.docs.handles.set('from', 'tab1'));
+  await until(tabs[0].page, 'handles', (v) => v.from === 'tab1');
+});
+
 test('a write made just before its tab closes is kept, and reload restores from IndexedDB', async ({ browser }) => {
   const context = await browser.newContext();
   const keeper = await openNode(context, currentRelay());

@@ -11,6 +11,8 @@ const MAX_PUBLISH_BYTES = 1024 * 1024;
 const MAX_TOPIC_BYTES = 256;
 const MAX_PENDING_REQUESTS = 4096;
 const DEFAULT_TIMEOUT_MS = 10_000;
+// How long close() waits for the worker to confirm the detach.
+const CLOSE_WAIT_MS = 2_000;
 // The node takes at most this many CPU slots from one tab (sw/src/executors.rs MAX_POOL_SLOTS).
 const MAX_CPU_WORKERS = 64;
 const encoder = new TextEncoder();
@@ -119,10 +121,12 @@ async function holdTabLock() {
   return { name, release };
 }
 
-async function bootstrapConfig() {
+async function bootstrapConfig(timeoutMs) {
   let response;
   try {
-    response = await fetch(new URL('/peercompute.json', location.origin), { cache: 'no-cache' });
+    // Bounded like the rest of connect: a server that never answers is a failed bootstrap.
+    const signal = AbortSignal.timeout(timeoutMs);
+    response = await fetch(new URL('/peercompute.json', location.origin), { cache: 'no-cache', signal });
   } catch (e) {
     throw new PeerComputeError('BOOTSTRAP_FAILED', `fetching /peercompute.json failed: ${e.message}`);
   }
@@ -141,6 +145,7 @@ export class PeerComputeNode {
   #channel;
   #lock;
   #topics = new Map(); // topic -> Set(handler)
+  #closing = null;
   #subscribed = new Map(); // topic -> the promise of the node's subscription, shared by handlers
   #listeners = new Map(); // event -> Set(handler)
   #docs = new Map(); // name -> SharedState
@@ -216,7 +221,8 @@ export class PeerComputeNode {
         name,
         (op, fields, transfer) => this.#channel.request(op, fields, transfer),
         (code, message) => new PeerComputeError(code, message),
-        (n) => this.#docs.delete(n),
+        // Only this handle: a newer one for the same name stays.
+        (n) => this.#docs.get(n) === doc && this.#docs.delete(n),
       );
       this.#docs.set(name, doc);
       // A failed open is reported through `doc.ready`; forget the handle so a retry can work.
@@ -301,12 +307,22 @@ export class PeerComputeNode {
 
   /** Detaches this tab and stops the workers it lent. The shared node keeps running for the
    *  origin's other tabs. */
-  async close() {
+  close() {
+    // Once: a second call (while the first is under way, or after) gets the same promise.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close() {
     if (this.#channel.closed) return;
     for (const lent of [this.executors, this.gpu]) lent?.then((x) => x?.close?.(), () => {});
+    // A worker that stopped answering does not keep close() pending: the handle goes anyway.
+    let timer;
+    const gone = new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
     try {
-      await this.#channel.request('detach');
+      await Promise.race([this.#channel.request('detach').catch(() => {}), gone]);
     } finally {
+      clearTimeout(timer);
       this.#channel.fail(new PeerComputeError('CLOSED', 'this node handle was closed'));
       this.#channel.port.close();
       this.#lock.release();
@@ -363,6 +379,12 @@ export const PeerCompute = {
     if (typeof SharedWorker === 'undefined') {
       throw new PeerComputeError('NO_SHARED_WORKER', 'this browser has no SharedWorker');
     }
+    const wait = options.waitForRelay ?? true;
+    if (typeof wait !== 'boolean') {
+      throw new PeerComputeError('BAD_REQUEST', 'waitForRelay must be a boolean');
+    }
+    // Every option is checked by now: past this point the worker knows this tab, and each
+    // failure below detaches it again.
     // Start the worker first: its wasm compiles while the bootstrap list is fetched.
     const workerUrl = options.worker ?? new URL('../sw/worker.js', import.meta.url);
     const worker = new SharedWorker(workerUrl, { type: 'module', name: 'peercompute' });
@@ -370,15 +392,11 @@ export const PeerCompute = {
     const channel = new Channel(worker.port, (msg) => node?._dispatch(msg));
     worker.onerror = () =>
       channel.fail(new PeerComputeError('WORKER_START_FAILED', `the worker at ${workerUrl} failed to load`));
-    const wait = options.waitForRelay ?? true;
-    if (typeof wait !== 'boolean') {
-      throw new PeerComputeError('BAD_REQUEST', 'waitForRelay must be a boolean');
-    }
-    let bootstrap = relays === null ? bootstrapConfig() : Promise.resolve({ relays, rootKey: options.rootKey });
+    let bootstrap =
+      relays === null ? bootstrapConfig(timeoutMs) : Promise.resolve({ relays, rootKey: options.rootKey });
     // Offline use: no relay list is no reason to fail; the node works locally.
     if (!wait) bootstrap = bootstrap.catch(() => ({ relays: [] }));
     bootstrap.catch(() => {}); // awaited below; this only silences an early rejection
-    const lock = await holdTabLock();
     // The worker enforces timeoutMs; this guard only catches a worker that never answers.
     let guardTimer;
     const guard = new Promise((_, reject) => {
@@ -387,7 +405,10 @@ export const PeerCompute = {
         timeoutMs + 5000,
       );
     });
+    guard.catch(() => {}); // raced below; a guard nobody is waiting on is no error
+    let lock = { name: null, release: () => {} };
     try {
+      lock = await holdTabLock();
       const [attached, config] = await Promise.all([
         Promise.race([channel.request('attach', { lock: lock.name }), guard]),
         bootstrap,
@@ -419,7 +440,8 @@ export const PeerCompute = {
       channel.port.postMessage({ v: PROTOCOL_VERSION, id: 0, op: 'detach' });
       channel.port.close();
       lock.release();
-      throw e;
+      // Whatever failed (Web Locks refused, say), the caller gets a code.
+      throw e instanceof PeerComputeError ? e : new PeerComputeError('INTERNAL', String(e?.message ?? e));
     } finally {
       clearTimeout(guardTimer);
     }

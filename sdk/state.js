@@ -117,6 +117,7 @@ export class SharedState {
   #request;
   #makeError;
   #tree = {};
+  #closed = false;
   #observers = new Set();
   #onClose;
 
@@ -237,6 +238,10 @@ export class SharedState {
 
   /** Stops this tab's copy; the document stays open in the node for the other tabs. */
   async close() {
+    // Once: the node tracks one watch per tab and document, so a second `stateClose` from
+    // this old handle would stop the changes a newer handle of the same name relies on.
+    if (this.#closed) return;
+    this.#closed = true;
     this.#observers.clear();
     this.#onClose(this.name);
     await this.#request('stateClose');
