@@ -78,6 +78,31 @@ test('tabs of one origin share one node, one peer id and one relay connection', 
   await ctx.close();
 });
 
+test('without Web Locks or randomUUID (plain http on a LAN address), closed tabs are still forgotten', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  // What an insecure context lacks; localhost is a secure context, so take them away.
+  await ctx.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });
+    delete Crypto.prototype.randomUUID;
+  });
+  const tabs = [await openNode(ctx, currentRelay()), await openNode(ctx, currentRelay())];
+  expect(await tabs[0].page.evaluate(() => [typeof navigator.locks, typeof crypto.randomUUID])).toEqual([
+    'undefined',
+    'undefined',
+  ]);
+  await waitForStatus(tabs[0].page, (s) => s.tabs, 2);
+  await tabs[1].page.close();
+  await waitForStatus(tabs[0].page, (s) => s.tabs, 1);
+  // A task without an id gets one.
+  const squared = await tabs[0].page.evaluate(async () => {
+    const task = window.node.submitTask({ type: 'cpu', kernel: 'square', inputs: [new Float32Array([2, 3])], local: true });
+    return Array.from(await task.result);
+  });
+  expect(squared).toEqual([4, 9]);
+  expect(tabs[0].errors).toEqual([]);
+  await ctx.close();
+});
+
 test('a reloaded page, and a new worker after every tab closed, keep the peer id', async ({ browser }) => {
   const ctx = await browser.newContext();
   const first = await openNode(ctx, currentRelay());

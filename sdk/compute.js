@@ -19,6 +19,13 @@ function typeOf(array) {
 }
 
 /** Converts the page's task into the tab protocol's `task` (see README, "Compute"). */
+/** A random id. `crypto.randomUUID` exists only in secure contexts (https, localhost); a page
+ *  served over plain http on a LAN address still has `getRandomValues`. */
+export function randomId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 export function encodeTask(spec, makeError) {
   if (!spec || typeof spec !== 'object') throw makeError('TASK_INVALID', 'a task is an object');
   const data = spec.data ?? {};
@@ -41,7 +48,7 @@ export function encodeTask(spec, makeError) {
   const output = spec.output ?? (inputs[0] && { type: inputs[0].type, length: inputs[0].bytes.byteLength / 4 });
   if (!output) throw makeError('TASK_INVALID', 'a task says its `output: { type, length }` (or has an input to map over)');
   const task = {
-    id: spec.id ?? `task-${crypto.randomUUID()}`,
+    id: spec.id ?? `task-${randomId()}`,
     type: spec.type,
     params: Object.entries(params),
     inputs,

@@ -2,7 +2,7 @@
 // protocol (versioned request/reply over a MessagePort) to the node in the SharedWorker that
 // all tabs of this origin share.
 
-import { Task, encodeTask, startCpuPool, startGpuWorker } from './compute.js';
+import { Task, encodeTask, randomId, startCpuPool, startGpuWorker } from './compute.js';
 import { Presence } from './presence.js';
 import { SharedState, checkDocName } from './state.js';
 
@@ -109,7 +109,7 @@ class Channel {
 /** Holds a Web Lock for the tab's lifetime; the worker watches it to notice closed tabs. */
 async function holdTabLock() {
   if (!navigator.locks) return { name: null, release: () => {} };
-  const name = `peercompute-tab-${crypto.randomUUID()}`;
+  const name = `peercompute-tab-${randomId()}`;
   let release;
   const held = new Promise((resolve) => (release = resolve));
   await new Promise((granted) => {
@@ -414,6 +414,12 @@ export const PeerCompute = {
         bootstrap,
       ]);
       node = new PeerComputeNode(channel, lock, attached.peerId);
+      if (lock.name === null) {
+        // No Web Locks (a page served over plain http on a LAN address): the worker cannot
+        // learn that this tab died, so the tab says goodbye when it is unloaded (a crash
+        // still goes unnoticed). A page kept in the back-forward cache is not gone.
+        addEventListener('pagehide', (event) => event.persisted || node.close());
+      }
       const rootKey = options.rootKey ?? config.rootKey;
       await Promise.race([
         channel.request('connect', { relays: config.relays, timeoutMs, wait, ...(rootKey ? { rootKey } : {}) }),

@@ -56,6 +56,9 @@ pub const MAX_SYNC_FRAME_BYTES: usize = 48 * 1024 * 1024;
 pub const MAX_SYNC_STREAMS: usize = 8;
 /// Largest document, as a full encoded update; local writes beyond it are refused.
 pub const MAX_DOC_BYTES: usize = 32 * 1024 * 1024;
+/// Largest stored record read back: a compacted record holds the whole document, which can
+/// pass [`MAX_DOC_BYTES`] by the size of the write that crossed it.
+pub const MAX_STORED_RECORD_BYTES: usize = MAX_SYNC_FRAME_BYTES;
 /// Bytes of peers' updates a document holds while they wait for history it lacks (yrs keeps
 /// them pending, merged, until the missing updates arrive). Past this, updates that would
 /// wait too are not taken; the sync exchange brings them again with their history.

@@ -10,7 +10,7 @@ use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 use idb::{Database, KeyRange, Query, TransactionMode, TransactionResult};
 use js_sys::{Array, Uint8Array};
-use peercompute_core::limits::MAX_SYNC_UPDATE_BYTES;
+use peercompute_core::limits::MAX_STORED_RECORD_BYTES;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::db::STATE_STORE;
@@ -43,7 +43,7 @@ impl StateStore {
     }
 
     /// A document's records, oldest first. A record that is not a byte array (or is larger
-    /// than any update can be) is passed on empty, so the node counts it as corrupt.
+    /// than any stored record can be) is passed on empty, so the node counts it as corrupt.
     pub(crate) async fn load(&self, doc: &str) -> Result<Vec<Vec<u8>>, String> {
         let tx = self
             .db
@@ -72,7 +72,7 @@ impl StateStore {
         Ok(values
             .into_iter()
             .map(|v| match v.dyn_into::<Uint8Array>() {
-                Ok(a) if (a.length() as usize) <= MAX_SYNC_UPDATE_BYTES => a.to_vec(),
+                Ok(a) if (a.length() as usize) <= MAX_STORED_RECORD_BYTES => a.to_vec(),
                 _ => Vec::new(),
             })
             .collect())

@@ -37,7 +37,8 @@ use super::{
 use crate::{
     error::ErrorCode,
     limits::{
-        MAX_PATH_SEGMENTS, MAX_SYNC_UPDATE_BYTES, MAX_VERSIONS_PER_DOC, MAX_VERSION_LABEL_BYTES,
+        MAX_PATH_SEGMENTS, MAX_STORED_RECORD_BYTES, MAX_SYNC_UPDATE_BYTES, MAX_VERSIONS_PER_DOC,
+        MAX_VERSION_LABEL_BYTES,
     },
     NodeError,
 };
@@ -391,6 +392,19 @@ impl SharedDoc {
     pub fn apply_update(&self, update: &[u8]) -> Result<Applied, NodeError> {
         Self::check_update(update)?;
         self.apply_checked_update(update)
+    }
+
+    /// Applies a record read back from storage: like [`Self::apply_update`], but a compacted
+    /// record (the whole document) may be larger than one update from a peer.
+    pub fn apply_stored_record(&self, record: &[u8]) -> Result<Applied, NodeError> {
+        if record.len() > MAX_STORED_RECORD_BYTES {
+            return Err(NodeError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("a stored record is at most {MAX_STORED_RECORD_BYTES} bytes"),
+            ));
+        }
+        check_update_v1(record)?;
+        self.apply_checked_update(record)
     }
 
     /// What [`Self::apply_update`] checks before yrs sees an update: its size and its layout.

@@ -171,7 +171,7 @@ impl Replica {
             .get_mut(name)
             .ok_or_else(|| NodeError::new(ErrorCode::Internal, "document vanished"))?;
         for record in records {
-            match state.doc.apply_update(record) {
+            match state.doc.apply_stored_record(record) {
                 Ok(_) => {
                     report.applied += 1;
                     state.stored_bytes += record.len();

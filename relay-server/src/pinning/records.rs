@@ -9,14 +9,14 @@
 //! the name and the full state, and renames it over the old one. A record whose checksum does
 //! not match is skipped and counted; a truncated tail (a crash during an append) ends the file.
 
-use peercompute_core::limits::MAX_SYNC_FRAME_BYTES;
+use peercompute_core::limits::MAX_STORED_RECORD_BYTES;
 
 /// First bytes of every document file.
 pub const MAGIC: &[u8; 8] = b"PCDOC1\n\0";
 /// Bytes before each record's payload.
 const RECORD_HEADER: usize = 8;
 /// Largest record payload read back (a compacted state may exceed one update's bound).
-pub const MAX_RECORD_BYTES: usize = MAX_SYNC_FRAME_BYTES;
+pub const MAX_RECORD_BYTES: usize = MAX_STORED_RECORD_BYTES;
 
 /// One record, framed.
 pub fn encode_record(payload: &[u8]) -> Vec<u8> {

@@ -137,6 +137,25 @@ fn a_document_at_its_size_bound_takes_no_more_from_peers() {
     assert_eq!(full.get("w").unwrap().to_json(), json!({"k": 1}));
 }
 
+/// A compacted record holds the whole document, which may pass the bound of one update from
+/// a peer: loading it back must not count it as corrupt (that would compact it away).
+#[test]
+fn a_compacted_record_larger_than_one_update_loads() {
+    let mut writer = Replica::new(1);
+    let w = writer.create("w").unwrap();
+    let big = "x".repeat(crate::limits::MAX_SYNC_UPDATE_BYTES + 1);
+    w.apply_ops(&[set(&["k"], json!(big))]).unwrap();
+    let record = w.encode_state();
+    assert!(record.len() > crate::limits::MAX_SYNC_UPDATE_BYTES);
+    let mut r = Replica::new(1);
+    let report = r.load("w", [record.as_slice()]).unwrap();
+    assert_eq!((report.applied, report.corrupt), (1, 0));
+    assert_eq!(
+        r.get("w").unwrap().to_json()["k"].as_str().map(str::len),
+        Some(big.len())
+    );
+}
+
 /// Updates waiting for history the replica lacks are held by yrs; how much is bounded, and
 /// the bound frees up once the history arrives.
 #[test]
