@@ -249,17 +249,30 @@ fn append(path: &Path, doc: &str, update: &[u8]) -> std::io::Result<()> {
         return replace(path, &encode_file(doc, [update]));
     }
     let mut f = fs::OpenOptions::new().append(true).open(path)?;
-    f.write_all(&encode_record(update))?;
-    f.sync_data()
+    let before = f.metadata()?.len();
+    let written = f
+        .write_all(&encode_record(update))
+        .and_then(|()| f.sync_data());
+    if written.is_err() {
+        // A partial record (a full disk, say) would end the file when it is read back, and
+        // every later append would land after it, unread: cut it off again.
+        let _ = f.set_len(before).and_then(|()| f.sync_data());
+    }
+    written
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed over it.
+/// Writes `bytes` to `path` atomically: a temporary file, synced, renamed over it, and the
+/// folder synced, so the rename itself survives a power cut.
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
