@@ -103,6 +103,23 @@ test('without Web Locks or randomUUID (plain http on a LAN address), closed tabs
   await ctx.close();
 });
 
+test('a second node of the origin (its worker at another URL) is refused; the first keeps working', async ({ browser }) => {
+  const ctx = await browser.newContext();
+  const first = await openNode(ctx, currentRelay());
+  const page = await ctx.newPage();
+  await page.goto(`${currentRelay().url}/sandbox.html`);
+  const code = await page.evaluate(() =>
+    window.PeerCompute.connect({ worker: '/sw/worker.js?another', timeoutMs: 2000 }).then(
+      () => 'connected',
+      (e) => e.code,
+    ),
+  );
+  expect(code).toBe('WORKER_START_FAILED');
+  expect(await first.page.evaluate(async () => (await window.node.getStatus()).tabs)).toBe(1);
+  expect(await first.page.evaluate(async () => (await window.PeerCompute.connect()).peerId)).toBe(first.peerId);
+  await ctx.close();
+});
+
 test('a reloaded page, and a new worker after every tab closed, keep the peer id', async ({ browser }) => {
   const ctx = await browser.newContext();
   const first = await openNode(ctx, currentRelay());

@@ -30,7 +30,26 @@ self.onconnect = (event) => {
   else waiting.push(port);
 };
 
-init({ module_or_path: wasmUrl })
+// One node per origin, whatever URL its worker was started from: two would share one
+// IndexedDB identity and write over each other's records. A worker of the same URL that is
+// still shutting down (the last tab just reloaded) lets go within moments, so wait a little.
+const NODE_LOCK_WAIT_MS = 3000;
+function holdNodeLock() {
+  if (!navigator.locks) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const signal = AbortSignal.timeout(NODE_LOCK_WAIT_MS);
+    navigator.locks
+      .request('peercompute-node', { signal }, () => {
+        resolve();
+        return new Promise(() => {}); // held for the worker's life
+      })
+      .catch(() =>
+        reject(new Error('another PeerCompute node of this origin is running (its worker has a different URL?)')),
+      );
+  });
+}
+
+Promise.all([holdNodeLock(), init({ module_or_path: wasmUrl })])
   .then(() => WorkerNode.start())
   .then(
     (started) => {
