@@ -93,6 +93,27 @@ pub fn validate_path(path: &[String]) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Checks that a set's deepest stored key stays within [`MAX_PATH_SEGMENTS`]: an object is
+/// stored one entry per leaf, below the path, so its nested objects add keys. (Tabs are shown
+/// keys of at most that depth, so a deeper write would resolve and never be seen.)
+fn validate_key_depth(path: &[String], value: &Value) -> Result<(), NodeError> {
+    fn object_depth(value: &Value) -> usize {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                1 + map.values().map(object_depth).max().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+    let depth = path.len() + object_depth(value);
+    if depth > MAX_PATH_SEGMENTS {
+        return Err(invalid_path(format!(
+            "the value's keys would be {depth} levels deep; a stored key has at most {MAX_PATH_SEGMENTS}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a value is plain, finite JSON no deeper than [`MAX_JSON_DEPTH`], whose object
 /// keys are valid path keys (objects are stored one entry per leaf, keyed by path).
 /// (`serde_json` cannot hold NaN or infinities; this guards depth and object keys.)
@@ -155,8 +176,9 @@ pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
                 }
             };
             validate_path(op.path())?;
-            if let Op::Set { value, .. } = &op {
+            if let Op::Set { path, value } = &op {
                 validate_value(value)?;
+                validate_key_depth(path, value)?;
             }
             Ok(op)
         })
@@ -166,6 +188,33 @@ pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_whose_keys_would_pass_the_depth_bound_is_refused() {
+        let path = |n: usize| {
+            (0..n)
+                .map(|i| format!("\"k{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let nested =
+            |levels: usize| (0..levels).fold("1".to_string(), |v, i| format!("{{\"n{i}\":{v}}}"));
+        let op = |p: usize, levels: usize| {
+            format!("[{{\"set\":[{}],\"value\":{}}}]", path(p), nested(levels))
+        };
+        assert!(decode_ops(&op(30, 2)).is_ok(), "32 levels in all");
+        assert_eq!(
+            decode_ops(&op(30, 3)).unwrap_err().code,
+            ErrorCode::StateInvalidPath
+        );
+        assert_eq!(
+            decode_ops(&op(1, 40)).unwrap_err().code,
+            ErrorCode::StateInvalidPath
+        );
+        // Arrays are values, not keys: they add no depth.
+        let in_array = format!("[{{\"set\":[{}],\"value\":[[[[1]]]]}}]", path(32));
+        assert!(decode_ops(&in_array).is_ok());
+    }
 
     #[test]
     fn decodes_set_and_delete() {
