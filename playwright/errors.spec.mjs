@@ -94,6 +94,18 @@ test('malformed port messages get error replies and the worker keeps serving oth
       { v: 1, id: 1.5, op: 'ping' },
     ];
     for (const m of bad) port.postMessage(m);
+    // Lent executors: 64 CPU workers and one GPU worker per tab at most. The GPU's name is
+    // cut at 256 bytes, here inside a two-byte character.
+    const lend = (id, fields) => {
+      const { port1, port2 } = new MessageChannel();
+      port1.start();
+      port.postMessage({ v: 1, id, op: 'executorAttach', port: port2, ...fields }, [port2]);
+    };
+    const gpu = { name: 'x' + 'é'.repeat(200), backend: 'b', fallback: true };
+    lend(10, { cpuSlots: 64, score: 1 });
+    lend(11, { cpuSlots: 1, score: 1 });
+    lend(12, { gpu });
+    lend(13, { gpu });
     port.postMessage({ v: 1, id: 100, op: 'ping' });
     const t0 = performance.now();
     while (!got.some((r) => r.id === 100) && performance.now() - t0 < 10_000) {
@@ -115,8 +127,17 @@ test('malformed port messages get error replies and the worker keeps serving oth
   expect(byId(7).error.code).toBe('INVALID_JSON');
   expect(byId(8).error.code).toBe('BAD_REQUEST');
   expect(byId(9).error.code).toBe('BAD_REQUEST');
+  expect([byId(10).ok, byId(11).error?.code, byId(12).ok, byId(13).error?.code]).toEqual([
+    true,
+    'BAD_REQUEST',
+    true,
+    'BAD_REQUEST',
+  ]);
   expect(byId(100)).toMatchObject({ ok: true, value: { pong: true } });
-  for (const r of replies) expect(typeof r.error?.message === 'string' || r.ok).toBeTruthy();
+  // Every reply (events, such as the status the lent executors changed, aside) is ok or says why.
+  for (const r of replies.filter((r) => r.event === undefined)) {
+    expect(typeof r.error?.message === 'string' || r.ok).toBeTruthy();
+  }
 
   // The well-behaved tab of the same worker is unaffected.
   await deliver(a, b, 'chat', { text: 'still fine' });

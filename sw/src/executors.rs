@@ -50,7 +50,8 @@ impl Executors {
     }
 
     /// A tab lends a pool of `slots` CPU workers (1 to [`MAX_POOL_SLOTS`], checked by the
-    /// port handler), or a GPU worker on `gpu`, behind `port`.
+    /// port handler), or a GPU worker on `gpu`, behind `port`. A tab lends at most
+    /// [`MAX_POOL_SLOTS`] CPU workers and one GPU worker in all: more is refused.
     pub(crate) fn attach(
         this: &Rc<RefCell<Executors>>,
         tab: TabId,
@@ -58,7 +59,27 @@ impl Executors {
         slots: u32,
         score: f64,
         gpu: Option<GpuAdapter>,
-    ) {
+    ) -> Result<(), NodeError> {
+        let refused = {
+            let me = this.borrow();
+            let lent = me.pools.iter().filter(|p| p.tab == tab);
+            let cpu: u32 = lent
+                .clone()
+                .filter(|p| p.gpu.is_none())
+                .map(|p| p.slots)
+                .sum();
+            if gpu.is_some() && lent.clone().any(|p| p.gpu.is_some()) {
+                Some("this tab already lends a GPU worker".to_string())
+            } else if gpu.is_none() && cpu + slots > MAX_POOL_SLOTS {
+                Some(format!("a tab lends at most {MAX_POOL_SLOTS} CPU workers"))
+            } else {
+                None
+            }
+        };
+        if let Some(why) = refused {
+            port.close();
+            return Err(NodeError::new(ErrorCode::BadRequest, why));
+        }
         let weak = Rc::downgrade(this);
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             if let Some(this) = weak.upgrade() {
@@ -78,6 +99,7 @@ impl Executors {
             _on_message: on_message,
         });
         me.report();
+        Ok(())
     }
 
     /// The tab is gone: its executors' running chunks fail (and run elsewhere).

@@ -193,13 +193,13 @@ fn attach_executor(
         )),
         (_, Some(pool), _, _, Ok(Some(gpu))) => {
             let executors = ports.borrow().executors.clone();
-            Executors::attach(&executors, tab, pool, 1, score.unwrap_or(0.0), Some(gpu));
-            Ok(ReplyValue::Done)
+            Executors::attach(&executors, tab, pool, 1, score.unwrap_or(0.0), Some(gpu))
+                .map(|()| ReplyValue::Done)
         }
         (_, Some(pool), Some(slots), Some(score), Ok(None)) => {
             let executors = ports.borrow().executors.clone();
-            Executors::attach(&executors, tab, pool, slots as u32, score, None);
-            Ok(ReplyValue::Done)
+            Executors::attach(&executors, tab, pool, slots as u32, score, None)
+                .map(|()| ReplyValue::Done)
         }
         _ => Err(NodeError::new(
             ErrorCode::BadRequest,
