@@ -18,7 +18,6 @@ function typeOf(array) {
   return undefined;
 }
 
-/** Converts the page's task into the tab protocol's `task` (see README, "Compute"). */
 /** A random id. `crypto.randomUUID` exists only in secure contexts (https, localhost); a page
  *  served over plain http on a LAN address still has `getRandomValues`. */
 export function randomId() {
@@ -26,6 +25,7 @@ export function randomId() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** Converts the page's task into the tab protocol's `task` (see README, "Compute"). */
 export function encodeTask(spec, makeError) {
   if (!spec || typeof spec !== 'object') throw makeError('TASK_INVALID', 'a task is an object');
   const data = spec.data ?? {};

@@ -112,11 +112,13 @@ async function holdTabLock() {
   const name = `peercompute-tab-${randomId()}`;
   let release;
   const held = new Promise((resolve) => (release = resolve));
-  await new Promise((granted) => {
-    navigator.locks.request(name, () => {
-      granted();
-      return held;
-    });
+  await new Promise((granted, refused) => {
+    navigator.locks
+      .request(name, () => {
+        granted();
+        return held;
+      })
+      .catch(refused); // (settles only on release, or when the request itself fails)
   });
   return { name, release };
 }

@@ -243,7 +243,9 @@ export class SharedState {
     if (this.#closed) return;
     this.#closed = true;
     this.#observers.clear();
-    this.#onClose(this.name);
+    // A handle that is no longer the registered one (its open failed and a newer handle was
+    // made) says nothing to the node, whose watch now belongs to the newer handle.
+    if (!this.#onClose(this.name)) return;
     await this.#request('stateClose');
   }
 }

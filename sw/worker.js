@@ -34,22 +34,22 @@ self.onconnect = (event) => {
 // IndexedDB identity and write over each other's records. A worker of the same URL that is
 // still shutting down (the last tab just reloaded) lets go within moments, so wait a little.
 const NODE_LOCK_WAIT_MS = 3000;
+// Resolves with a function that lets the lock go (a worker that failed to start must not keep
+// the next one out); held otherwise for the worker's life.
 function holdNodeLock() {
-  if (!navigator.locks) return Promise.resolve();
+  if (!navigator.locks) return Promise.resolve(() => {});
   return new Promise((resolve, reject) => {
     const signal = AbortSignal.timeout(NODE_LOCK_WAIT_MS);
     navigator.locks
-      .request('peercompute-node', { signal }, () => {
-        resolve();
-        return new Promise(() => {}); // held for the worker's life
-      })
+      .request('peercompute-node', { signal }, () => new Promise((release) => resolve(release)))
       .catch(() =>
         reject(new Error('another PeerCompute node of this origin is running (its worker has a different URL?)')),
       );
   });
 }
 
-Promise.all([holdNodeLock(), init({ module_or_path: wasmUrl })])
+const nodeLock = holdNodeLock();
+Promise.all([nodeLock, init({ module_or_path: wasmUrl })])
   .then(() => WorkerNode.start())
   .then(
     (started) => {
@@ -57,6 +57,7 @@ Promise.all([holdNodeLock(), init({ module_or_path: wasmUrl })])
       for (const port of waiting.splice(0)) node.attach(port);
     },
     (error) => {
+      nodeLock.then((release) => release(), () => {});
       failure = error;
       console.error('PeerCompute worker failed to start:', error);
       for (const port of waiting.splice(0)) refuse(port, error);

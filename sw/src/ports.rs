@@ -21,6 +21,8 @@ use crate::executors::{Executors, MAX_POOL_SLOTS};
 
 struct Tab {
     port: MessagePort,
+    /// Whether the tab's Web Lock is watched already.
+    watched: bool,
     // Kept alive while the port is attached; dropped (from the node loop, never from inside
     // the callback itself) when the tab is forgotten.
     _on_message: Closure<dyn FnMut(MessageEvent)>,
@@ -64,6 +66,7 @@ impl Ports {
             tab,
             Tab {
                 port,
+                watched: false,
                 _on_message: on_message,
             },
         );
@@ -133,7 +136,15 @@ fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: 
         }
     };
     if let Request::Attach { lock: Some(lock) } = &request {
-        watch_tab_lock(ports, tab, lock);
+        // Once per tab: each watch ends in one detach, which skips the queue's bound.
+        let first = ports
+            .borrow_mut()
+            .tabs
+            .get_mut(&tab)
+            .is_some_and(|t| !std::mem::replace(&mut t.watched, true));
+        if first {
+            watch_tab_lock(ports, tab, lock);
+        }
     }
     let sent = ports
         .borrow_mut()
@@ -179,9 +190,8 @@ fn attach_executor(
     } else {
         serde_wasm_bindgen::from_value::<GpuAdapter>(gpu)
             .map(|mut g| {
-                // At a character boundary: `truncate` panics inside a character.
-                g.name.truncate(g.name.floor_char_boundary(256));
-                g.backend.truncate(g.backend.floor_char_boundary(64));
+                cut_at_char(&mut g.name, 256);
+                cut_at_char(&mut g.backend, 64);
                 Some(g)
             })
             .map_err(|_| ())
@@ -209,6 +219,17 @@ fn attach_executor(
     post(reply_port, &reply(id, result), None);
 }
 
+/// Cuts `s` to at most `max` bytes, at a character boundary (`truncate` panics inside one).
+fn cut_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(end);
+    }
+}
+
 /// Asks for the tab's Web Lock; the browser grants it to us only once the tab, which holds it
 /// for its whole life, is gone (closed, crashed or navigated away).
 fn watch_tab_lock(ports: &Rc<RefCell<Ports>>, tab: TabId, lock: &str) {
@@ -230,8 +251,8 @@ fn watch_tab_lock(ports: &Rc<RefCell<Ports>>, tab: TabId, lock: &str) {
             // reach the node after the detach, which would attach the tab again for good.
             if let Some(t) = ports.tabs.get(&tab) {
                 t.port.set_onmessage(None);
+                let _ = queue_lifecycle(&ports.inputs, Input::Detach(tab));
             }
-            let _ = queue_lifecycle(&ports.inputs, Input::Detach(tab));
         }
     });
     if let Err(e) = request.call2(&locks, &JsValue::from_str(lock), &on_granted) {

@@ -116,6 +116,7 @@ impl Node {
             Request::StateUpdate { doc, ops } => {
                 let written = decode_ops(&ops).and_then(|ops| {
                     let state = self.opened(&doc)?;
+                    state.check_writable(&doc)?;
                     state.check_room(&doc, 0)?;
                     state.doc.apply_ops(&ops)
                 });
@@ -123,6 +124,7 @@ impl Node {
             }
             Request::StateImport { doc, bytes } => {
                 let written = self.opened(&doc).and_then(|d| {
+                    d.check_writable(&doc)?;
                     d.check_room(&doc, bytes.len())?;
                     d.doc.apply_update(&bytes)
                 });
@@ -131,6 +133,7 @@ impl Node {
             Request::StateSnapshot { doc, label } => {
                 let version_id = format!("v{:016x}", rand::random::<u64>());
                 let written = self.opened(&doc).and_then(|d| {
+                    d.check_writable(&doc)?;
                     d.check_room(&doc, 0)?;
                     d.doc.snapshot(&version_id, &label, now_ms())
                 });
@@ -326,7 +329,7 @@ impl Node {
         sink: &mut impl FnMut(Output),
     ) {
         // A peer's update to a document whose records could not be read stays in memory;
-        // tabs' writes were refused before they were applied (`check_room`).
+        // tabs' writes were refused before they were applied (`check_writable`).
         if self
             .state
             .replica

@@ -58,6 +58,20 @@ impl DocState {
     /// writes them (a tab, an import, a peer): its stored form stays bounded, so its compacted
     /// state always fits in one loadable record.
     pub fn check_room(&self, name: &str, incoming: usize) -> Result<(), NodeError> {
+        if self.stored_bytes.saturating_add(incoming) > MAX_DOC_BYTES {
+            return Err(NodeError::new(
+                ErrorCode::StateDocTooLarge,
+                format!("document {name:?} has reached {MAX_DOC_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DocState {
+    /// Refuses a tab's write to a document whose stored records could not be read (it could
+    /// overwrite them). Peers' updates still come in, and stay in memory.
+    pub fn check_writable(&self, name: &str) -> Result<(), NodeError> {
         if self.storage_unreadable {
             return Err(NodeError::new(
                 ErrorCode::StatePersistFailed,
@@ -65,12 +79,6 @@ impl DocState {
                     "document {name:?}'s stored records could not be read, so writes to it are \
                      refused (they could overwrite them); reload to try again"
                 ),
-            ));
-        }
-        if self.stored_bytes.saturating_add(incoming) > MAX_DOC_BYTES {
-            return Err(NodeError::new(
-                ErrorCode::StateDocTooLarge,
-                format!("document {name:?} has reached {MAX_DOC_BYTES} bytes"),
             ));
         }
         Ok(())
@@ -85,9 +93,9 @@ pub struct SyncOutcome {
     /// Messages refused as malformed (or naming documents this replica does not hold, in
     /// a response): counted, never applied. A gossiped one is reported invalid.
     pub rejected: usize,
-    /// Well-formed updates this replica did not take: its copy is at its size bound or its
-    /// storage is unreadable, or yrs could not apply them. The sender did nothing wrong, so
-    /// a gossiped one is still forwarded (a relay routes for others whatever it pins).
+    /// Well-formed updates this replica did not take: its copy is at its size bound, or too
+    /// much waits for missing history. The sender did nothing wrong, so a gossiped one is
+    /// still forwarded (a relay routes for others whatever it pins).
     pub refused: usize,
 }
 
@@ -308,13 +316,19 @@ impl Replica {
         let Some(state) = self.docs.get_mut(name) else {
             return;
         };
-        let result = state
-            .check_room(name, update.len())
-            .and_then(|()| state.doc.apply_checked_update(update));
-        state.pending_bytes = if state.doc.has_pending() {
-            state.pending_bytes.saturating_add(update.len())
-        } else {
-            0
+        if let Err(e) = state.check_room(name, update.len()) {
+            // Full here: the update is not the sender's fault.
+            tracing::debug!(doc = name, "not taking a peer's update: {}", e.message);
+            outcome.refused += 1;
+            return;
+        }
+        let result = state.doc.apply_checked_update(update);
+        // Bytes held pending: an update that integrated nothing went there whole.
+        let integrated = matches!(&result, Ok(applied) if applied.update.is_some());
+        state.pending_bytes = match (state.doc.has_pending(), integrated) {
+            (false, _) => 0,
+            (true, true) => state.pending_bytes,
+            (true, false) => state.pending_bytes.saturating_add(update.len()),
         };
         if state.pending_bytes > MAX_PENDING_UPDATE_BYTES {
             // Updates that reference history nobody has sent: forgotten, so they cannot grow
@@ -332,9 +346,10 @@ impl Replica {
                 outcome.applied.push((name.to_string(), applied))
             }
             Ok(_) => {}
+            // A well-formed layout yrs still cannot apply (a parent that is no type): made so.
             Err(e) => {
-                tracing::debug!(doc = name, "not taking a peer's update: {}", e.message);
-                outcome.refused += 1;
+                tracing::debug!(doc = name, "refusing a peer's update: {}", e.message);
+                outcome.rejected += 1;
             }
         }
     }

@@ -137,6 +137,26 @@ fn a_document_at_its_size_bound_takes_no_more_from_peers() {
     assert_eq!(full.get("w").unwrap().to_json(), json!({"k": 1}));
 }
 
+/// A document whose stored records could not be read refuses tabs' writes, but still takes
+/// what peers send (it stays in memory; the node persists none of it).
+#[test]
+fn unreadable_storage_refuses_writes_but_takes_peers_updates() {
+    let update = update_setting("w", "k", json!(1));
+    let mut r = Replica::new(1);
+    r.create("w").unwrap();
+    r.state_mut("w").unwrap().storage_unreadable = true;
+    assert_eq!(
+        r.state("w").unwrap().check_writable("w").unwrap_err().code,
+        ErrorCode::StatePersistFailed
+    );
+    let outcome = r.apply_broadcast("w", &update, false);
+    assert_eq!(
+        (outcome.rejected, outcome.refused, outcome.applied.len()),
+        (0, 0, 1)
+    );
+    assert_eq!(r.get("w").unwrap().to_json(), json!({"k": 1}));
+}
+
 /// A compacted record holds the whole document, which may pass the bound of one update from
 /// a peer: loading it back must not count it as corrupt (that would compact it away).
 #[test]
