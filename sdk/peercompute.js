@@ -146,9 +146,8 @@ async function bootstrapConfig(timeoutMs) {
 export class PeerComputeNode {
   #channel;
   #lock;
-  #topics = new Map(); // topic -> Set(handler)
+  #topics = new Map(); // topic -> { handlers: Set, ready: the node's subscription, shared }
   #closing = null;
-  #subscribed = new Map(); // topic -> the promise of the node's subscription, shared by handlers
   #listeners = new Map(); // event -> Set(handler)
   #docs = new Map(); // name -> SharedState
   #tasks = new Map(); // id -> Task
@@ -167,7 +166,7 @@ export class PeerComputeNode {
 
   _dispatch(msg) {
     if (msg.event === 'message') {
-      const handlers = this.#topics.get(msg.topic);
+      const handlers = this.#topics.get(msg.topic)?.handlers;
       if (!handlers) return;
       let data;
       if (msg.bytes instanceof Uint8Array) data = msg.bytes;
@@ -270,32 +269,27 @@ export class PeerComputeNode {
   subscribe(topic, handler) {
     checkTopic(topic);
     if (typeof handler !== 'function') throw new TypeError('handler must be a function');
-    let handlers = this.#topics.get(topic);
-    if (!handlers) {
-      const created = new Set();
-      handlers = created;
+    let entry = this.#topics.get(topic);
+    if (!entry) {
+      const created = { handlers: new Set(), ready: null };
+      entry = created;
       this.#topics.set(topic, created);
-      const ready = this.#channel.request('subscribe', { topic }).catch((e) => {
+      created.ready = this.#channel.request('subscribe', { topic }).catch((e) => {
         // Refused (too many topics, busy, a bad name): nothing stays behind, so a later
         // subscribe asks the node again instead of waiting on a subscription that never was.
-        if (this.#topics.get(topic) === created) {
-          this.#topics.delete(topic);
-          this.#subscribed.delete(topic);
-        }
+        if (this.#topics.get(topic) === created) this.#topics.delete(topic);
         throw e;
       });
-      this.#subscribed.set(topic, ready);
     }
-    handlers.add(handler);
+    entry.handlers.add(handler);
     const unsubscribe = () => {
-      const set = this.#topics.get(topic);
-      if (!set || !set.delete(handler) || set.size > 0) return Promise.resolve();
+      const current = this.#topics.get(topic);
+      if (!current || !current.handlers.delete(handler) || current.handlers.size > 0) return Promise.resolve();
       this.#topics.delete(topic);
-      this.#subscribed.delete(topic);
       return this.#channel.request('unsubscribe', { topic });
     };
     // Every handler of a topic waits on the same subscription, the first one's included.
-    unsubscribe.ready = this.#subscribed.get(topic);
+    unsubscribe.ready = entry.ready;
     return unsubscribe;
   }
 

@@ -397,25 +397,13 @@ impl SharedDoc {
     /// Applies a record read back from storage: like [`Self::apply_update`], but a compacted
     /// record (the whole document) may be larger than one update from a peer.
     pub fn apply_stored_record(&self, record: &[u8]) -> Result<Applied, NodeError> {
-        if record.len() > MAX_STORED_RECORD_BYTES {
-            return Err(NodeError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("a stored record is at most {MAX_STORED_RECORD_BYTES} bytes"),
-            ));
-        }
-        check_update_v1(record)?;
+        check_update_within(record, MAX_STORED_RECORD_BYTES)?;
         self.apply_checked_update(record)
     }
 
     /// What [`Self::apply_update`] checks before yrs sees an update: its size and its layout.
     pub(crate) fn check_update(update: &[u8]) -> Result<(), NodeError> {
-        if update.len() > MAX_SYNC_UPDATE_BYTES {
-            return Err(NodeError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("an update is at most {MAX_SYNC_UPDATE_BYTES} bytes"),
-            ));
-        }
-        check_update_v1(update)
+        check_update_within(update, MAX_SYNC_UPDATE_BYTES)
     }
 
     /// [`Self::apply_update`] for bytes that have passed [`Self::check_update`] already (or
@@ -727,6 +715,17 @@ impl SharedDoc {
 }
 
 /// The leaves of `value` written at `key`: scalars, arrays and empty objects are leaves.
+/// An update's size against `max`, then its layout.
+fn check_update_within(update: &[u8], max: usize) -> Result<(), NodeError> {
+    if update.len() > max {
+        return Err(NodeError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("an update is at most {max} bytes, got {}", update.len()),
+        ));
+    }
+    check_update_v1(update)
+}
+
 fn flatten(key: Arc<str>, value: &Value, out: &mut Vec<(Arc<str>, Any)>) {
     match value {
         Value::Object(map) if !map.is_empty() => {

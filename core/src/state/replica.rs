@@ -66,9 +66,7 @@ impl DocState {
         }
         Ok(())
     }
-}
 
-impl DocState {
     /// Refuses a tab's write to a document whose stored records could not be read (it could
     /// overwrite them). Peers' updates still come in, and stay in memory.
     pub fn check_writable(&self, name: &str) -> Result<(), NodeError> {
