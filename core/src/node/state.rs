@@ -491,17 +491,20 @@ impl Node {
                     request, channel, ..
                 } => self.on_sync_request(peer, request, channel, sink),
                 request_response::Message::Response { response, .. } => {
-                    let (push, outcome) = self.state.replica.handle_response(response);
+                    let (pushes, outcome) = self.state.replica.handle_response(response);
                     if outcome.rejected > 0 {
                         debug!(%peer, rejected = outcome.rejected, "refused parts of a sync response");
                     }
                     self.apply_outcome(outcome.applied, sink);
-                    if let Some(push) = push {
+                    for push in pushes {
                         self.swarm
                             .behaviour_mut()
                             .state_sync
                             .send_request(&peer, push);
                     }
+                    // The peer's answer was full: ask for the rest now, not at the next resync.
+                    let rest = outcome.ask_again;
+                    self.send_sync(peer, rest.iter().map(String::as_str));
                 }
             },
             request_response::Event::OutboundFailure { peer, error, .. } => {

@@ -8,11 +8,13 @@ use yrs::sync::SyncMessage;
 use super::{
     document::{Applied, SharedDoc},
     path::validate_doc_name,
-    sync_protocol::{DocMessages, SyncFrame},
+    sync_protocol::{DocMessages, FramePacker, SyncFrame, FRAME_HEADER_BYTES},
 };
 use crate::{
     error::ErrorCode,
-    limits::{COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_PENDING_UPDATE_BYTES},
+    limits::{
+        COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_PENDING_UPDATE_BYTES, MAX_SYNC_FRAME_BYTES,
+    },
     NodeError,
 };
 
@@ -95,6 +97,10 @@ pub struct SyncOutcome {
     /// much waits for missing history. The sender did nothing wrong, so a gossiped one is
     /// still forwarded (a relay routes for others whatever it pins).
     pub refused: usize,
+    /// Documents a peer's response left for another request (its frame was full): ask for
+    /// them again. Only filled when the response answered something, so a peer that answers
+    /// nothing cannot keep the two nodes asking each other forever.
+    pub ask_again: Vec<String>,
 }
 
 /// What loading stored records did.
@@ -111,6 +117,8 @@ pub struct LoadReport {
 pub struct Replica {
     docs: BTreeMap<String, DocState>,
     max_docs: usize,
+    /// Largest frame this replica builds ([`MAX_SYNC_FRAME_BYTES`]; smaller in tests).
+    frame_budget: usize,
 }
 
 impl Replica {
@@ -119,6 +127,17 @@ impl Replica {
         Replica {
             docs: BTreeMap::new(),
             max_docs,
+            frame_budget: MAX_SYNC_FRAME_BYTES,
+        }
+    }
+
+    /// A replica whose frames hold at most `budget` bytes, to test splitting without
+    /// documents of tens of MiB.
+    #[cfg(test)]
+    pub(crate) fn with_frame_budget(max_docs: usize, budget: usize) -> Self {
+        Replica {
+            frame_budget: budget,
+            ..Replica::new(max_docs)
         }
     }
 
@@ -213,14 +232,26 @@ impl Replica {
     }
 
     /// Handles a peer's request. Documents we do not hold are left out of the response, unless
-    /// `adopt` says to take them on (a pinning relay). `frame` comes from
-    /// [`SyncFrame::decode`], which has checked its updates.
+    /// `adopt` says to take them on (a pinning relay). Answers that would take the response
+    /// past its frame bound are left for another request (see [`super::sync_protocol`]).
+    /// `frame` comes from [`SyncFrame::decode`], which has checked its updates.
     pub fn handle_request(
         &mut self,
         frame: SyncFrame,
         adopt: &dyn Fn(&str) -> bool,
     ) -> (SyncFrame, SyncOutcome) {
         let mut response = SyncFrame::default();
+        // Room kept for an "ask again" entry per document named.
+        let ask_again_room: usize = frame
+            .entries
+            .iter()
+            .map(|e| DocMessages::ask_again_len(&e.doc))
+            .sum();
+        let answer_budget = self
+            .frame_budget
+            .saturating_sub(FRAME_HEADER_BYTES + ask_again_room);
+        let mut answered_bytes = 0;
+        let mut full = false;
         let mut outcome = SyncOutcome::default();
         for DocMessages {
             doc: name,
@@ -231,10 +262,14 @@ impl Replica {
                 continue;
             }
             let mut replies = Vec::new();
+            let mut asked = false;
             for message in messages {
                 match message {
                     SyncMessage::SyncStep1(sv) => {
-                        if let Some(doc) = self.get(&name) {
+                        asked = true;
+                        // Once full, later documents are not even diffed: asked again, they
+                        // are answered then.
+                        if let (false, Some(doc)) = (full, self.get(&name)) {
                             replies.push(SyncMessage::SyncStep2(doc.diff(&sv)));
                             replies.push(SyncMessage::SyncStep1(doc.state_vector()));
                         }
@@ -244,22 +279,34 @@ impl Replica {
                     }
                 }
             }
-            if !replies.is_empty() {
-                response.entries.push(DocMessages {
-                    doc: name,
-                    messages: replies,
-                });
+            if !asked {
+                continue;
+            }
+            let entry = DocMessages {
+                doc: name,
+                messages: replies,
+            };
+            let bytes = entry.encoded_len();
+            // The first answer always goes out: a document is bounded well below a frame.
+            full = full || (answered_bytes > 0 && answered_bytes + bytes > answer_budget);
+            if full {
+                response.entries.push(DocMessages::ask_again(entry.doc));
+            } else {
+                answered_bytes += bytes;
+                response.entries.push(entry);
             }
         }
         (response, outcome)
     }
 
-    /// Handles the response to our request; returns the push (`Update`) for what the peer
-    /// lacks, if anything. `frame` comes from [`SyncFrame::decode`], as in
+    /// Handles the response to our request; returns the pushes (`Update`s) for what the peer
+    /// lacks, in as many frames as they need. `frame` comes from [`SyncFrame::decode`], as in
     /// [`Self::handle_request`].
-    pub fn handle_response(&mut self, frame: SyncFrame) -> (Option<SyncFrame>, SyncOutcome) {
-        let mut push = SyncFrame::default();
+    pub fn handle_response(&mut self, frame: SyncFrame) -> (Vec<SyncFrame>, SyncOutcome) {
+        let mut push = FramePacker::with_budget(self.frame_budget);
         let mut outcome = SyncOutcome::default();
+        let mut ask_again = Vec::new();
+        let mut answered = false;
         for DocMessages {
             doc: name,
             messages,
@@ -269,13 +316,18 @@ impl Replica {
                 outcome.rejected += 1;
                 continue;
             }
+            if messages.is_empty() {
+                ask_again.push(name);
+                continue;
+            }
+            answered = true;
             for message in messages {
                 match message {
                     SyncMessage::SyncStep1(sv) => {
                         let Some(doc) = self.get(&name) else { continue };
                         let diff = doc.diff(&sv);
                         if diff != EMPTY_UPDATE {
-                            push.entries.push(DocMessages {
+                            push.push(DocMessages {
                                 doc: name.clone(),
                                 messages: vec![SyncMessage::Update(diff)],
                             });
@@ -287,7 +339,10 @@ impl Replica {
                 }
             }
         }
-        ((!push.entries.is_empty()).then_some(push), outcome)
+        if answered {
+            outcome.ask_again = ask_again;
+        }
+        (push.into_frames(), outcome)
     }
 
     /// Applies an update a peer broadcast for a document we hold (or adopt). A malformed

@@ -10,6 +10,12 @@
 //!
 //! A peer that does not hold a document leaves it out of its response; nothing is created by
 //! a remote message. Every count and length is bounded before anything is allocated.
+//!
+//! A frame is at most [`MAX_SYNC_FRAME_BYTES`], and the answers for many documents can be
+//! larger than that. A response answers documents in the order asked until the next answer
+//! would not fit, and lists each one left for later with no messages: "ask again". It always
+//! answers the first (a document is bounded well below a frame), so every round makes
+//! progress. Pushes that do not fit in one frame go out as several requests.
 
 use libp2p::{gossipsub::IdentTopic, StreamProtocol};
 use yrs::{
@@ -54,11 +60,108 @@ pub struct DocMessages {
     pub messages: Vec<SyncMessage>,
 }
 
+impl DocMessages {
+    /// Bytes this entry takes in an encoded frame.
+    pub fn encoded_len(&self) -> usize {
+        let messages: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                // `[0 = sync][kind][varint length][payload]`, itself length-prefixed.
+                let payload = match m {
+                    SyncMessage::SyncStep1(sv) => sv.encode_v1().len(),
+                    SyncMessage::SyncStep2(u) | SyncMessage::Update(u) => u.len(),
+                };
+                let message = 2 + varint_len(payload) + payload;
+                varint_len(message) + message
+            })
+            .sum();
+        varint_len(self.doc.len()) + self.doc.len() + varint_len(self.messages.len()) + messages
+    }
+
+    /// A response's entry for a document it leaves for another request.
+    pub fn ask_again(doc: String) -> Self {
+        DocMessages {
+            doc,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Bytes of [`Self::ask_again`]'s entry for `doc`.
+    pub fn ask_again_len(doc: &str) -> usize {
+        varint_len(doc.len()) + doc.len() + 1
+    }
+}
+
 /// One request or response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncFrame {
     /// Per-document messages.
     pub entries: Vec<DocMessages>,
+}
+
+/// Room for a frame's header (version and entry count) within its bound.
+pub const FRAME_HEADER_BYTES: usize = 1 + 10;
+
+/// Fills frames with entries, none past `budget` bytes (an entry larger than the budget
+/// alone gets a frame of its own).
+#[derive(Debug)]
+pub struct FramePacker {
+    budget: usize,
+    used: usize,
+    frames: Vec<SyncFrame>,
+}
+
+impl FramePacker {
+    /// Frames of at most [`MAX_SYNC_FRAME_BYTES`].
+    pub fn new() -> Self {
+        Self::with_budget(MAX_SYNC_FRAME_BYTES)
+    }
+
+    /// Frames of at most `budget` bytes (tests use small ones).
+    pub fn with_budget(budget: usize) -> Self {
+        FramePacker {
+            budget: budget.saturating_sub(FRAME_HEADER_BYTES),
+            used: 0,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Whether `entry` fits in the current frame (always, while that frame is empty).
+    pub fn fits(&self, entry: &DocMessages) -> bool {
+        let empty = self.frames.last().is_none_or(|f| f.entries.is_empty());
+        empty || self.used + entry.encoded_len() <= self.budget
+    }
+
+    /// Adds `entry` to the current frame, or to a new one when it does not fit.
+    pub fn push(&mut self, entry: DocMessages) {
+        if !self.fits(&entry) {
+            self.frames.push(SyncFrame::default());
+            self.used = 0;
+        }
+        self.used += entry.encoded_len();
+        match self.frames.last_mut() {
+            Some(frame) => frame.entries.push(entry),
+            None => self.frames.push(SyncFrame {
+                entries: vec![entry],
+            }),
+        }
+    }
+
+    /// The frames, in order.
+    pub fn into_frames(self) -> Vec<SyncFrame> {
+        self.frames
+    }
+}
+
+impl Default for FramePacker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn varint_len(v: usize) -> usize {
+    (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 fn bad(message: impl Into<String>) -> NodeError {
@@ -213,6 +316,66 @@ mod tests {
             SyncFrame::decode(&SyncFrame::default().encode()).unwrap(),
             SyncFrame::default()
         );
+    }
+
+    #[test]
+    fn entry_sizes_add_up_to_the_encoded_frame() {
+        let frame = sample();
+        let entries: usize = frame.entries.iter().map(DocMessages::encoded_len).sum();
+        assert_eq!(frame.encode().len(), 2 + entries);
+        let big = DocMessages {
+            doc: "x".repeat(128),
+            messages: vec![SyncMessage::Update(vec![0; 20_000])],
+        };
+        let mut entries = vec![DocMessages::ask_again("y".into()); 200];
+        entries.push(big.clone());
+        let frame = SyncFrame { entries };
+        let entries = big.encoded_len() + 200 * DocMessages::ask_again_len("y");
+        assert_eq!(
+            frame.encode().len(),
+            3 + entries,
+            "a version and a two-byte count"
+        );
+        // An entry with no messages ("ask again") decodes as such.
+        let ask = SyncFrame {
+            entries: vec![DocMessages::ask_again("y".into())],
+        };
+        assert_eq!(SyncFrame::decode(&ask.encode()).unwrap(), ask);
+    }
+
+    #[test]
+    fn packed_frames_stay_within_their_budget() {
+        let entry = |i: usize| DocMessages {
+            doc: format!("d{i}"),
+            messages: vec![SyncMessage::Update(vec![0; 1000 + i])],
+        };
+        let mut packer = FramePacker::with_budget(3000);
+        for i in 0..7 {
+            packer.push(entry(i));
+        }
+        // An entry larger than the budget still goes out, alone.
+        packer.push(DocMessages {
+            doc: "huge".into(),
+            messages: vec![SyncMessage::Update(vec![0; 5000])],
+        });
+        let frames = packer.into_frames();
+        let docs: Vec<Vec<&str>> = frames
+            .iter()
+            .map(|f| f.entries.iter().map(|e| e.doc.as_str()).collect())
+            .collect();
+        assert_eq!(
+            docs,
+            [
+                vec!["d0", "d1"],
+                vec!["d2", "d3"],
+                vec!["d4", "d5"],
+                vec!["d6"],
+                vec!["huge"]
+            ]
+        );
+        for frame in &frames[..4] {
+            assert!(frame.encode().len() <= 3000);
+        }
     }
 
     #[test]

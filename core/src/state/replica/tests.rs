@@ -25,20 +25,27 @@ fn update_setting(doc: &str, key: &str, value: Value) -> Vec<u8> {
         .unwrap()
 }
 
-/// Runs the full y-sync exchange `a` → `b` (request, response, push).
-fn sync(a: &mut Replica, b: &mut Replica, adopt: bool) {
-    let names: Vec<String> = a.names().map(String::from).collect();
-    let request = a.sync_request(names.iter().map(String::as_str));
-    let request = SyncFrame::decode(&request.encode()).unwrap();
-    let (response, _) = b.handle_request(request, &|_| adopt);
-    let response = SyncFrame::decode(&response.encode()).unwrap();
-    let (push, outcome) = a.handle_response(response);
-    assert_eq!(outcome.rejected, 0);
-    if let Some(push) = push {
-        let (reply, outcome) = b.handle_request(push, &|_| false);
-        assert!(reply.entries.is_empty());
+/// Runs the full y-sync exchange `a` → `b` (request, response, pushes), asking again for
+/// what a full response left out, as the node does; returns how many requests it took.
+fn sync(a: &mut Replica, b: &mut Replica, adopt: bool) -> usize {
+    let mut names: Vec<String> = a.names().map(String::from).collect();
+    let mut requests = 0;
+    while !names.is_empty() {
+        requests += 1;
+        let request = a.sync_request(names.iter().map(String::as_str));
+        let request = SyncFrame::decode(&request.encode()).unwrap();
+        let (response, _) = b.handle_request(request, &|_| adopt);
+        let response = SyncFrame::decode(&response.encode()).unwrap();
+        let (pushes, outcome) = a.handle_response(response);
         assert_eq!(outcome.rejected, 0);
+        for push in pushes {
+            let (reply, outcome) = b.handle_request(push, &|_| false);
+            assert!(reply.entries.is_empty());
+            assert_eq!(outcome.rejected, 0);
+        }
+        names = outcome.ask_again;
     }
+    requests
 }
 
 #[test]
@@ -64,6 +71,85 @@ fn one_exchange_syncs_both_ways() {
         a.get("only-b").is_none(),
         "nothing is created by a remote message"
     );
+}
+
+/// Documents whose answers together pass a frame's bound are answered over several requests,
+/// every frame within the bound; pushes are split the same way.
+#[test]
+fn answers_larger_than_a_frame_go_over_several_requests() {
+    const BUDGET: usize = 64 * 1024;
+    let mut writer = Replica::with_frame_budget(16, BUDGET);
+    let mut newcomer = Replica::with_frame_budget(16, BUDGET);
+    let names: Vec<String> = (0..6).map(|i| format!("doc-{i}")).collect();
+    let blob = "x".repeat(24 * 1024);
+    for name in &names {
+        writer
+            .create(name)
+            .unwrap()
+            .apply_ops(&[set(&["blob"], json!(blob))])
+            .unwrap();
+        newcomer.create(name).unwrap();
+    }
+    let request = newcomer.sync_request(names.iter().map(String::as_str));
+    let (response, _) = writer.handle_request(request, &|_| false);
+    assert!(response.encode().len() <= BUDGET);
+    let answered = response.entries.iter().filter(|e| !e.messages.is_empty());
+    assert_eq!(answered.count(), 2, "24 KiB answers, 64 KiB frames");
+    let requests = sync(&mut newcomer, &mut writer, false);
+    assert_eq!(requests, 3);
+    for name in &names {
+        assert_eq!(
+            newcomer.get(name).unwrap().to_json(),
+            json!({ "blob": blob })
+        );
+    }
+    // The other way: the newcomer's own writes reach the writer as pushes of several frames.
+    for name in &names {
+        newcomer
+            .get(name)
+            .unwrap()
+            .apply_ops(&[set(&["more"], json!(blob))])
+            .unwrap();
+    }
+    // Asked by the writer, the newcomer answers two of them and leaves four for later.
+    let request = writer.sync_request(names.iter().map(String::as_str));
+    let (response, _) = newcomer.handle_request(request, &|_| false);
+    let (pushes, outcome) = writer.handle_response(response);
+    assert!(pushes.is_empty(), "the writer lacks nothing of theirs");
+    assert_eq!(outcome.ask_again.len(), 4);
+    // Asked by the newcomer, the writer's small answers all fit, and the newcomer pushes the
+    // four documents the writer still lacks: 24 KiB each, in two frames.
+    let request = newcomer.sync_request(names.iter().map(String::as_str));
+    let (response, _) = writer.handle_request(request, &|_| false);
+    let (pushes, outcome) = newcomer.handle_response(response);
+    assert!(outcome.ask_again.is_empty());
+    assert_eq!(pushes.len(), 2);
+    for push in pushes {
+        assert!(push.encode().len() <= BUDGET);
+        let (reply, outcome) = writer.handle_request(push, &|_| false);
+        assert!(reply.entries.is_empty());
+        assert_eq!(outcome.applied.len(), 2);
+    }
+    for name in &names {
+        assert_eq!(
+            writer.get(name).unwrap().to_json(),
+            json!({ "blob": blob, "more": blob })
+        );
+    }
+}
+
+/// A response that answers nothing and asks to be asked again is not asked again: two nodes
+/// cannot be kept asking each other.
+#[test]
+fn a_response_that_answers_nothing_is_not_asked_again() {
+    let mut a = Replica::new(4);
+    a.create("w").unwrap();
+    let stalling = SyncFrame {
+        entries: vec![DocMessages::ask_again("w".into())],
+    };
+    let (pushes, outcome) = a.handle_response(stalling);
+    assert!(pushes.is_empty());
+    assert!(outcome.ask_again.is_empty());
 }
 
 #[test]
