@@ -161,6 +161,10 @@ test('named versions read back', async ({ browser }) => {
       thenScore: await doc.at(v.id).get('score'),
       versions: await doc.versions(),
       unknown: await doc.at('nope').get().catch((e) => e.code),
+      deleted: await doc.deleteVersion(v).then(() => doc.versions()),
+      deletedAt: await doc.at(v).get().catch((e) => e.code),
+      deletedTwice: await doc.deleteVersion(v.id).catch((e) => e.code),
+      badId: await doc.deleteVersion(42).catch((e) => e.code),
     };
   });
   expect(result.now).toEqual({ score: 9, boss: { hp: 0 } });
@@ -169,6 +173,10 @@ test('named versions read back', async ({ browser }) => {
   expect(result.versions).toEqual([result.v]);
   expect(result.v.label).toBe('before-boss');
   expect(result.unknown).toBe('STATE_UNKNOWN_VERSION');
+  expect(result.deleted).toEqual([]);
+  expect(result.deletedAt).toBe('STATE_UNKNOWN_VERSION');
+  expect(result.deletedTwice).toBe('STATE_UNKNOWN_VERSION');
+  expect(result.badId).toBe('BAD_REQUEST');
 });
 
 test('updates are Yjs v1: yjs reads ours and we read yjs\'s', async ({ browser }) => {

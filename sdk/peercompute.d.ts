@@ -287,6 +287,8 @@ export interface SharedState {
   observe(path: StatePath | undefined, handler: (e: { changes: StateChange[]; local: boolean }) => void): () => void;
   snapshot(label?: string): Promise<Version>;
   versions(): Promise<Version[]>;
+  /** Forgets a version for every peer (a document keeps at most 256); resolves once durable. */
+  deleteVersion(version: string | Version): Promise<void>;
   at(version: string | Version): { get(path?: StatePath): Promise<Json | undefined> };
   /** A Yjs v1 update of the whole document. */
   exportUpdate(): Promise<Uint8Array>;

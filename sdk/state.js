@@ -208,6 +208,17 @@ export class SharedState {
     return this.#request('stateVersions');
   }
 
+  /**
+   * Forgets a named version (`id` or a version object) for every peer; resolves once durable.
+   * A document keeps at most 256 versions; deleting one makes room for the next.
+   */
+  async deleteVersion(version) {
+    await this.ready;
+    const id = typeof version === 'string' ? version : version?.id;
+    if (typeof id !== 'string') throw this.#makeError('BAD_REQUEST', 'a version id (string) or a version object');
+    await this.#request('stateDeleteVersion', { version: id });
+  }
+
   /** A read-only view of a past version (`id` or a version object). */
   at(version) {
     const id = typeof version === 'string' ? version : version?.id;

@@ -123,6 +123,13 @@ pub enum Request {
         /// Document name.
         doc: String,
     },
+    /// Forget a named version (for every peer).
+    StateDeleteVersion {
+        /// Document name.
+        doc: String,
+        /// Version id.
+        version: String,
+    },
     /// The tree as it was at a version.
     StateAt {
         /// Document name.
@@ -181,6 +188,7 @@ pub const OPS: &[&str] = &[
     "stateUpdate",
     "stateSnapshot",
     "stateVersions",
+    "stateDeleteVersion",
     "stateAt",
     "stateExport",
     "stateImport",
@@ -226,6 +234,7 @@ impl Request {
             | Request::StateVersions { doc }
             | Request::StateExport { doc }
             | Request::StateAt { doc, .. }
+            | Request::StateDeleteVersion { doc, .. }
             | Request::StateUpdate { doc, .. }
             | Request::StateImport { doc, .. }
             | Request::StateSnapshot { doc, .. } => crate::state::path::validate_doc_name(doc),

@@ -142,6 +142,14 @@ impl Node {
                     written.map(|(version, applied)| (applied, ReplyValue::Version(version))),
                 )
             }
+            // No room check: deleting is how a document at its version bound makes room.
+            Request::StateDeleteVersion { doc, version } => {
+                let written = self.opened(&doc).and_then(|d| {
+                    d.check_writable(&doc)?;
+                    d.doc.delete_version(&version)
+                });
+                (doc, written.map(|applied| (applied, ReplyValue::Done)))
+            }
             _ => {
                 return Some(Err(NodeError::new(
                     ErrorCode::Internal,

@@ -518,6 +518,21 @@ impl SharedDoc {
         Ok((version, self.take_applied()))
     }
 
+    /// Forgets version `id`, for every peer (its entry leaves the shared `"versions"` map), so
+    /// a document at its version bound can take new ones. The history it pointed at stays:
+    /// documents keep theirs.
+    pub fn delete_version(&self, id: &str) -> Result<Applied, NodeError> {
+        let versions = self.doc.get_or_insert_map(VERSIONS_MAP);
+        let removed = versions.remove(&mut self.doc.transact_mut(), id);
+        if removed.is_none() {
+            return Err(NodeError::new(
+                ErrorCode::StateUnknownVersion,
+                format!("no version {id:?} in this document"),
+            ));
+        }
+        Ok(self.take_applied())
+    }
+
     /// The named versions, oldest first.
     pub fn versions(&self) -> Vec<Version> {
         let versions = self.doc.get_or_insert_map(VERSIONS_MAP);
@@ -1092,6 +1107,39 @@ mod tests {
             a.json_at("nope").unwrap_err().code,
             ErrorCode::StateUnknownVersion
         );
+        // Deleting one is a change every replica takes; the tree is untouched.
+        let applied = a.delete_version("v-1").unwrap();
+        assert!(applied.changes.is_empty());
+        b.apply_update(&applied.update.unwrap()).unwrap();
+        for doc in [&a, &b] {
+            let ids: Vec<_> = doc.versions().into_iter().map(|v| v.id).collect();
+            assert_eq!(ids, ["v-2"]);
+            assert_eq!(
+                doc.json_at("v-1").unwrap_err().code,
+                ErrorCode::StateUnknownVersion
+            );
+        }
+        assert_eq!(b.to_json(), json!({"score": 9}));
+        assert_eq!(
+            a.delete_version("v-1").unwrap_err().code,
+            ErrorCode::StateUnknownVersion
+        );
+    }
+
+    /// At the version bound, snapshots are refused until one is deleted.
+    #[test]
+    fn deleting_a_version_makes_room_for_another() {
+        let d = SharedDoc::new();
+        for i in 0..MAX_VERSIONS_PER_DOC {
+            d.snapshot(&format!("v{i}"), "", i as f64).unwrap();
+        }
+        assert_eq!(
+            d.snapshot("one-more", "", 0.0).unwrap_err().code,
+            ErrorCode::StateTooManyVersions
+        );
+        d.delete_version("v0").unwrap();
+        d.snapshot("one-more", "", 1e6).unwrap();
+        assert_eq!(d.versions().len(), MAX_VERSIONS_PER_DOC);
     }
 
     #[test]
