@@ -120,7 +120,7 @@ impl Node {
                     state.check_room(&doc, 0)?;
                     state.doc.apply_ops(&ops)
                 });
-                (doc, written.map(|applied| (applied, ReplyValue::Done)))
+                (doc, written.map(|applied| (applied, Ok(ReplyValue::Done))))
             }
             Request::StateImport { doc, bytes } => {
                 let written = self.opened(&doc).and_then(|d| {
@@ -128,7 +128,13 @@ impl Node {
                     d.check_room(&doc, bytes.len())?;
                     d.doc.apply_update(&bytes)
                 });
-                (doc, written.map(|applied| (applied, ReplyValue::Done)))
+                // Refused partway: what went in is kept like any write, and the tab hears
+                // why the rest did not, once that part is durable.
+                let written = written.map(|mut applied| {
+                    let reply = applied.refused.take().map_or(Ok(ReplyValue::Done), Err);
+                    (applied, reply)
+                });
+                (doc, written)
             }
             Request::StateSnapshot { doc, label } => {
                 let version_id = format!("v{:016x}", rand::random::<u64>());
@@ -139,7 +145,7 @@ impl Node {
                 });
                 (
                     doc,
-                    written.map(|(version, applied)| (applied, ReplyValue::Version(version))),
+                    written.map(|(version, applied)| (applied, Ok(ReplyValue::Version(version)))),
                 )
             }
             // No room check: deleting is how a document at its version bound makes room.
@@ -148,7 +154,7 @@ impl Node {
                     d.check_writable(&doc)?;
                     d.doc.delete_version(&version)
                 });
-                (doc, written.map(|applied| (applied, ReplyValue::Done)))
+                (doc, written.map(|applied| (applied, Ok(ReplyValue::Done))))
             }
             _ => {
                 return Some(Err(NodeError::new(
@@ -181,12 +187,12 @@ impl Node {
         id: RequestId,
         doc: &str,
         applied: Applied,
-        reply: ReplyValue,
+        reply: Result<ReplyValue, NodeError>,
         sink: &mut impl FnMut(Output),
     ) -> Option<Result<ReplyValue, NodeError>> {
         self.emit_changes(doc, &applied, true, sink);
         let Some(update) = applied.update else {
-            return Some(Ok(reply)); // nothing changed: nothing to make durable
+            return Some(reply); // nothing changed: nothing to make durable
         };
         self.broadcast_update(doc, &update);
         self.persist(
@@ -195,7 +201,7 @@ impl Node {
             vec![Output::Reply {
                 tab,
                 id,
-                result: Ok(reply),
+                result: reply,
             }],
             sink,
         );
@@ -472,10 +478,11 @@ impl Node {
             .state
             .replica
             .apply_broadcast(doc, &message.data, false);
+        // Applied first: an update refused partway has changed the document all the same.
+        self.apply_outcome(outcome.applied, sink);
         if outcome.rejected > 0 {
             return MessageAcceptance::Reject;
         }
-        self.apply_outcome(outcome.applied, sink);
         MessageAcceptance::Accept
     }
 

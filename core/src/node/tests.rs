@@ -234,3 +234,49 @@ fn lifecycle_inputs_are_queued_even_when_requests_fill_the_queue() {
         "fails only once the node loop is gone"
     );
 }
+
+/// A tab's import that yrs refuses partway: the part that went in is shown to the tabs and
+/// stored like any write, and the tab is told why the rest did not, once that part is durable.
+#[tokio::test]
+async fn an_import_refused_partway_keeps_what_went_in_and_says_why() {
+    use super::Output;
+    use crate::{error::ErrorCode, tab_protocol::Event};
+    let mut node = node(Duration::from_secs(15)).await;
+    let doc = "world".to_string();
+    request(&mut node, 1, Request::StateOpen { doc: doc.clone() });
+    node.on_input(
+        Input::DocLoaded {
+            doc: doc.clone(),
+            records: Vec::new(),
+            error: None,
+        },
+        &mut |_| {},
+    );
+    let mut outputs = Vec::new();
+    node.on_input(
+        Input::Request {
+            tab: 1,
+            id: 2,
+            request: Request::StateImport {
+                doc: doc.clone(),
+                bytes: crate::state::document::update_refused_partway().into(),
+            },
+        },
+        &mut |o| outputs.push(o),
+    );
+    let [Output::Event {
+        tab: 1,
+        event: Event::State { changes, .. },
+    }, Output::Persist { then, .. }] = &outputs[..]
+    else {
+        panic!("expected the change shown, then stored: {outputs:?}");
+    };
+    assert_eq!(changes, r#"[{"path":["a"],"value":null}]"#);
+    assert!(
+        matches!(
+            &then[..],
+            [Output::Reply { id: 2, result: Err(e), .. }] if e.code == ErrorCode::StateInvalidUpdate
+        ),
+        "{then:?}"
+    );
+}

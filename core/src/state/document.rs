@@ -133,6 +133,11 @@ pub struct Applied {
     /// as a `Value` first and then serialized, a newcomer's 100k-entry tree took 2–3× as long
     /// in the browser.
     pub tree: Option<String>,
+    /// yrs stopped applying the update partway (a layout-valid update can still be invalid,
+    /// e.g. an item whose parent is a plain value): why. yrs cannot undo what it integrated
+    /// before stopping, so `update` and the changes hold that part, to persist and to show
+    /// like any other change; the rest was refused.
+    pub refused: Option<NodeError>,
 }
 
 impl Applied {
@@ -430,18 +435,20 @@ impl SharedDoc {
                 self.take_applied()
             }
         };
-        {
-            let mut txn = self.doc.transact_mut();
-            let applied = txn.apply_update(update).map_err(bad_update);
-            if applied.is_err() {
-                // Nothing of a refused update may leak into the next transaction's report
-                // (and the index holds whatever yrs integrated before it stopped).
-                drop(txn);
-                report();
-            }
-            applied?;
+        let result = self.doc.transact_mut().apply_update(update);
+        let applied = report();
+        match result {
+            Ok(()) => Ok(applied),
+            // Refused at once: nothing changed.
+            Err(e) if applied.update.is_none() && !applied.has_changes() => Err(bad_update(e)),
+            // Refused partway: what was integrated stays (yrs cannot undo it), so it is
+            // reported like any change, or the tabs, the stored records and this copy would
+            // no longer agree.
+            Err(e) => Ok(Applied {
+                refused: Some(bad_update(e)),
+                ..applied
+            }),
         }
-        Ok(report())
     }
 
     /// How many items `update` adds that this document lacks: its clock ranges past our state
@@ -678,6 +685,7 @@ impl SharedDoc {
             update: Some(update),
             changes: Vec::new(),
             tree: (!unchanged).then_some(tree),
+            refused: None,
         }
     }
 
@@ -725,6 +733,7 @@ impl SharedDoc {
             update: locked(&self.effective).take(),
             changes,
             tree: None,
+            refused: None,
         }
     }
 }
@@ -926,6 +935,34 @@ fn out_to_json<T: ReadTxn>(out: &Out, txn: &T) -> Value {
         Out::Any(any) => any_to_json(any),
         other => any_to_json(&other.to_json(txn)),
     }
+}
+
+/// A layout-valid update that yrs stops applying partway: its second item names the first as
+/// its parent, and the first is a plain value (`{"a": null}` goes in, then yrs refuses).
+#[cfg(test)]
+pub(crate) fn update_refused_partway() -> Vec<u8> {
+    use yrs::{Map, MapPrelim, Options, Transact};
+    let writer = yrs::Doc::with_options(Options {
+        client_id: yrs::block::ClientID::new(1),
+        ..Options::default()
+    });
+    let root = writer.get_or_insert_map("root");
+    {
+        let mut txn = writer.transact_mut();
+        let inner = root.insert(&mut txn, "a", MapPrelim::default());
+        inner.insert(&mut txn, "b", 1);
+    }
+    let mut bytes = writer
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    // [1 client][2 structs][client 1][clock 0][info: parent_sub, content Type]
+    // [named parent "root"][parent_sub "a"][type ref 1 = YMap]: the type becomes the
+    // content Any, one value (the same byte 1), null (126).
+    assert_eq!(&bytes[..5], [1, 2, 1, 0, 0x27]);
+    assert_eq!(bytes[13], 1);
+    bytes[4] = 0x28;
+    bytes.insert(14, 126);
+    bytes
 }
 
 #[cfg(test)]
@@ -1216,6 +1253,31 @@ mod tests {
         root.remove(&mut other.transact_mut(), deep.as_str());
         assert!(sync().is_empty());
         assert_eq!(doc.entry_count(), 1);
+    }
+
+    /// An update whose layout is valid but which yrs stops applying partway. yrs cannot undo
+    /// what it integrated before stopping, so that part is handed back (to persist and to
+    /// show) along with the refusal.
+    #[test]
+    fn an_update_yrs_refuses_partway_hands_back_what_it_integrated() {
+        let bytes = update_refused_partway();
+        let doc = SharedDoc::new();
+        let applied = doc.apply_update(&bytes).unwrap();
+        assert_eq!(
+            applied.refused.as_ref().map(|e| e.code),
+            Some(ErrorCode::StateInvalidUpdate)
+        );
+        assert_eq!(doc.to_json(), json!({"a": null}));
+        assert_eq!(
+            serde_json::to_value(&applied.changes).unwrap(),
+            json!([{"path": ["a"], "value": null}])
+        );
+        // What it hands back is what a replica needs to hold the same.
+        let replica = SharedDoc::new();
+        let again = replica.apply_update(&applied.update.unwrap()).unwrap();
+        assert!(again.refused.is_none());
+        assert_eq!(replica.to_json(), doc.to_json());
+        assert_eq!(replica.state_vector(), doc.state_vector());
     }
 
     #[test]

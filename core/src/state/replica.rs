@@ -197,6 +197,15 @@ impl Replica {
             .ok_or_else(|| NodeError::new(ErrorCode::Internal, "document vanished"))?;
         for record in records {
             match state.doc.apply_stored_record(record) {
+                // Applied up to a point yrs refused: counted corrupt, so the document is
+                // compacted (the record's good part with it) and the rest not read again.
+                Ok(Applied {
+                    refused: Some(e), ..
+                }) => {
+                    tracing::warn!(doc = name, "a stored record applied in part: {}", e.message);
+                    report.corrupt += 1;
+                    state.stored_bytes += record.len();
+                }
                 Ok(_) => {
                     report.applied += 1;
                     state.stored_bytes += record.len();
@@ -395,7 +404,13 @@ impl Replica {
             outcome.refused += 1;
         }
         match result {
-            Ok(applied) if applied.update.is_some() || applied.has_changes() => {
+            Ok(mut applied) if applied.update.is_some() || applied.has_changes() => {
+                // Refused partway: the integrated part is kept and reported, the sender
+                // still counts as having sent something invalid.
+                if let Some(e) = applied.refused.take() {
+                    tracing::debug!(doc = name, "a peer's update applied in part: {}", e.message);
+                    outcome.rejected += 1;
+                }
                 outcome.applied.push((name.to_string(), applied))
             }
             Ok(_) => {}

@@ -300,6 +300,48 @@ fn updates_waiting_for_missing_history_are_bounded() {
 
 /// An update that is not a valid Yjs layout is refused on both ways in: a broadcast is
 /// checked when applied, a sync frame when decoded (its updates are not walked again).
+/// An update yrs refuses partway: the part it integrated is persisted and shown like any
+/// change (the sender still counts as invalid), and a stored record like it is counted corrupt
+/// so the document is compacted.
+#[test]
+fn an_update_refused_partway_keeps_what_went_in() {
+    let bytes = crate::state::document::update_refused_partway();
+    let mut r = Replica::new(4);
+    r.create("w").unwrap();
+    let outcome = r.apply_broadcast("w", &bytes, false);
+    assert_eq!(outcome.rejected, 1);
+    let [(doc, applied)] = &outcome.applied[..] else {
+        panic!("{:?}", outcome.applied)
+    };
+    assert_eq!(doc, "w");
+    assert!(applied.refused.is_none(), "taken over by the outcome");
+    assert!(applied.has_changes());
+    // What is persisted restores the same document.
+    let mut reloaded = Replica::new(4);
+    let report = reloaded
+        .load("w", [applied.update.as_deref().unwrap()])
+        .unwrap();
+    assert_eq!(
+        report,
+        LoadReport {
+            applied: 1,
+            corrupt: 0
+        }
+    );
+    assert_eq!(reloaded.get("w").unwrap().to_json(), json!({"a": null}));
+    // The raw bytes as a stored record: applied in part, counted corrupt.
+    let mut from_disk = Replica::new(4);
+    let report = from_disk.load("w", [&bytes[..]]).unwrap();
+    assert_eq!(
+        report,
+        LoadReport {
+            applied: 0,
+            corrupt: 1
+        }
+    );
+    assert_eq!(from_disk.get("w").unwrap().to_json(), json!({"a": null}));
+}
+
 #[test]
 fn malformed_updates_are_refused_as_broadcasts_and_in_frames() {
     // One client, one struct, claiming a clock range past 32 bits.
