@@ -228,6 +228,10 @@ test('bad state input gets codes and changes nothing', async ({ browser }) => {
       date: await code(doc.set('a', new Date())),
       emptyKey: await code(doc.set('a..b', 1)),
       control: await code(doc.set(['a\nb'], 1)),
+      // 256 bytes of UTF-8 is the longest key (two bytes a character here), 258 is over.
+      longestKey: await code(doc.set(['é'.repeat(128)], 1)),
+      keyOver: await code(doc.set(['é'.repeat(129)], 1)),
+      valueKeyOver: await code(doc.set('v', { ['é'.repeat(129)]: 1 })),
       noOps: await code(doc.update([])),
       badOp: await code(doc.update([{ move: 'a' }])),
       garbage: await code(doc.importUpdate(new Uint8Array([255, 255, 255, 1, 2, 3]))),
@@ -245,12 +249,15 @@ test('bad state input gets codes and changes nothing', async ({ browser }) => {
     date: 'STATE_INVALID_VALUE',
     emptyKey: 'STATE_INVALID_PATH',
     control: 'STATE_INVALID_PATH',
+    longestKey: 'resolved',
+    keyOver: 'STATE_INVALID_PATH',
+    valueKeyOver: 'STATE_INVALID_VALUE',
     noOps: 'STATE_INVALID_VALUE',
     badOp: 'STATE_INVALID_VALUE',
     garbage: 'STATE_INVALID_UPDATE',
     docName: 'STATE_INVALID_DOC_NAME',
     same: 'resolved',
-    tree: { ok: 1, x: 1 },
+    tree: { ok: 1, x: 1, ['é'.repeat(128)]: 1 },
   });
   expect(n.errors).toEqual([]);
 });

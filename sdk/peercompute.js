@@ -4,7 +4,7 @@
 
 import { Task, encodeTask, randomId, startCpuPool, startGpuWorker } from './compute.js';
 import { Presence } from './presence.js';
-import { SharedState, checkDocName } from './state.js';
+import { SharedState, checkDocName, utf8Within } from './state.js';
 
 const PROTOCOL_VERSION = 1;
 const MAX_PUBLISH_BYTES = 1024 * 1024;
@@ -15,7 +15,6 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const CLOSE_WAIT_MS = 2_000;
 // The node takes at most this many CPU slots from one tab (sw/src/executors.rs MAX_POOL_SLOTS).
 const MAX_CPU_WORKERS = 64;
-const encoder = new TextEncoder();
 
 /** An error with a stable `code` string (see README, "Error codes"). */
 export class PeerComputeError extends Error {
@@ -27,7 +26,7 @@ export class PeerComputeError extends Error {
 }
 
 function checkTopic(topic) {
-  if (typeof topic !== 'string' || topic.length === 0 || encoder.encode(topic).length > MAX_TOPIC_BYTES) {
+  if (typeof topic !== 'string' || topic.length === 0 || !utf8Within(topic, MAX_TOPIC_BYTES)) {
     throw new PeerComputeError('INVALID_TOPIC', `topic must be a non-empty string of at most ${MAX_TOPIC_BYTES} bytes`);
   }
 }
@@ -48,8 +47,7 @@ function encodePayload(data) {
   if (json === undefined) {
     throw new PeerComputeError('INVALID_JSON', 'payload is not JSON-serializable');
   }
-  // UTF-16 length is a cheap lower bound; measure bytes only when it could matter.
-  if (json.length * 3 > MAX_PUBLISH_BYTES && encoder.encode(json).length > MAX_PUBLISH_BYTES) {
+  if (!utf8Within(json, MAX_PUBLISH_BYTES)) {
     throw new PeerComputeError('PAYLOAD_TOO_LARGE', `payload exceeds ${MAX_PUBLISH_BYTES} bytes`);
   }
   return { json };

@@ -2,10 +2,9 @@
 // sees and that disappears when the node leaves. All tabs of an origin are one node, so they
 // share one presence state: the last `set` from any tab wins.
 
-import { checkValue } from './state.js';
+import { checkValue, utf8Within } from './state.js';
 
 const MAX_PRESENCE_BYTES = 4 * 1024;
-const encoder = new TextEncoder();
 
 /** `node.presence`. */
 export class Presence {
@@ -33,7 +32,7 @@ export class Presence {
       }
     }
     const json = JSON.stringify(state);
-    if (json.length > MAX_PRESENCE_BYTES / 3 && encoder.encode(json).length > MAX_PRESENCE_BYTES) {
+    if (!utf8Within(json, MAX_PRESENCE_BYTES)) {
       throw this.#makeError('PAYLOAD_TOO_LARGE', `a presence state is at most ${MAX_PRESENCE_BYTES} bytes of JSON`);
     }
     await this.#request('presenceSet', { json });
