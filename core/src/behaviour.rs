@@ -13,9 +13,28 @@ use crate::{
         task::MAX_TASK_TIMEOUT_MS,
     },
     frame::{FrameCodec, WireFrame},
-    limits::{MAX_COMPUTE_STREAMS, MAX_GOSSIP_FRAME_BYTES, MAX_SYNC_STREAMS},
+    limits::{MAX_COMPUTE_STREAMS, MAX_GOSSIP_FRAME_BYTES, MAX_PEER_TOPICS, MAX_SYNC_STREAMS},
+    pubsub::is_known_topic,
     state::sync_protocol::{SyncCodec, SYNC_PROTOCOL},
 };
+
+/// The topics gossipsub accepts, ours and peers': PeerCompute's own ([`is_known_topic`]).
+/// Without a filter it keeps every topic a peer names, of any length and number.
+#[derive(Debug, Default, Clone)]
+pub struct KnownTopics;
+
+impl gossipsub::TopicSubscriptionFilter for KnownTopics {
+    fn can_subscribe(&mut self, topic: &gossipsub::TopicHash) -> bool {
+        is_known_topic(topic.as_str())
+    }
+}
+
+/// [`KnownTopics`], at most [`MAX_PEER_TOPICS`] per peer (a peer's subscription message that
+/// would pass it is ignored whole).
+pub type TopicFilter = gossipsub::MaxCountSubscriptionFilter<KnownTopics>;
+
+/// Gossipsub as nodes and the relay run it.
+pub type Gossipsub = gossipsub::Behaviour<gossipsub::IdentityTransform, TopicFilter>;
 
 /// Identify protocol version string of PeerCompute nodes and relays.
 pub const IDENTIFY_PROTOCOL: &str = "/peercompute/1.0.0";
@@ -29,7 +48,7 @@ pub use derived::{NodeBehaviour, NodeBehaviourEvent};
 mod derived {
     // The derive generates `NodeBehaviourEvent`, whose variants it cannot document.
     #![allow(missing_docs)]
-    use libp2p::{gossipsub, identify, ping, relay, request_response, swarm::NetworkBehaviour};
+    use libp2p::{identify, ping, relay, request_response, swarm::NetworkBehaviour};
 
     use crate::{
         circuit_policy::OffCircuits, compute::protocol::ComputeCodec,
@@ -47,7 +66,7 @@ mod derived {
         pub ping: ping::Behaviour,
         /// Gossipsub (application topics and discovery) on direct connections: relayed
         /// circuits would only duplicate the relay's own gossip path.
-        pub gossipsub: OffCircuits<gossipsub::Behaviour>,
+        pub gossipsub: OffCircuits<crate::behaviour::Gossipsub>,
         /// Shared-state sync (y-sync over request-response) with relays and peers.
         pub state_sync: request_response::Behaviour<SyncCodec>,
         /// Chunk dispatch to and from peers.
@@ -104,11 +123,17 @@ pub fn gossipsub_config() -> Result<gossipsub::Config, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Gossipsub with signed messages and [`gossipsub_config`], for nodes and the relay.
-pub fn gossipsub_behaviour(key: &Keypair) -> Result<gossipsub::Behaviour, String> {
-    gossipsub::Behaviour::new(
+/// Gossipsub with signed messages, [`gossipsub_config`] and [`TopicFilter`], for nodes and
+/// the relay.
+pub fn gossipsub_behaviour(key: &Keypair) -> Result<Gossipsub, String> {
+    gossipsub::Behaviour::new_with_subscription_filter(
         gossipsub::MessageAuthenticity::Signed(key.clone()),
         gossipsub_config()?,
+        TopicFilter {
+            filter: KnownTopics,
+            max_subscribed_topics: MAX_PEER_TOPICS,
+            max_subscriptions_per_request: MAX_PEER_TOPICS,
+        },
     )
     .map_err(|e| e.to_string())
 }

@@ -10,6 +10,12 @@ pub const MAX_GOSSIP_FRAME_BYTES: usize = MAX_PUBLISH_BYTES + 16 * 1024;
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// Most topics one tab may be subscribed to at once.
 pub const MAX_SUBSCRIPTIONS_PER_TAB: usize = 256;
+/// Most application topics one node subscribes to on the network, all its tabs' and the
+/// lingering ones together.
+pub const MAX_NODE_APP_TOPICS: usize = 1024;
+/// Most gossipsub topics a node or relay keeps track of per peer: a node's application
+/// topics, its documents' and the two internal ones fit well within it.
+pub const MAX_PEER_TOPICS: usize = 2048;
 /// Most topics no tab wants that a node keeps subscribed for a while (`topic_linger`); past
 /// this, a released topic is left at once.
 pub const MAX_LINGERING_TOPICS: usize = 256;

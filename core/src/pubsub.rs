@@ -120,6 +120,19 @@ pub fn validate_topic(topic: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Whether `topic` is one of PeerCompute's gossipsub topics, its name within bounds: an
+/// application topic, a document's, discovery or presence. Peers' subscriptions to anything
+/// else are not kept (see [`crate::behaviour::KnownTopics`]).
+pub fn is_known_topic(topic: &str) -> bool {
+    if let Some(name) = app_topic_name(topic) {
+        return validate_topic(name).is_ok();
+    }
+    if let Some(doc) = crate::state::sync_protocol::state_topic_doc(topic) {
+        return crate::state::path::validate_doc_name(doc).is_ok();
+    }
+    topic == crate::discovery::DISCOVERY_TOPIC || topic == crate::presence::PRESENCE_TOPIC
+}
+
 /// The gossipsub topic for an application topic name.
 pub fn app_topic(topic: &str) -> IdentTopic {
     IdentTopic::new(format!("{APP_TOPIC_PREFIX}{topic}"))
@@ -133,6 +146,19 @@ pub fn app_topic_name(wire_topic: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_topics_within_bounds_are_known() {
+        assert!(is_known_topic("pc/app/1/chat"));
+        assert!(is_known_topic("pc/state/1/overworld"));
+        assert!(is_known_topic(crate::discovery::DISCOVERY_TOPIC));
+        assert!(is_known_topic(crate::presence::PRESENCE_TOPIC));
+        assert!(!is_known_topic("pc/app/1/"));
+        assert!(!is_known_topic(&format!("pc/app/1/{}", "x".repeat(257))));
+        assert!(!is_known_topic("pc/app/1/a\nb"));
+        assert!(!is_known_topic(&format!("pc/state/1/{}", "d".repeat(129))));
+        assert!(!is_known_topic("someone/else"));
+    }
 
     #[test]
     fn round_trips_json_and_bytes() {

@@ -4,7 +4,7 @@ use std::{num::NonZeroU32, time::Duration};
 
 use libp2p::{
     connection_limits::{self, ConnectionLimits},
-    gossipsub, identify,
+    identify,
     identity::Keypair,
     ping, relay, request_response,
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
@@ -33,7 +33,7 @@ pub struct RelayBehaviour {
     /// Ping.
     pub ping: ping::Behaviour,
     /// Gossipsub router for discovery and application topics.
-    pub gossipsub: gossipsub::Behaviour,
+    pub gossipsub: peercompute_core::behaviour::Gossipsub,
     /// Shared-state sync with nodes, on a relay that pins documents (`--state-dir`).
     pub state_sync: Toggle<request_response::Behaviour<SyncCodec>>,
 }

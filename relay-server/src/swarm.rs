@@ -1,6 +1,10 @@
 //! The relay's swarm and its event loop.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -13,7 +17,7 @@ use libp2p::{
     multiaddr::Protocol,
     noise, relay, request_response,
     swarm::SwarmEvent,
-    tcp, websocket, yamux, Multiaddr, Swarm, Transport,
+    tcp, websocket, yamux, Multiaddr, PeerId, Swarm, Transport,
 };
 use peercompute_core::{
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
@@ -25,6 +29,10 @@ use peercompute_core::{
 use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, Mutex};
 use tracing::{debug, info, warn};
+
+/// Largest WebSocket message the relay reads. Noise frames are at most 64 KiB, and a browser
+/// sends what its Noise layer buffered (up to ~192 KiB) as one message.
+const MAX_WEBSOCKET_MESSAGE_BYTES: usize = 1024 * 1024;
 
 use crate::{
     behaviour::{RelayBehaviour, RelayBehaviourEvent, MAX_ROUTED_TOPICS},
@@ -38,7 +46,9 @@ pub struct RunningSwarm {
     swarm: Swarm<RelayBehaviour>,
     stats: Arc<Mutex<Stats>>,
     metrics: Metrics,
-    routed_topics: HashSet<gossipsub::TopicHash>,
+    /// Application and document topics routed here, each with the peers subscribed to it: a
+    /// topic is left once none is (so topics cannot pile up past the bound for good).
+    routed_topics: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
     /// Documents pinned with `--state-dir`.
     pinned: Option<PinnedDocs>,
 }
@@ -79,6 +89,9 @@ impl RunningSwarm {
                 let mut ws = websocket::Config::new(tcp::tokio::Transport::new(
                     tcp::Config::default().nodelay(true),
                 ));
+                // The default (256 MiB) is allocated and zeroed as soon as a frame header
+                // declares it, before any byte of it arrives or anyone has authenticated.
+                ws.set_max_data_size(MAX_WEBSOCKET_MESSAGE_BYTES);
                 if let Some(tls) = tls {
                     ws.set_tls_config(tls);
                 }
@@ -144,7 +157,7 @@ impl RunningSwarm {
                 swarm,
                 stats,
                 metrics,
-                routed_topics: HashSet::new(),
+                routed_topics: HashMap::new(),
                 pinned,
             },
             dialable,
@@ -191,6 +204,11 @@ impl RunningSwarm {
                 stats.connections = stats.connections.saturating_sub(1);
                 if num_established == 0 {
                     stats.peers.remove(&peer_id.to_string());
+                    // Gossipsub reports no unsubscribe for a peer that is gone.
+                    let topics: Vec<_> = self.routed_topics.keys().cloned().collect();
+                    for topic in topics {
+                        self.unroute(&topic, &peer_id, &mut stats);
+                    }
                 } else if let Some(e) = stats.peers.get_mut(&peer_id.to_string()) {
                     e.connections = num_established;
                 }
@@ -202,6 +220,11 @@ impl RunningSwarm {
                     relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
                         stats.reservations.insert(src_peer_id.to_string());
                     }
+                    // Reported for every closed connection of a peer, reservation or not: one
+                    // that closes after the peer reserved again on a newer connection ends
+                    // nothing.
+                    relay::Event::ReservationClosed { src_peer_id }
+                        if stats.peers.contains_key(&src_peer_id.to_string()) => {}
                     relay::Event::ReservationClosed { src_peer_id }
                     | relay::Event::ReservationTimedOut { src_peer_id } => {
                         stats.reservations.remove(&src_peer_id.to_string());
@@ -252,21 +275,41 @@ impl RunningSwarm {
         }
     }
 
+    /// `peer` no longer wants `topic`; the relay leaves it once nobody does.
+    fn unroute(&mut self, topic: &gossipsub::TopicHash, peer: &PeerId, stats: &mut Stats) {
+        let Some(peers) = self.routed_topics.get_mut(topic) else {
+            return;
+        };
+        peers.remove(peer);
+        if peers.is_empty() {
+            self.routed_topics.remove(topic);
+            let t = gossipsub::IdentTopic::new(topic.as_str());
+            self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
+            stats.topics = self.routed_topics.len();
+        }
+    }
+
     fn on_gossip(&mut self, event: gossipsub::Event, stats: &mut Stats) {
         match event {
-            // Route every application topic some peer subscribes to (bounded): browser nodes
-            // gossip through the relay only (never over circuits, which run through it anyway).
-            gossipsub::Event::Subscribed { topic, .. }
-                if (app_topic_name(topic.as_str()).is_some()
-                    || state_topic_doc(topic.as_str()).is_some())
-                    && !self.routed_topics.contains(&topic)
-                    && self.routed_topics.len() < MAX_ROUTED_TOPICS =>
+            // Route every application and document topic some peer subscribes to (bounded):
+            // browser nodes gossip through the relay only (never over circuits, which run
+            // through it anyway). Gossipsub's filter has checked the topic (`KnownTopics`).
+            gossipsub::Event::Subscribed { peer_id, topic }
+                if app_topic_name(topic.as_str()).is_some()
+                    || state_topic_doc(topic.as_str()).is_some() =>
             {
-                let t = gossipsub::IdentTopic::new(topic.as_str());
-                if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
-                    self.routed_topics.insert(topic);
-                    stats.topics = self.routed_topics.len();
+                if let Some(peers) = self.routed_topics.get_mut(&topic) {
+                    peers.insert(peer_id);
+                } else if self.routed_topics.len() < MAX_ROUTED_TOPICS {
+                    let t = gossipsub::IdentTopic::new(topic.as_str());
+                    if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
+                        self.routed_topics.insert(topic, HashSet::from([peer_id]));
+                        stats.topics = self.routed_topics.len();
+                    }
                 }
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                self.unroute(&topic, &peer_id, stats)
             }
             gossipsub::Event::Message {
                 propagation_source,

@@ -392,3 +392,110 @@ async fn circuits_are_kept_alive_deliberately_not_by_traffic() {
     assert!(stats.circuits >= 1);
     relay.stop().await;
 }
+
+/// A WebSocket frame header declaring 256 MiB, sent before any handshake, is refused at once:
+/// the relay does not set aside that much memory and wait for the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_websocket_frame_is_refused_before_it_is_allocated() {
+    use libp2p::multiaddr::Protocol;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let relay = relay("huge-frame").await;
+    let port = relay.dialable[0]
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a tcp port");
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    socket
+        .write_all(
+            format!(
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("upgrade request");
+    let mut response = Vec::new();
+    while !response.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        socket
+            .read_exact(&mut byte)
+            .await
+            .expect("upgrade response");
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    // A final binary frame, masked, with a 64-bit length of 256 MiB, and its mask key.
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&(256u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    socket.write_all(&header).await.expect("frame header");
+    // Closed at once (without the bound, only the 10 s handshake timeout would end it).
+    let mut rest = Vec::new();
+    let read = timeout(Duration::from_secs(3), socket.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the relay kept the connection waiting for 256 MiB"
+    );
+    relay.stop().await;
+}
+
+/// The relay routes a topic while some peer subscribes to it, and leaves it once none does
+/// (unsubscribed or gone), so topics cannot pile up to its bound for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_topics_are_left_when_their_last_subscriber_goes() {
+    let relay = relay("routed-topics").await;
+    let no_linger = NodeConfig {
+        topic_linger: Duration::ZERO,
+        ..NodeConfig::default()
+    };
+    let mut a = common::node_with(Some(&relay), MemoryStore::default(), no_linger.clone()).await;
+    let mut b = common::node_with(Some(&relay), MemoryStore::default(), no_linger).await;
+    let routed = |n: usize| {
+        let relay = &relay;
+        async move {
+            timeout(T, async {
+                while relay.stats.lock().await.topics != n {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{n} routed topic(s)"));
+        }
+    };
+    for n in [&mut a, &mut b] {
+        n.request(Request::Subscribe {
+            topic: "chat".into(),
+        })
+        .await
+        .expect("subscribe");
+    }
+    a.request(Request::Subscribe {
+        topic: "only-a".into(),
+    })
+    .await
+    .expect("subscribe");
+    routed(2).await;
+    a.request(Request::Unsubscribe {
+        topic: "only-a".into(),
+    })
+    .await
+    .expect("unsubscribe");
+    routed(1).await;
+    a.stop();
+    routed(1).await; // b still wants `chat`
+    b.stop();
+    routed(0).await;
+    relay.stop().await;
+}

@@ -35,7 +35,7 @@ use crate::{
     error::ErrorCode,
     limits::{
         DEFAULT_CONNECT_TIMEOUT, MAX_CIRCUIT_PEERS, MAX_CONNECT_TIMEOUT, MAX_KNOWN_PEERS,
-        MAX_LINGERING_TOPICS, MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
+        MAX_LINGERING_TOPICS, MAX_NODE_APP_TOPICS, MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
     },
     presence::{presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic, app_topic_name, Payload},
@@ -367,8 +367,16 @@ impl Node {
                 sink(Output::Forget { tab });
             }
             Input::Request { tab, id, request } => {
+                // A tab is known from its attach (the host sends one first) to its detach. A
+                // request sent before a detach went through must not bring the tab back: no
+                // second detach would come, and what it subscribed would stay for good.
                 if !self.tabs.contains_key(&tab) && !matches!(request, Request::Detach) {
-                    self.tabs.insert(tab, HashSet::new());
+                    let result = Err(NodeError::new(
+                        ErrorCode::BadRequest,
+                        "this tab has detached from the node",
+                    ));
+                    sink(Output::Reply { tab, id, result });
+                    return;
                 }
                 let detaching = matches!(request, Request::Detach);
                 if let Some(result) = self.on_request(tab, id, request, sink) {
@@ -545,6 +553,34 @@ impl Node {
                 format!("a tab may subscribe to at most {MAX_SUBSCRIPTIONS_PER_TAB} topics"),
             ));
         }
+        if newly_wanted && !self.lingering_topics.contains_key(&topic) {
+            // Peers keep at most `MAX_PEER_TOPICS` of a node's topics: past that they would
+            // ignore its subscriptions. A lingering topic gives way first.
+            let wanted: HashSet<&String> = self.tabs.values().flatten().collect();
+            if wanted.len() + self.lingering_topics.len() >= MAX_NODE_APP_TOPICS {
+                let soonest_due = self
+                    .lingering_topics
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(t, _)| t.clone());
+                match soonest_due {
+                    Some(t) => {
+                        self.lingering_topics.remove(&t);
+                        self.leave_topic(&t);
+                    }
+                    None => {
+                        return Err(NodeError::new(
+                            ErrorCode::TooManySubscriptions,
+                            format!(
+                                "a node subscribes to at most {MAX_NODE_APP_TOPICS} topics, \
+                                 all its tabs together"
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        let topics = self.tabs.entry(tab).or_default();
         topics.insert(topic.clone());
         // A lingering topic is still subscribed (gossipsub ignores the repeat).
         self.lingering_topics.remove(&topic);

@@ -19,6 +19,7 @@ async fn node(topic_linger: Duration) -> Node {
 }
 
 fn request(node: &mut Node, tab: u32, request: Request) {
+    node.on_input(Input::Attach(tab), &mut |_| {});
     node.on_input(
         Input::Request {
             tab,
@@ -99,6 +100,82 @@ async fn lingering_is_bounded_and_can_be_turned_off() {
     subscribe(&mut node, 1, "chat");
     unsubscribe(&mut node, 1, "chat");
     assert!(!on_network(&node, "chat"));
+}
+
+/// All tabs together subscribe a node to at most `MAX_NODE_APP_TOPICS` topics (peers ignore
+/// more); a lingering topic gives way to a wanted one.
+#[tokio::test]
+async fn a_node_subscribes_to_a_bounded_number_of_topics() {
+    use super::Output;
+    use crate::{error::ErrorCode, limits::MAX_NODE_APP_TOPICS};
+    let mut node = node(Duration::from_secs(15)).await;
+    let per_tab = crate::limits::MAX_SUBSCRIPTIONS_PER_TAB;
+    for i in 0..MAX_NODE_APP_TOPICS {
+        subscribe(&mut node, (i / per_tab) as u32, &format!("t{i}"));
+    }
+    let mut replies = Vec::new();
+    node.on_input(Input::Attach(99), &mut |_| {});
+    let more = |node: &mut Node, replies: &mut Vec<Output>| {
+        node.on_input(
+            Input::Request {
+                tab: 99,
+                id: 7,
+                request: Request::Subscribe {
+                    topic: "one-more".into(),
+                },
+            },
+            &mut |o| replies.push(o),
+        )
+    };
+    more(&mut node, &mut replies);
+    assert!(
+        matches!(&replies[..], [Output::Reply { result: Err(e), .. }] if e.code == ErrorCode::TooManySubscriptions),
+        "{replies:?}"
+    );
+    assert!(!on_network(&node, "one-more"));
+    // Released, `t0` lingers; the next new topic takes its place.
+    unsubscribe(&mut node, 0, "t0");
+    assert!(on_network(&node, "t0"));
+    replies.clear();
+    more(&mut node, &mut replies);
+    assert!(matches!(
+        &replies[..],
+        [Output::Reply { result: Ok(_), .. }]
+    ));
+    assert!(on_network(&node, "one-more"));
+    assert!(
+        !on_network(&node, "t0"),
+        "the lingering topic was left for it"
+    );
+}
+
+/// A request a tab sent before its detach went through does not bring the tab back (nothing
+/// would detach it again, and its subscription would stay for good).
+#[tokio::test]
+async fn a_request_after_a_detach_does_not_bring_the_tab_back() {
+    use super::Output;
+    use crate::error::ErrorCode;
+    let mut node = node(Duration::ZERO).await;
+    subscribe(&mut node, 1, "chat");
+    node.on_input(Input::Detach(1), &mut |_| {});
+    assert!(!on_network(&node, "chat"));
+    let mut replies = Vec::new();
+    node.on_input(
+        Input::Request {
+            tab: 1,
+            id: 3,
+            request: Request::Subscribe {
+                topic: "late".into(),
+            },
+        },
+        &mut |o| replies.push(o),
+    );
+    assert!(
+        matches!(&replies[..], [Output::Reply { tab: 1, id: 3, result: Err(e) }] if e.code == ErrorCode::BadRequest),
+        "{replies:?}"
+    );
+    assert!(!on_network(&node, "late"));
+    assert!(!node.tabs.contains_key(&1));
 }
 
 /// Opening a document syncs it with every peer then; the periodic resync counts from there,
