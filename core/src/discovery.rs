@@ -126,6 +126,17 @@ fn is_circuit_addr_of(addr: &Multiaddr, peer: PeerId) -> bool {
     )
 }
 
+/// The relay a circuit address goes through (`…/p2p/<relay>/p2p-circuit/p2p/<peer>`). Only
+/// its peer id is used: a node dials a peer at its own address of that relay, so an
+/// announcement can choose among the relays a node uses but never name a host to dial.
+pub fn circuit_relay(addr: &Multiaddr) -> Option<PeerId> {
+    let parts: Vec<_> = addr.iter().collect();
+    match parts.as_slice() {
+        [.., Protocol::P2p(relay), Protocol::P2pCircuit, Protocol::P2p(_)] => Some(*relay),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

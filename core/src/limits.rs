@@ -31,6 +31,11 @@ pub const MAX_ANNOUNCED_ADDRS: usize = 8;
 pub const MAX_KNOWN_PEERS: usize = 1024;
 /// Most browser peers a node holds direct (circuit) connections to.
 pub const MAX_CIRCUIT_PEERS: usize = 32;
+/// Most peers with a circuit open to this node, its dials and theirs together; circuits
+/// other nodes open past it are closed.
+pub const MAX_INBOUND_CIRCUIT_PEERS: usize = 2 * MAX_CIRCUIT_PEERS;
+/// A connection that lived this long resets its redial backoff when it closes.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Longest a connect request may wait before it is answered with `CONNECT_TIMEOUT`.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default connect timeout when the tab gives none.

@@ -34,8 +34,9 @@ use crate::{
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
     error::ErrorCode,
     limits::{
-        DEFAULT_CONNECT_TIMEOUT, MAX_CIRCUIT_PEERS, MAX_CONNECT_TIMEOUT, MAX_KNOWN_PEERS,
-        MAX_LINGERING_TOPICS, MAX_NODE_APP_TOPICS, MAX_RELAYS, MAX_SUBSCRIPTIONS_PER_TAB,
+        DEFAULT_CONNECT_TIMEOUT, MAX_CIRCUIT_PEERS, MAX_CONNECT_TIMEOUT, MAX_INBOUND_CIRCUIT_PEERS,
+        MAX_KNOWN_PEERS, MAX_LINGERING_TOPICS, MAX_NODE_APP_TOPICS, MAX_RELAYS,
+        MAX_SUBSCRIPTIONS_PER_TAB, STABLE_CONNECTION,
     },
     presence::{presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic, app_topic_name, Payload},
@@ -229,11 +230,33 @@ struct Peer {
     addrs: Vec<Multiaddr>,
     last_seen: Instant,
     connections: u32,
+    /// A dial is in flight: counted against `MAX_CIRCUIT_PEERS` like a connection.
+    dialing: bool,
+    /// When its circuit came up: one that closes sooner than `STABLE_CONNECTION` does not
+    /// reset the redial backoff (a peer that accepts and drops at once is not redialed
+    /// every half second).
+    connected_since: Option<Instant>,
     rtt: Option<Duration>,
     backoff: Backoff,
     next_dial: Instant,
     /// What it computes, from its announcements.
     compute: Option<crate::discovery::Capabilities>,
+}
+
+impl Peer {
+    fn new(now: Instant, (initial, max): (Duration, Duration)) -> Self {
+        Peer {
+            addrs: Vec::new(),
+            last_seen: now,
+            connections: 0,
+            dialing: false,
+            connected_since: None,
+            rtt: None,
+            backoff: Backoff::new(initial, max),
+            next_dial: now,
+            compute: None,
+        }
+    }
 }
 
 struct PendingConnect {
@@ -841,23 +864,50 @@ impl Node {
     /// pair never races into two connections.
     fn dial_peers(&mut self, now: Instant) {
         let me = self.peer_id();
-        let mut connected = self.peers.values().filter(|p| p.connections > 0).count();
+        // Through the relays this node is connected to, at its own address of each: the
+        // announcement only says which of them the peer listens through.
+        let relays: HashMap<PeerId, &Multiaddr> = self
+            .relays
+            .iter()
+            .filter(|r| r.connected)
+            .filter_map(|r| Some((r.peer_id, r.connected_addr.as_ref()?)))
+            .collect();
+        if relays.is_empty() {
+            return;
+        }
+        let mut busy = self
+            .peers
+            .values()
+            .filter(|p| p.connections > 0 || p.dialing)
+            .count();
         for (id, peer) in &mut self.peers {
-            if connected >= MAX_CIRCUIT_PEERS {
+            if busy >= MAX_CIRCUIT_PEERS {
                 break;
             }
-            if peer.connections > 0 || peer.next_dial > now || me >= *id || peer.addrs.is_empty() {
+            if peer.connections > 0 || peer.dialing || peer.next_dial > now || me >= *id {
+                continue;
+            }
+            let mut addrs: Vec<Multiaddr> = peer
+                .addrs
+                .iter()
+                .filter_map(crate::discovery::circuit_relay)
+                .filter_map(|relay| relays.get(&relay))
+                .map(|relay_addr| circuit_addr_of(relay_addr, *id))
+                .collect();
+            addrs.dedup();
+            if addrs.is_empty() {
                 continue;
             }
             peer.next_dial = now + peer.backoff.next_delay();
             let opts = DialOpts::peer_id(*id)
-                .addresses(peer.addrs.clone())
+                .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
             if let Err(e) = self.swarm.dial(opts) {
                 debug!(peer = %id, "dial: {e}");
             } else {
-                connected += 1;
+                peer.dialing = true;
+                busy += 1;
             }
         }
     }
@@ -914,6 +964,7 @@ impl Node {
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -933,27 +984,38 @@ impl Node {
                         }
                         relay.ever_connected = true;
                         relay.connected = true;
-                        relay.backoff.reset();
+                        // The backoff resets once the relay takes our reservation: one that
+                        // accepts connections and drops them (full, overloaded) is not
+                        // redialed by every node four times a second.
                         relay.next_attempt = Some(now); // listen through it
                         self.drive_relays(now);
                         self.status_dirty = true;
                         self.sync_all_with(peer_id);
                     }
                 } else if endpoint_is_circuit(&endpoint) {
-                    let peer = self.peers.entry(peer_id).or_insert_with(|| Peer {
-                        addrs: Vec::new(),
-                        last_seen: now,
-                        connections: 0,
-                        rtt: None,
-                        backoff: Backoff::new(
-                            self.config.peer_backoff.0,
-                            self.config.peer_backoff.1,
-                        ),
-                        next_dial: now,
-                        compute: None,
-                    });
+                    // Inbound circuits are not ours to limit by dialing less: past the bound
+                    // (or for a peer the table has no room for) they are closed, so other
+                    // nodes cannot hold an unbounded number open here.
+                    let known = self.peers.get(&peer_id).is_some_and(|p| p.connections > 0);
+                    let circuit_peers = self.peers.values().filter(|p| p.connections > 0).count();
+                    let table_full =
+                        !self.peers.contains_key(&peer_id) && self.peers.len() >= MAX_KNOWN_PEERS;
+                    if !known && (circuit_peers >= MAX_INBOUND_CIRCUIT_PEERS || table_full) {
+                        debug!(peer = %peer_id, "closing a circuit past the bound");
+                        self.swarm.close_connection(connection_id);
+                        if let Some(peer) = self.peers.get_mut(&peer_id) {
+                            peer.dialing = false;
+                        }
+                        return;
+                    }
+                    let backoff = self.config.peer_backoff;
+                    let peer = self
+                        .peers
+                        .entry(peer_id)
+                        .or_insert_with(|| Peer::new(now, backoff));
                     peer.connections = num_established.get();
-                    peer.backoff.reset();
+                    peer.dialing = false;
+                    peer.connected_since.get_or_insert(now);
                     if num_established.get() == 1 {
                         info!(peer = %peer_id, "peer connected");
                         self.sync_all_with(peer_id);
@@ -992,6 +1054,13 @@ impl Node {
                     peer.connections = num_established;
                     if num_established == 0 && was > 0 {
                         info!(peer = %peer_id, ?cause, "peer disconnected");
+                        if peer
+                            .connected_since
+                            .take()
+                            .is_some_and(|t| now.duration_since(t) >= STABLE_CONNECTION)
+                        {
+                            peer.backoff.reset();
+                        }
                         peer.next_dial = now + peer.backoff.next_delay();
                         self.broadcast(
                             Event::PeerLeave {
@@ -1012,6 +1081,9 @@ impl Node {
                         relay.next_attempt = Some(now + relay.backoff.next_delay());
                     }
                 } else {
+                    if let Some(peer) = peer_id.and_then(|p| self.peers.get_mut(&p)) {
+                        peer.dialing = false;
+                    }
                     debug!(?peer_id, "dial failed: {error}");
                 }
             }
@@ -1056,6 +1128,7 @@ impl Node {
                         self.status_dirty = true;
                     }
                     self.relays[i].reserved = true;
+                    self.relays[i].backoff.reset();
                     self.announce_wanted = true;
                     let reply = self.connected_reply();
                     for p in std::mem::take(&mut self.pending_connects) {
@@ -1162,18 +1235,26 @@ impl Node {
 
     fn on_announcement(&mut self, source: PeerId, announcement: Announcement, now: Instant) {
         if !self.peers.contains_key(&source) && self.peers.len() >= MAX_KNOWN_PEERS {
-            return;
+            // Full: the peer heard from longest ago that is neither connected nor being
+            // dialed gives way, so whoever filled the table first cannot keep newcomers out.
+            let stalest = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.connections == 0 && !p.dialing)
+                .min_by_key(|(_, p)| p.last_seen)
+                .map(|(id, _)| *id);
+            match stalest {
+                Some(id) => {
+                    self.peers.remove(&id);
+                }
+                None => return,
+            }
         }
         let backoff = self.config.peer_backoff;
-        let peer = self.peers.entry(source).or_insert_with(|| Peer {
-            addrs: Vec::new(),
-            last_seen: now,
-            connections: 0,
-            rtt: None,
-            backoff: Backoff::new(backoff.0, backoff.1),
-            next_dial: now,
-            compute: None,
-        });
+        let peer = self
+            .peers
+            .entry(source)
+            .or_insert_with(|| Peer::new(now, backoff));
         let is_new = peer.addrs.is_empty();
         peer.addrs = announcement.addrs;
         let gained_compute =

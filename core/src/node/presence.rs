@@ -2,6 +2,8 @@
 //! other peers' states, and the broadcasts that keep both current. The wire format and the
 //! table live in [`crate::presence`].
 
+use std::time::Duration;
+
 use libp2p::{gossipsub::MessageAcceptance, PeerId};
 use tracing::debug;
 use web_time::Instant;
@@ -28,7 +30,15 @@ pub(super) struct NodePresence {
     last_sent: Option<Instant>,
     /// Broadcast at the next tick (a peer joined, the relay started routing presence).
     wanted: bool,
+    /// When the tabs were last sent the table, and whether a change waits for the next
+    /// chance (see [`PRESENCE_EMIT_INTERVAL`]).
+    last_emit: Option<Instant>,
+    emit_pending: bool,
 }
+
+/// The tabs get the whole table (up to 1024 states of 4 KiB) at most this often: a burst of
+/// peers' updates is one message per interval, not one per update.
+const PRESENCE_EMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 impl NodePresence {
     pub(super) fn new() -> Self {
@@ -40,6 +50,8 @@ impl NodePresence {
             client_id: u64::from(rand::random::<u32>()),
             last_sent: None,
             wanted: false,
+            last_emit: None,
+            emit_pending: false,
         }
     }
 
@@ -63,8 +75,9 @@ impl Node {
         }
         self.presence.own = state;
         // A cleared state is announced once (`null`); then we stay silent.
-        self.broadcast_presence(Instant::now(), cleared);
-        self.emit_presence(sink);
+        let now = Instant::now();
+        self.broadcast_presence(now, cleared);
+        self.emit_presence(now, sink);
         Ok(ReplyValue::Done)
     }
 
@@ -78,7 +91,19 @@ impl Node {
         }
     }
 
-    fn emit_presence(&self, sink: &mut impl FnMut(Output)) {
+    /// Sends the table to the tabs now, or at the next tick when it went out less than
+    /// [`PRESENCE_EMIT_INTERVAL`] ago.
+    fn emit_presence(&mut self, now: Instant, sink: &mut impl FnMut(Output)) {
+        if self
+            .presence
+            .last_emit
+            .is_some_and(|t| now.duration_since(t) < PRESENCE_EMIT_INTERVAL)
+        {
+            self.presence.emit_pending = true;
+            return;
+        }
+        self.presence.last_emit = Some(now);
+        self.presence.emit_pending = false;
         let peers = self
             .presence
             .table
@@ -111,8 +136,8 @@ impl Node {
 
     /// Expires silent peers and repeats our own state when due.
     pub(super) fn presence_tick(&mut self, now: Instant, sink: &mut impl FnMut(Output)) {
-        if self.presence.table.expire(now) {
-            self.emit_presence(sink);
+        if self.presence.table.expire(now) || self.presence.emit_pending {
+            self.emit_presence(now, sink);
         }
         let due = self
             .presence
@@ -126,7 +151,7 @@ impl Node {
     /// A peer left: its presence goes with it.
     pub(super) fn presence_peer_left(&mut self, peer: &PeerId, sink: &mut impl FnMut(Output)) {
         if self.presence.table.remove(peer) {
-            self.emit_presence(sink);
+            self.emit_presence(Instant::now(), sink);
         }
     }
 
@@ -146,7 +171,7 @@ impl Node {
             }
         };
         if source != self.peer_id() && self.presence.table.apply(source, entry, now) {
-            self.emit_presence(sink);
+            self.emit_presence(now, sink);
         }
         MessageAcceptance::Accept
     }

@@ -357,3 +357,150 @@ async fn an_import_refused_partway_keeps_what_went_in_and_says_why() {
         "{then:?}"
     );
 }
+
+/// A peer is dialed only through a relay this node is connected to, at this node's own
+/// address of it: an announcement naming another relay (any host) is never dialed.
+#[tokio::test]
+async fn announced_peers_are_dialed_only_through_our_relays() {
+    use libp2p::{Multiaddr, PeerId};
+
+    use crate::discovery::Announcement;
+    let mut node = node(Duration::from_secs(15)).await;
+    let relay_id = PeerId::random();
+    let relay_addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/ws/p2p/{relay_id}")
+        .parse()
+        .unwrap();
+    request(
+        &mut node,
+        1,
+        Request::Connect {
+            relays: vec![relay_addr.to_string()],
+            timeout_ms: Some(1000),
+            wait: false,
+            root_key: None,
+        },
+    );
+    let now = Instant::now();
+    // A peer this node dials (the smaller id dials).
+    let peer_after = |me: PeerId| loop {
+        // Of the same kind as ours (`PeerId::random` ids are shorter, so always smaller).
+        let p = Keypair::generate_ed25519().public().to_peer_id();
+        if me < p {
+            return p;
+        }
+    };
+    let me = *node.swarm.local_peer_id();
+    let through = |relay: PeerId, host: &str, peer: PeerId| -> Multiaddr {
+        format!("{host}/p2p/{relay}/p2p-circuit/p2p/{peer}")
+            .parse()
+            .unwrap()
+    };
+    let stranger = peer_after(me);
+    let elsewhere = through(
+        PeerId::random(),
+        "/dns4/victim.example/tcp/443/wss",
+        stranger,
+    );
+    let ours = peer_after(me);
+    let via_ours = through(relay_id, "/ip4/10.9.9.9/tcp/443/wss", ours);
+    for (peer, addr) in [(stranger, elsewhere), (ours, via_ours)] {
+        let announcement = Announcement {
+            addrs: vec![addr],
+            compute: None,
+        };
+        node.on_announcement(peer, announcement, now);
+    }
+    // While the relay is down nothing is dialed.
+    node.dial_peers(now);
+    assert!(!node.peers[&ours].dialing && !node.peers[&stranger].dialing);
+    node.relays[0].connected = true;
+    node.relays[0].connected_addr = Some(relay_addr);
+    node.dial_peers(now);
+    assert!(node.peers[&ours].dialing, "dialed through our relay");
+    assert!(
+        !node.peers[&stranger].dialing,
+        "a relay this node does not use is not dialed"
+    );
+}
+
+/// The peer table is full: the stalest unconnected peer gives way to a newcomer.
+#[tokio::test]
+async fn a_full_peer_table_still_takes_newcomers() {
+    use libp2p::PeerId;
+
+    use crate::{discovery::Announcement, limits::MAX_KNOWN_PEERS};
+    let mut node = node(Duration::from_secs(15)).await;
+    let relay = PeerId::random();
+    let announce = |node: &mut Node, peer: PeerId, at: Instant| {
+        let addr = format!("/ip4/127.0.0.1/tcp/1/ws/p2p/{relay}/p2p-circuit/p2p/{peer}")
+            .parse()
+            .unwrap();
+        let announcement = Announcement {
+            addrs: vec![addr],
+            compute: None,
+        };
+        node.on_announcement(peer, announcement, at);
+    };
+    let start = Instant::now();
+    let first = PeerId::random();
+    announce(&mut node, first, start);
+    for i in 1..MAX_KNOWN_PEERS {
+        announce(
+            &mut node,
+            PeerId::random(),
+            start + Duration::from_millis(i as u64),
+        );
+    }
+    assert_eq!(node.peers.len(), MAX_KNOWN_PEERS);
+    let newcomer = PeerId::random();
+    announce(&mut node, newcomer, start + Duration::from_secs(5));
+    assert_eq!(node.peers.len(), MAX_KNOWN_PEERS);
+    assert!(node.peers.contains_key(&newcomer));
+    assert!(!node.peers.contains_key(&first), "the stalest gave way");
+}
+
+/// A burst of peers' presence updates reaches the tabs as one table, then the rest at the
+/// next tick: the whole table (up to 1024 states) is not rebuilt and sent per update.
+#[tokio::test]
+async fn a_burst_of_presence_updates_is_one_message_per_interval() {
+    use libp2p::PeerId;
+
+    use super::Output;
+    use crate::{
+        presence::{encode, AwarenessEntry},
+        tab_protocol::Event,
+    };
+    let mut node = node(Duration::from_secs(15)).await;
+    node.on_input(Input::Attach(1), &mut |_| {});
+    let mut sent = 0;
+    let now = Instant::now();
+    for i in 0..50u64 {
+        let bytes = encode(&AwarenessEntry {
+            client_id: i,
+            clock: 1,
+            state: Some(format!("{{\"n\":{i}}}")),
+        });
+        node.on_presence_gossip(PeerId::random(), &bytes, now, &mut |o| {
+            sent += usize::from(matches!(
+                o,
+                Output::Event {
+                    event: Event::Presence { .. },
+                    ..
+                }
+            ));
+        });
+    }
+    assert_eq!(sent, 1, "the first goes out at once, the rest wait");
+    let mut last = None;
+    node.presence_tick(now + Duration::from_millis(150), &mut |o| {
+        if let Output::Event {
+            event: Event::Presence { peers },
+            ..
+        } = o
+        {
+            last = Some(peers);
+        }
+    });
+    let table: serde_json::Value = serde_json::from_str(&last.expect("sent at the tick")).unwrap();
+    assert_eq!(table.as_object().unwrap().len(), 50, "every peer's state");
+}
