@@ -7,8 +7,16 @@ use anyhow::Context;
 use libp2p::identity::ed25519;
 use peercompute_core::compute::signing::{sign, to_hex};
 
-/// Largest file `sign` reads (shaders are far smaller; the bound a node accepts).
-const MAX_SIGNED_FILE: u64 = peercompute_core::compute::task::MAX_CODE_BYTES as u64;
+/// Largest file `sign` reads: the larger of the bounds a node accepts for a shader and for
+/// a wasm kernel.
+const MAX_SIGNED_FILE: u64 = {
+    use peercompute_core::compute::{task::MAX_CODE_BYTES, wasm_kernel::MAX_MODULE_BYTES};
+    (if MAX_CODE_BYTES > MAX_MODULE_BYTES {
+        MAX_CODE_BYTES
+    } else {
+        MAX_MODULE_BYTES
+    }) as u64
+};
 
 fn ed25519_of(key: libp2p::identity::Keypair, path: &Path) -> anyhow::Result<ed25519::Keypair> {
     key.try_into_ed25519()
@@ -69,6 +77,13 @@ mod tests {
         let sig = peercompute_core::compute::task::parse_signature(&signature).expect("hex");
         let code = std::fs::read(&shader).expect("read");
         root.verify(&code, Some(&sig)).expect("verifies");
+        // A wasm kernel may be larger than a shader: up to 1 MiB, not a byte more.
+        let kernel = dir.join("kernel.wasm");
+        let limit = peercompute_core::compute::wasm_kernel::MAX_MODULE_BYTES;
+        std::fs::write(&kernel, vec![0u8; limit]).expect("write");
+        assert!(sign_file(&key_path, &kernel).is_ok());
+        std::fs::write(&kernel, vec![0u8; limit + 1]).expect("write");
+        assert!(sign_file(&key_path, &kernel).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -73,7 +73,8 @@ impl Stats {
         }
     }
 
-    /// Prometheus text for the relay's own gauges (libp2p's metrics are appended by the caller).
+    /// OpenMetrics text for the relay's own gauges and counters (libp2p's metrics are appended
+    /// by the caller). A counter's family is named without its samples' `_total` suffix.
     pub fn prometheus(&self) -> String {
         format!(
             "# HELP peercompute_relay_connections Open connections.\n\
@@ -88,14 +89,14 @@ impl Stats {
              # HELP peercompute_relay_circuits Circuits currently relayed.\n\
              # TYPE peercompute_relay_circuits gauge\n\
              peercompute_relay_circuits {}\n\
-             # HELP peercompute_relay_circuits_total Circuits accepted since start.\n\
-             # TYPE peercompute_relay_circuits_total counter\n\
-             peercompute_relay_circuits_total {}\n\
+             # HELP peercompute_relay_circuits_accepted Circuits accepted since start.\n\
+             # TYPE peercompute_relay_circuits_accepted counter\n\
+             peercompute_relay_circuits_accepted_total {}\n\
              # HELP peercompute_relay_topics Application topics routed.\n\
              # TYPE peercompute_relay_topics gauge\n\
              peercompute_relay_topics {}\n\
-             # HELP peercompute_relay_rejected_messages_total Malformed gossipsub messages rejected.\n\
-             # TYPE peercompute_relay_rejected_messages_total counter\n\
+             # HELP peercompute_relay_rejected_messages Malformed gossipsub messages rejected.\n\
+             # TYPE peercompute_relay_rejected_messages counter\n\
              peercompute_relay_rejected_messages_total {}\n",
             self.connections,
             self.peers.len(),

@@ -243,6 +243,12 @@ async fn http_endpoints_answer() {
         "{metrics}"
     );
     assert!(metrics.contains("libp2p_"), "libp2p metrics present");
+    // OpenMetrics: a counter's family is named without the `_total` of its sample.
+    assert!(
+        metrics.contains("# TYPE peercompute_relay_circuits_accepted counter\n")
+            && metrics.contains("\npeercompute_relay_circuits_accepted_total "),
+        "{metrics}"
+    );
     relay.stop().await;
 }
 

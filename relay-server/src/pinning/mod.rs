@@ -58,9 +58,16 @@ pub fn doc_file(dir: &Path, doc: &str) -> PathBuf {
     dir.join(format!("{hex}.{EXTENSION}"))
 }
 
+/// Where a damaged document file is kept for recovery by hand.
+fn damaged_copy(path: &Path) -> PathBuf {
+    path.with_extension(format!("{EXTENSION}.damaged"))
+}
+
 impl PinnedDocs {
     /// Opens (creating it if needed) the state directory and loads every document in it.
-    /// Damaged records are skipped and reported; unreadable files are reported and left alone.
+    /// Damaged records are skipped and reported; a file that cannot be read at all is set
+    /// aside (renamed `….ydoc.damaged`), so the document's next records start a new file
+    /// instead of going after a header nothing can read.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut replica = Replica::new(MAX_PINNED_DOCS);
@@ -77,7 +84,11 @@ impl PinnedDocs {
                 }) {
                 Ok(file) => file,
                 Err(e) => {
-                    warn!(path = %path.display(), "skipping: {e}");
+                    let aside = damaged_copy(&path);
+                    warn!(path = %path.display(), aside = %aside.display(), "setting aside: {e}");
+                    if let Err(e) = fs::rename(&path, &aside) {
+                        warn!(path = %path.display(), "could not set it aside: {e}");
+                    }
                     continue;
                 }
             };
@@ -86,7 +97,7 @@ impl PinnedDocs {
                     let corrupt = file.corrupt + report.corrupt;
                     if corrupt > 0 {
                         warn!(doc = file.name, corrupt, "skipped damaged records");
-                        to_compact.push(file.name.clone());
+                        to_compact.push((file.name.clone(), path.clone()));
                     }
                     info!(
                         doc = file.name,
@@ -107,8 +118,18 @@ impl PinnedDocs {
             writes: Some(writes),
             writer: Some(writer),
         };
-        // Rewrite damaged files without their damage, so it is reported once.
-        for doc in to_compact {
+        // Rewrite damaged files without their damage, so it is reported once; the original
+        // is kept beside it. Not while records wait for one that was damaged (yrs holds them
+        // pending): a compaction would drop them, and a peer may still send what they need.
+        for (doc, path) in to_compact {
+            if pinned.replica.get(&doc).is_some_and(|d| d.has_pending()) {
+                warn!(doc, "kept as it is: some records wait for a damaged one");
+                continue;
+            }
+            if let Err(e) = fs::copy(&path, damaged_copy(&path)) {
+                warn!(doc, "not compacted, the original could not be kept: {e}");
+                continue;
+            }
             pinned.compact(&doc);
         }
         Ok(pinned)

@@ -79,4 +79,46 @@ fn a_damaged_file_loads_what_is_intact_and_is_rewritten() {
     let file = decode_file(&fs::read(doc_file(&dir, "w")).expect("file")).expect("decodes");
     assert_eq!(file.corrupt, 0, "rewritten without the damage");
     assert_eq!(file.updates.len(), 1);
+    // The originals are kept for recovery by hand: the damaged one beside its rewrite, the
+    // unreadable one set aside, so nothing appends to it.
+    let damaged = doc_file(&dir, "w").with_extension("ydoc.damaged");
+    assert_eq!(fs::read(damaged).expect("kept"), bytes);
+    assert!(!dir.join("junk.ydoc").exists());
+    assert_eq!(
+        fs::read(dir.join("junk.ydoc.damaged")).expect("set aside"),
+        b"not a document"
+    );
+}
+
+/// Records that wait for a damaged one (yrs holds them pending) are not compacted away: the
+/// file stays as it is, and a peer may still send what they need.
+#[test]
+fn records_waiting_for_a_damaged_one_are_kept() {
+    let dir = temp_dir("pending");
+    fs::create_dir_all(&dir).expect("dir");
+    let writer = SharedDoc::new();
+    let write = |ops: &str| {
+        let ops = decode_ops(ops).unwrap();
+        writer.apply_ops(&ops).unwrap().update.unwrap()
+    };
+    let first = write(r#"[{"set":["a"],"value":1}]"#);
+    // The same key again: its item names the first one as its left neighbour.
+    let second = write(r#"[{"set":["a"],"value":2}]"#);
+    let mut damaged = first.clone();
+    damaged.truncate(3);
+    let bytes = encode_file("w", [damaged.as_slice(), second.as_slice()]);
+    fs::write(doc_file(&dir, "w"), &bytes).expect("write");
+    {
+        let pinned = PinnedDocs::open(&dir).expect("opens");
+        assert_eq!(
+            pinned.json("w"),
+            Some(json!({})),
+            "the second waits for the first"
+        );
+    }
+    assert_eq!(
+        fs::read(doc_file(&dir, "w")).expect("file"),
+        bytes,
+        "left as it was"
+    );
 }
