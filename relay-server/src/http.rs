@@ -1,19 +1,26 @@
 //! The relay's HTTP server: the app's files and its bootstrap, status and metrics endpoints.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
-    serve::{Listener, ListenerExt},
     Json, Router,
+};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
 };
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, Mutex, Semaphore},
+    task::JoinSet,
+};
 use tower_http::{
     services::ServeDir,
     set_header::{SetResponseHeader, SetResponseHeaderLayer},
@@ -48,20 +55,79 @@ struct Bootstrap {
     root_key: Option<String>,
 }
 
-/// The HTTP listener, with `TCP_NODELAY` on every accepted connection.
-///
-/// With Nagle's algorithm, each response after the first on a kept-alive connection waited
-/// for the browser's delayed ACK (~40 ms): the headers and the body are separate writes, and
-/// the second small write is held until the first is acknowledged. A page's module imports,
-/// the worker script and its wasm loaded one stall apart. The libp2p listeners set it too.
-pub fn without_nagle(
-    listener: tokio::net::TcpListener,
-) -> impl Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set on an HTTP connection: {e}");
+/// Bounds of the HTTP server: without them, idle or slow connections (a client that sends a
+/// header a byte at a time) could hold every file descriptor, and the libp2p listener and the
+/// pinned documents' files would fail with them.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once; past it, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this, and a kept-alive connection is closed
+    /// after this long without a new request.
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
         }
-    })
+    }
+}
+
+/// Serves `app` on `listener` until `stop` fires (open connections are then dropped).
+///
+/// Every accepted connection gets `TCP_NODELAY`. With Nagle's algorithm, each response after
+/// the first on a kept-alive connection waited for the browser's delayed ACK (~40 ms): the
+/// headers and the body are separate writes, and the second small write is held until the
+/// first is acknowledged. A page's module imports, the worker script and its wasm loaded one
+/// stall apart. The libp2p listeners set it too.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore stays open"),
+        };
+        let tcp = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::debug!("accepting an HTTP connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        without_nagle(&tcp);
+        let service = TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            if let Err(e) = http.serve_connection(TokioIo::new(tcp), service).await {
+                tracing::debug!("HTTP connection: {e}");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
+fn without_nagle(tcp: &tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY not set on an HTTP connection: {e}");
+    }
 }
 
 /// Builds the router.
@@ -128,15 +194,72 @@ async fn metrics(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
+    fn app(web_root: Option<PathBuf>) -> Router {
+        router(AppState {
+            stats: Arc::new(Mutex::new(Stats::new(libp2p::PeerId::random()))),
+            registry: Arc::new(Registry::default()),
+            dialable: Vec::new(),
+            web_root,
+            root_public_key: None,
+        })
+    }
+
+    /// Serves `app` on a loopback port with `limits`; the sender stops it.
+    async fn served(
+        app: Router,
+        limits: HttpLimits,
+    ) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(serve(listener, app, limits, stopped));
+        (addr, stop)
+    }
+
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {
-        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = bound.local_addr().unwrap();
-        let mut listener = without_nagle(bound);
-        let client = tokio::net::TcpStream::connect(addr);
-        let ((accepted, _), client) = tokio::join!(listener.accept(), client);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
         client.unwrap();
+        let (accepted, _) = accepted.unwrap();
+        without_nagle(&accepted);
         assert!(accepted.nodelay().unwrap());
+    }
+
+    /// A client that sends its headers too slowly, or keeps a connection without asking
+    /// anything, is cut off; past the connection bound, the next waits until one is free.
+    #[tokio::test]
+    async fn slow_and_idle_connections_are_bounded() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limits = HttpLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_millis(300),
+        };
+        let (addr, _stop) = served(app(None), limits).await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /status HTTP/1.1\r\nHo").await.unwrap();
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Both slots are taken: a third waits (no answer yet), then is served once the
+        // others are cut off.
+        let status = async {
+            let started = std::time::Instant::now();
+            let body = reqwest::get(format!("http://{addr}/status")).await.unwrap();
+            assert_eq!(body.status(), StatusCode::OK);
+            started.elapsed()
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(5), status)
+            .await
+            .unwrap();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "served after {waited:?}"
+        );
+        for socket in [&mut slow, &mut idle] {
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest));
+            assert!(read.await.is_ok(), "closed by the server");
+        }
     }
 
     /// A browser that accepts brotli or gzip gets the build's precompressed copy, labelled as
@@ -148,16 +271,7 @@ mod tests {
         std::fs::write(root.join("m.wasm"), b"\0asm plain").unwrap();
         std::fs::write(root.join("m.wasm.br"), b"brotli bytes").unwrap();
         std::fs::write(root.join("m.wasm.gz"), b"gzip bytes").unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = router(AppState {
-            stats: Arc::new(Mutex::new(Stats::new(libp2p::PeerId::random()))),
-            registry: Arc::new(Registry::default()),
-            dialable: Vec::new(),
-            web_root: Some(root.clone()),
-            root_public_key: None,
-        });
-        tokio::spawn(async move { axum::serve(without_nagle(listener), app).await });
+        let (addr, _stop) = served(app(Some(root.clone())), HttpLimits::default()).await;
         let client = reqwest::Client::new();
         for (accept, encoding, body) in [
             ("gzip, deflate, br, zstd", Some("br"), &b"brotli bytes"[..]),

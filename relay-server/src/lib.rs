@@ -93,15 +93,12 @@ pub async fn start(config: RelayConfig) -> anyhow::Result<RelayHandle> {
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let (stop_http_tx, stop_http_rx) = oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            let serve =
-                axum::serve(http::without_nagle(listener), app).with_graceful_shutdown(async {
-                    let _ = stop_http_rx.await;
-                });
-            if let Err(e) = serve.await {
-                tracing::error!("HTTP server failed: {e}");
-            }
-        });
+        let http = tokio::spawn(http::serve(
+            listener,
+            app,
+            http::HttpLimits::default(),
+            stop_http_rx,
+        ));
         running.run(shutdown_rx).await;
         let _ = stop_http_tx.send(());
         let _ = http.await;
