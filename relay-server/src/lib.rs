@@ -37,6 +37,8 @@ pub struct RelayConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Directory to pin shared documents in (`--state-dir`); `None` pins nothing.
     pub state_dir: Option<PathBuf>,
+    /// Bytes the pinned documents may store together (`--max-pinned-bytes`).
+    pub max_pinned_bytes: usize,
     /// The network's root public key (hex), published in `/peercompute.json`.
     pub root_public_key: Option<String>,
 }

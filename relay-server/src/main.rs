@@ -40,6 +40,10 @@ struct Cli {
     /// 1024), so their state survives when every browser has left. Off when not given.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Disk budget of the pinned documents, in bytes: past it the relay takes no new
+    /// document and no more updates from peers (it still routes them).
+    #[arg(long, default_value_t = 4 << 30)]
+    max_pinned_bytes: u64,
     /// The network's root key file (see `root-key`): its public half is published in
     /// /peercompute.json, and nodes run code from peers only when signed by it.
     #[arg(long, conflicts_with = "root_public_key")]
@@ -139,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         web_root,
         tls: cli.tls_cert.zip(cli.tls_key),
         state_dir: cli.state_dir,
+        max_pinned_bytes: usize::try_from(cli.max_pinned_bytes).unwrap_or(usize::MAX),
         root_public_key,
     })
     .await?;

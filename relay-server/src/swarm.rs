@@ -71,7 +71,7 @@ impl RunningSwarm {
             }
         }
         let pinned = match &config.state_dir {
-            Some(dir) => Some(PinnedDocs::open(dir)?),
+            Some(dir) => Some(PinnedDocs::open(dir, config.max_pinned_bytes)?),
             None => None,
         };
         if let Some(pinned) = &pinned {

@@ -135,6 +135,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
         web_root: None,
         tls: None,
         state_dir: None,
+        max_pinned_bytes: usize::MAX,
         root_public_key: None,
     })
     .await

@@ -21,6 +21,7 @@ fn config(
         web_root: None,
         tls,
         state_dir: None,
+        max_pinned_bytes: usize::MAX,
         root_public_key: None,
     }
 }

@@ -119,6 +119,9 @@ pub struct Replica {
     max_docs: usize,
     /// Largest frame this replica builds ([`MAX_SYNC_FRAME_BYTES`]; smaller in tests).
     frame_budget: usize,
+    /// Bytes all documents may store together (a pinning relay's disk budget); peers'
+    /// updates and new documents past it are not taken.
+    max_total_bytes: usize,
 }
 
 impl Replica {
@@ -128,7 +131,22 @@ impl Replica {
             docs: BTreeMap::new(),
             max_docs,
             frame_budget: MAX_SYNC_FRAME_BYTES,
+            max_total_bytes: usize::MAX,
         }
+    }
+
+    /// A replica whose documents store at most `max_total_bytes` together (see
+    /// [`Self::stored_total`]).
+    pub fn with_total_budget(max_docs: usize, max_total_bytes: usize) -> Self {
+        Replica {
+            max_total_bytes,
+            ..Replica::new(max_docs)
+        }
+    }
+
+    /// Bytes the documents store: each one's last compacted state and the records since.
+    pub fn stored_total(&self) -> usize {
+        self.docs.values().map(|d| d.stored_bytes).sum()
     }
 
     /// A replica whose frames hold at most `budget` bytes, to test splitting without
@@ -178,6 +196,12 @@ impl Replica {
             return Err(NodeError::new(
                 ErrorCode::StateTooManyDocs,
                 format!("at most {} documents at once", self.max_docs),
+            ));
+        }
+        if !self.docs.contains_key(name) && self.stored_total() >= self.max_total_bytes {
+            return Err(NodeError::new(
+                ErrorCode::StateDocTooLarge,
+                format!("the documents have reached {} bytes", self.max_total_bytes),
             ));
         }
         Ok(&self.docs.entry(name.to_string()).or_default().doc)
@@ -375,6 +399,14 @@ impl Replica {
     /// a sync frame's by [`SyncFrame::decode`] (every frame from a peer is decoded; the
     /// frames a replica builds itself carry updates yrs encoded here).
     fn apply_remote(&mut self, name: &str, update: &[u8], outcome: &mut SyncOutcome) {
+        if self.stored_total().saturating_add(update.len()) > self.max_total_bytes {
+            tracing::debug!(
+                doc = name,
+                "not taking a peer's update: the budget is spent"
+            );
+            outcome.refused += 1;
+            return;
+        }
         let Some(state) = self.docs.get_mut(name) else {
             return;
         };

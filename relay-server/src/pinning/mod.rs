@@ -68,9 +68,11 @@ impl PinnedDocs {
     /// Damaged records are skipped and reported; a file that cannot be read at all is set
     /// aside (renamed `….ydoc.damaged`), so the document's next records start a new file
     /// instead of going after a header nothing can read.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    /// Peers' updates and new documents are not taken once the documents store
+    /// `max_bytes` together (what is already on disk still loads).
+    pub fn open(dir: &Path, max_bytes: usize) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut replica = Replica::new(MAX_PINNED_DOCS);
+        let mut replica = Replica::with_total_budget(MAX_PINNED_DOCS, max_bytes);
         let mut to_compact = Vec::new();
         for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();

@@ -36,7 +36,7 @@ fn push(doc: &str, update: Vec<u8>) -> SyncFrame {
 fn pinned_documents_survive_a_restart_and_compact() {
     let dir = temp_dir("restart");
     {
-        let mut pinned = PinnedDocs::open(&dir).expect("opens");
+        let mut pinned = PinnedDocs::open(&dir, usize::MAX).expect("opens");
         pinned.handle_request(push("w", update_setting("a", 1)));
         assert!(pinned.apply_broadcast("w", &update_setting("b", 2)));
         assert!(pinned.apply_broadcast("other doc/é", &update_setting("c", 3)));
@@ -53,7 +53,7 @@ fn pinned_documents_survive_a_restart_and_compact() {
             assert!(pinned.apply_broadcast("many", &update_setting(&format!("k{i}"), i)));
         }
     }
-    let pinned = PinnedDocs::open(&dir).expect("reopens");
+    let pinned = PinnedDocs::open(&dir, usize::MAX).expect("reopens");
     assert_eq!(pinned.len(), 3);
     assert_eq!(pinned.json("w"), Some(json!({"a": 1, "b": 2})));
     assert_eq!(pinned.json("other doc/é"), Some(json!({"c": 3})));
@@ -73,7 +73,7 @@ fn a_damaged_file_loads_what_is_intact_and_is_rewritten() {
     fs::write(doc_file(&dir, "w"), &bytes).expect("write");
     fs::write(dir.join("junk.ydoc"), b"not a document").expect("write");
     {
-        let pinned = PinnedDocs::open(&dir).expect("opens despite the damage");
+        let pinned = PinnedDocs::open(&dir, usize::MAX).expect("opens despite the damage");
         assert_eq!(pinned.json("w"), Some(json!({"a": 1})));
     }
     let file = decode_file(&fs::read(doc_file(&dir, "w")).expect("file")).expect("decodes");
@@ -109,7 +109,7 @@ fn records_waiting_for_a_damaged_one_are_kept() {
     let bytes = encode_file("w", [damaged.as_slice(), second.as_slice()]);
     fs::write(doc_file(&dir, "w"), &bytes).expect("write");
     {
-        let pinned = PinnedDocs::open(&dir).expect("opens");
+        let pinned = PinnedDocs::open(&dir, usize::MAX).expect("opens");
         assert_eq!(
             pinned.json("w"),
             Some(json!({})),

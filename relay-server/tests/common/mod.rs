@@ -97,6 +97,7 @@ pub(crate) async fn relay_with_state(
         web_root: None,
         tls: None,
         state_dir,
+        max_pinned_bytes: usize::MAX,
         root_public_key: None,
     })
     .await

@@ -152,6 +152,32 @@ fn a_response_that_answers_nothing_is_not_asked_again() {
     assert!(outcome.ask_again.is_empty());
 }
 
+/// A replica with a byte budget for all its documents (a pinning relay's disk) takes no more
+/// updates or new documents once it is spent.
+#[test]
+fn a_budget_for_all_documents_bounds_what_peers_can_store() {
+    let blob = "x".repeat(3 * 1024);
+    let big = update_setting("a", "k", json!(blob));
+    let more = update_setting("b", "k", json!(blob));
+    let small = update_setting("c", "k", json!("y".repeat(1000)));
+    // Room for `big` and `small`, not for `more` as well.
+    let mut relay = Replica::with_total_budget(8, big.len() + small.len());
+    let outcome = relay.apply_broadcast("a", &big, true);
+    assert_eq!(outcome.applied.len(), 1);
+    relay.state_mut("a").unwrap().note_appended(big.len());
+    // Refused, not rejected: the sender did nothing wrong.
+    let outcome = relay.apply_broadcast("b", &more, true);
+    assert_eq!((outcome.refused, outcome.rejected), (1, 0));
+    assert_eq!(relay.apply_broadcast("c", &small, true).applied.len(), 1);
+    relay.state_mut("c").unwrap().note_appended(small.len());
+    // Spent: no new document is adopted.
+    assert_eq!(relay.stored_total(), big.len() + small.len());
+    assert_eq!(
+        relay.create("d").unwrap_err().code,
+        ErrorCode::StateDocTooLarge
+    );
+}
+
 #[test]
 fn a_pinning_peer_adopts_documents() {
     let mut browser = Replica::new(8);
