@@ -120,13 +120,45 @@ struct Seen {
     at: Instant,
 }
 
+/// How long a peer's last message sequence number is remembered after it was seen, so a
+/// replay of its older messages (a departed peer's state, or a cleared one, brought back) is
+/// recognized; gossipsub forgets message ids after a minute.
+pub const REPLAY_MEMORY: Duration = Duration::from_secs(300);
+
 /// The other peers' presence, bounded and expiring.
 #[derive(Debug, Default)]
 pub struct PresenceTable {
     peers: BTreeMap<PeerId, Seen>,
+    /// The highest gossip sequence number seen from each peer, and when (bounded, see
+    /// [`Self::fresh`]).
+    last_seq: BTreeMap<PeerId, (u64, Instant)>,
 }
 
 impl PresenceTable {
+    /// Whether a message from `peer` with gossip sequence number `seq` is newer than any seen
+    /// from it within [`REPLAY_MEMORY`]; records it if so. Gossipsub numbers a node's messages
+    /// from the clock at its start, so they grow across its restarts too.
+    pub fn fresh(&mut self, peer: PeerId, seq: u64, now: Instant) -> bool {
+        if self.last_seq.get(&peer).is_some_and(|&(last, at)| {
+            seq <= last && now.saturating_duration_since(at) < REPLAY_MEMORY
+        }) {
+            return false;
+        }
+        if !self.last_seq.contains_key(&peer) && self.last_seq.len() >= 2 * MAX_PRESENCE_PEERS {
+            self.last_seq
+                .retain(|_, &mut (_, at)| now.saturating_duration_since(at) < REPLAY_MEMORY);
+            if self.last_seq.len() >= 2 * MAX_PRESENCE_PEERS {
+                // Still full of recent senders: the one heard from longest ago goes.
+                if let Some(oldest) = self.last_seq.iter().min_by_key(|(_, (_, at))| *at) {
+                    let oldest = *oldest.0;
+                    self.last_seq.remove(&oldest);
+                }
+            }
+        }
+        self.last_seq.insert(peer, (seq, now));
+        true
+    }
+
     /// Takes an entry from `peer`; `true` if what the table shows changed.
     pub fn apply(&mut self, peer: PeerId, entry: AwarenessEntry, now: Instant) -> bool {
         let known = self.peers.get(&peer);
@@ -296,5 +328,32 @@ mod tests {
         fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&bytes);
         }
+    }
+
+    /// A message no newer than one seen from its sender within `REPLAY_MEMORY` is a replay
+    /// (or reordered), even after the peer's entry is gone; the memory is bounded.
+    #[test]
+    fn replayed_messages_are_recognized_after_their_peer_is_gone() {
+        let mut table = PresenceTable::default();
+        let a = PeerId::random();
+        let t0 = Instant::now();
+        assert!(table.fresh(a, 100, t0));
+        assert!(!table.fresh(a, 100, t0), "the same message again");
+        assert!(!table.fresh(a, 99, t0), "an older one");
+        assert!(table.apply(a, entry(1, Some("1")), t0));
+        assert!(table.fresh(a, 101, t0));
+        assert!(table.apply(a, entry(2, None), t0), "cleared");
+        assert!(
+            !table.fresh(a, 100, t0 + PRESENCE_TIMEOUT),
+            "its old state is not brought back"
+        );
+        assert!(
+            table.fresh(a, 100, t0 + REPLAY_MEMORY),
+            "forgotten after a while"
+        );
+        for i in 0..(2 * MAX_PRESENCE_PEERS as u64 + 10) {
+            table.fresh(PeerId::random(), i, t0 + REPLAY_MEMORY);
+        }
+        assert!(table.last_seq.len() <= 2 * MAX_PRESENCE_PEERS);
     }
 }

@@ -1200,7 +1200,13 @@ impl Node {
             return MessageAcceptance::Accept;
         }
         if topic == PRESENCE_TOPIC {
-            return self.on_presence_gossip(source, &message.data, now, sink);
+            return self.on_presence_gossip(
+                source,
+                message.sequence_number,
+                &message.data,
+                now,
+                sink,
+            );
         }
         if let Some(doc) = state_topic_doc(topic) {
             let doc = doc.to_string();

@@ -159,6 +159,7 @@ impl Node {
     pub(super) fn on_presence_gossip(
         &mut self,
         source: PeerId,
+        sequence_number: Option<u64>,
         data: &[u8],
         now: Instant,
         sink: &mut impl FnMut(Output),
@@ -170,6 +171,13 @@ impl Node {
                 return MessageAcceptance::Reject;
             }
         };
+        // A replayed message (no newer than one already seen from its sender) changes
+        // nothing and is not forwarded; whoever relayed it is not penalized.
+        if let Some(seq) = sequence_number {
+            if !self.presence.table.fresh(source, seq, now) {
+                return MessageAcceptance::Ignore;
+            }
+        }
         if source != self.peer_id() && self.presence.table.apply(source, entry, now) {
             self.emit_presence(now, sink);
         }

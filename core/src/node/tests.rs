@@ -480,7 +480,7 @@ async fn a_burst_of_presence_updates_is_one_message_per_interval() {
             clock: 1,
             state: Some(format!("{{\"n\":{i}}}")),
         });
-        node.on_presence_gossip(PeerId::random(), &bytes, now, &mut |o| {
+        node.on_presence_gossip(PeerId::random(), Some(1), &bytes, now, &mut |o| {
             sent += usize::from(matches!(
                 o,
                 Output::Event {
