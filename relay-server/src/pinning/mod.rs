@@ -48,6 +48,33 @@ pub struct PinnedDocs {
     replica: Replica,
     writes: Option<mpsc::SyncSender<FileWrite>>,
     writer: Option<thread::JoinHandle<()>>,
+    /// The open `.lock` file whose lock says this process owns the directory.
+    _lock: fs::File,
+}
+
+/// Takes the state directory for this process: a second relay on the same directory would
+/// load, compact and rename the files the first is appending to.
+fn lock_dir(dir: &Path) -> anyhow::Result<fs::File> {
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; it takes no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!(
+                "{} is in use by another relay-server: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(file)
 }
 
 /// The file that holds `doc`: named by a hash, since document names may hold any character
@@ -72,6 +99,7 @@ impl PinnedDocs {
     /// `max_bytes` together (what is already on disk still loads).
     pub fn open(dir: &Path, max_bytes: usize) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock = lock_dir(dir)?;
         let mut replica = Replica::with_total_budget(MAX_PINNED_DOCS, max_bytes);
         let mut to_compact = Vec::new();
         for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -119,6 +147,7 @@ impl PinnedDocs {
             replica,
             writes: Some(writes),
             writer: Some(writer),
+            _lock: lock,
         };
         // Rewrite damaged files without their damage, so it is reported once; the original
         // is kept beside it. Not while records wait for one that was damaged (yrs holds them

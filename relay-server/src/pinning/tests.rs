@@ -64,6 +64,19 @@ fn pinned_documents_survive_a_restart_and_compact() {
 }
 
 #[test]
+fn a_state_directory_is_used_by_one_relay_at_a_time() {
+    let dir = temp_dir("locked");
+    let first = PinnedDocs::open(&dir, usize::MAX).expect("opens");
+    let second = PinnedDocs::open(&dir, usize::MAX);
+    assert!(
+        second.is_err_and(|e| e.to_string().contains("in use")),
+        "a second relay is refused"
+    );
+    drop(first);
+    PinnedDocs::open(&dir, usize::MAX).expect("free again once the first is gone");
+}
+
+#[test]
 fn a_damaged_file_loads_what_is_intact_and_is_rewritten() {
     let dir = temp_dir("damaged");
     fs::create_dir_all(&dir).expect("dir");
