@@ -78,7 +78,9 @@ pub const MAX_PENDING_UPDATE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_VERSIONS_PER_DOC: usize = 256;
 /// Longest version label, in bytes.
 pub const MAX_VERSION_LABEL_BYTES: usize = 256;
-/// Stored update records of one document after which it is compacted into one.
+/// Stored update records of one document after which it is compacted into one, once they
+/// hold at least half as many bytes as the last compacted state (a large document is not
+/// rewritten whole for every 200 small writes), or in any case past 20 times as many.
 pub const COMPACT_AFTER_RECORDS: usize = 200;
 
 /// Largest presence state, as JSON text.

@@ -267,7 +267,11 @@ impl Node {
                     );
                 }
                 info!(doc, records = report.applied, "document loaded");
-                if report.applied + report.corrupt > COMPACT_AFTER_RECORDS || report.corrupt > 0 {
+                // Past the record cap only (see `COMPACT_AFTER_RECORDS`): a large document's
+                // records are not rewritten at every load.
+                if report.applied + report.corrupt > 20 * COMPACT_AFTER_RECORDS
+                    || report.corrupt > 0
+                {
                     self.compact(&doc, sink);
                 }
                 let topic = state_topic(&doc);

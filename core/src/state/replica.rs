@@ -30,6 +30,8 @@ pub struct DocState {
     pub records: usize,
     /// Bytes stored: the last compacted state plus the records appended since.
     pub stored_bytes: usize,
+    /// Bytes of the last compacted state this replica wrote (0 until it writes one).
+    pub compacted_bytes: usize,
     /// The host could not read the document's stored records. Writing would then overwrite
     /// or compact away records nobody has read, so local writes are refused and nothing is
     /// persisted until the document is loaded again.
@@ -40,11 +42,14 @@ pub struct DocState {
 }
 
 impl DocState {
-    /// Counts an appended record; says whether the document is due for compaction.
+    /// Counts an appended record; says whether the document is due for compaction (see
+    /// [`COMPACT_AFTER_RECORDS`]).
     pub fn note_appended(&mut self, bytes: usize) -> bool {
         self.records += 1;
         self.stored_bytes += bytes;
+        let appended = self.stored_bytes.saturating_sub(self.compacted_bytes);
         self.records > COMPACT_AFTER_RECORDS
+            && (appended >= self.compacted_bytes / 2 || self.records > 20 * COMPACT_AFTER_RECORDS)
     }
 
     /// The document's full state, to store as the one record replacing all before it (and
@@ -53,6 +58,7 @@ impl DocState {
         let full = self.doc.encode_state();
         self.records = 1;
         self.stored_bytes = full.len();
+        self.compacted_bytes = full.len();
         full
     }
 
@@ -191,6 +197,15 @@ impl Replica {
 
     /// Creates an empty document (or returns the one held).
     pub fn create(&mut self, name: &str) -> Result<&SharedDoc, NodeError> {
+        self.create_within(name, self.max_total_bytes)
+    }
+
+    /// [`Self::create`], refusing a new document once the documents store `max_total_bytes`.
+    fn create_within(
+        &mut self,
+        name: &str,
+        max_total_bytes: usize,
+    ) -> Result<&SharedDoc, NodeError> {
         validate_doc_name(name)?;
         if !self.docs.contains_key(name) && self.docs.len() >= self.max_docs {
             return Err(NodeError::new(
@@ -198,10 +213,10 @@ impl Replica {
                 format!("at most {} documents at once", self.max_docs),
             ));
         }
-        if !self.docs.contains_key(name) && self.stored_total() >= self.max_total_bytes {
+        if !self.docs.contains_key(name) && self.stored_total() >= max_total_bytes {
             return Err(NodeError::new(
                 ErrorCode::StateDocTooLarge,
-                format!("the documents have reached {} bytes", self.max_total_bytes),
+                format!("the documents have reached {max_total_bytes} bytes"),
             ));
         }
         Ok(&self.docs.entry(name.to_string()).or_default().doc)
@@ -213,7 +228,8 @@ impl Replica {
         name: &str,
         records: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<LoadReport, NodeError> {
-        self.create(name)?;
+        // What is stored already loads, whatever the budget for new bytes.
+        self.create_within(name, usize::MAX)?;
         let mut report = LoadReport::default();
         let state = self
             .docs
@@ -231,6 +247,10 @@ impl Replica {
                     state.stored_bytes += record.len();
                 }
                 Ok(_) => {
+                    if report.applied == 0 {
+                        // The first record is the last compacted state (or the first write).
+                        state.compacted_bytes = record.len();
+                    }
                     report.applied += 1;
                     state.stored_bytes += record.len();
                 }

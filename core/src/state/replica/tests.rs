@@ -178,6 +178,43 @@ fn a_budget_for_all_documents_bounds_what_peers_can_store() {
     );
 }
 
+/// A large document is compacted once its records hold half as many bytes as its last
+/// compacted state (not every 200 small writes), and in any case past 4000 records.
+#[test]
+fn compaction_waits_for_the_records_to_matter() {
+    let mut state = DocState::default();
+    for _ in 0..COMPACT_AFTER_RECORDS {
+        assert!(!state.note_appended(10));
+    }
+    assert!(
+        state.note_appended(10),
+        "a small document: after 200 records"
+    );
+    state.records = 1;
+    state.stored_bytes = 1_000_000;
+    state.compacted_bytes = 1_000_000;
+    let mut due_at = None;
+    for i in 2..=20 * COMPACT_AFTER_RECORDS + 1 {
+        if state.note_appended(100) {
+            due_at = Some(i);
+            break;
+        }
+    }
+    assert_eq!(
+        due_at,
+        Some(20 * COMPACT_AFTER_RECORDS + 1),
+        "small writes: the record cap"
+    );
+    state.records = 1;
+    state.stored_bytes = 1_000_000;
+    let due = (2..).find(|_| state.note_appended(10_000)).unwrap();
+    assert_eq!(
+        due,
+        COMPACT_AFTER_RECORDS + 1,
+        "half its size appended by then"
+    );
+}
+
 #[test]
 fn a_pinning_peer_adopts_documents() {
     let mut browser = Replica::new(8);
