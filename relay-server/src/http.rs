@@ -41,6 +41,8 @@ pub struct AppState {
     pub web_root: Option<PathBuf>,
     /// The network's root public key (hex).
     pub root_public_key: Option<String>,
+    /// Whether `/status` shows peers' remote addresses.
+    pub status_addresses: bool,
 }
 
 /// `/peercompute.json`: what `PeerCompute.connect()` with no arguments bootstraps from.
@@ -172,7 +174,13 @@ async fn bootstrap(State(state): State<AppState>) -> Json<Bootstrap> {
 }
 
 async fn status(State(state): State<AppState>) -> Json<Stats> {
-    Json(state.stats.lock().await.clone())
+    let mut stats = state.stats.lock().await.clone();
+    if !state.status_addresses {
+        for peer in stats.peers.values_mut() {
+            peer.addr.clear();
+        }
+    }
+    Json(stats)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -201,6 +209,7 @@ mod tests {
             dialable: Vec::new(),
             web_root,
             root_public_key: None,
+            status_addresses: false,
         })
     }
 

@@ -39,6 +39,8 @@ pub struct RelayConfig {
     pub state_dir: Option<PathBuf>,
     /// Bytes the pinned documents may store together (`--max-pinned-bytes`).
     pub max_pinned_bytes: usize,
+    /// Whether `/status` shows peers' remote (IP) addresses (`--status-addresses`).
+    pub status_addresses: bool,
     /// The network's root public key (hex), published in `/peercompute.json`.
     pub root_public_key: Option<String>,
 }
@@ -91,6 +93,7 @@ pub async fn start(config: RelayConfig) -> anyhow::Result<RelayHandle> {
         dialable: dialable.clone(),
         web_root: config.web_root.clone(),
         root_public_key: config.root_public_key.clone(),
+        status_addresses: config.status_addresses,
     });
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

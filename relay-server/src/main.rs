@@ -44,6 +44,10 @@ struct Cli {
     /// document and no more updates from peers (it still routes them).
     #[arg(long, default_value_t = 4 << 30)]
     max_pinned_bytes: u64,
+    /// Show each peer's remote (IP) address at /status. Off by default: /status is served
+    /// to anyone who can reach the HTTP port.
+    #[arg(long)]
+    status_addresses: bool,
     /// The network's root key file (see `root-key`): its public half is published in
     /// /peercompute.json, and nodes run code from peers only when signed by it.
     #[arg(long, conflicts_with = "root_public_key")]
@@ -144,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         tls: cli.tls_cert.zip(cli.tls_key),
         state_dir: cli.state_dir,
         max_pinned_bytes: usize::try_from(cli.max_pinned_bytes).unwrap_or(usize::MAX),
+        status_addresses: cli.status_addresses,
         root_public_key,
     })
     .await?;

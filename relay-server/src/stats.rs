@@ -11,7 +11,9 @@ use serde::Serialize;
 pub struct PeerEntry {
     /// Open connections from this peer.
     pub connections: u32,
-    /// Remote address of its latest connection.
+    /// Remote address of its latest connection; left out of `/status` unless the relay was
+    /// started with `--status-addresses` (they are the users' IP addresses).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub addr: String,
     /// Agent string from identify, once known.
     pub agent: Option<String>,

@@ -136,6 +136,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
         tls: None,
         state_dir: None,
         max_pinned_bytes: usize::MAX,
+        status_addresses: false,
         root_public_key: None,
     })
     .await
@@ -233,6 +234,12 @@ async fn http_endpoints_answer() {
         .expect("json");
     assert_eq!(status["connections"], 1);
     assert_eq!(status["reservations"].as_array().map(Vec::len), Some(1));
+    let peers = status["peers"].as_object().expect("peers");
+    assert_eq!(peers.len(), 1);
+    assert!(
+        peers.values().all(|p| p.get("addr").is_none()),
+        "no IP addresses without --status-addresses: {status}"
+    );
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("get")

@@ -22,6 +22,7 @@ fn config(
         tls,
         state_dir: None,
         max_pinned_bytes: usize::MAX,
+        status_addresses: false,
         root_public_key: None,
     }
 }

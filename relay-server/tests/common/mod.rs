@@ -98,6 +98,7 @@ pub(crate) async fn relay_with_state(
         tls: None,
         state_dir,
         max_pinned_bytes: usize::MAX,
+        status_addresses: false,
         root_public_key: None,
     })
     .await
