@@ -13,9 +13,15 @@ pub const MAX_SUBSCRIPTIONS_PER_TAB: usize = 256;
 /// Most application topics one node subscribes to on the network, all its tabs' and the
 /// lingering ones together.
 pub const MAX_NODE_APP_TOPICS: usize = 1024;
-/// Most gossipsub topics a node or relay keeps track of per peer: a node's application
-/// topics, its documents' and the two internal ones fit well within it.
-pub const MAX_PEER_TOPICS: usize = 2048;
+/// Most application and document topics a relay routes.
+pub const MAX_ROUTED_TOPICS: usize = 4096;
+/// Most of those one peer's subscriptions make a relay route: a node's own bound
+/// ([`MAX_NODE_APP_TOPICS`]) plus its documents, so a few peers cannot take them all.
+pub const MAX_ROUTED_TOPICS_PER_PEER: usize = MAX_NODE_APP_TOPICS + MAX_OPEN_DOCS;
+/// Most gossipsub topics a node or relay keeps track of per peer. A relay announces every
+/// topic it routes (and the two internal ones) to each node in one message, which must not
+/// pass this, or the node would ignore all of it and could no longer publish.
+pub const MAX_PEER_TOPICS: usize = MAX_ROUTED_TOPICS + 16;
 /// Most topics no tab wants that a node keeps subscribed for a while (`topic_linger`); past
 /// this, a released topic is left at once.
 pub const MAX_LINGERING_TOPICS: usize = 256;
@@ -95,3 +101,6 @@ pub const MAX_RUNNING_TASKS: usize = 16;
 /// Most chunks running on a node's executors at once (its own and peers'); beyond it, peers
 /// are answered `BUSY` and their scheduler retries elsewhere.
 pub const MAX_RUNNING_CHUNKS: usize = 256;
+
+// A node must take the whole subscription message a relay sends on connect.
+const _: () = assert!(MAX_PEER_TOPICS >= MAX_ROUTED_TOPICS + 2);

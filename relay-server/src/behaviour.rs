@@ -18,8 +18,7 @@ use peercompute_core::{
 pub const MAX_CONNECTIONS: u32 = 4096;
 /// Most connections from one peer (a browser node needs one; reconnects overlap briefly).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
-/// Most application topics the relay routes.
-pub const MAX_ROUTED_TOPICS: usize = 4096;
+pub use peercompute_core::limits::MAX_ROUTED_TOPICS;
 
 /// The relay's behaviour.
 #[derive(NetworkBehaviour)]

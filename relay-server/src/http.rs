@@ -67,6 +67,9 @@ pub struct HttpLimits {
     /// A request's headers must arrive within this, and a kept-alive connection is closed
     /// after this long without a new request.
     pub header_timeout: Duration,
+    /// Longest a connection lives, so clients that ask for a large file and never read it
+    /// cannot hold the connection slots either.
+    pub max_lifetime: Duration,
 }
 
 impl Default for HttpLimits {
@@ -74,6 +77,7 @@ impl Default for HttpLimits {
         HttpLimits {
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(300),
         }
     }
 }
@@ -117,8 +121,11 @@ pub async fn serve(
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
-            if let Err(e) = http.serve_connection(TokioIo::new(tcp), service).await {
-                tracing::debug!("HTTP connection: {e}");
+            let connection = http.serve_connection(TokioIo::new(tcp), service);
+            match tokio::time::timeout(limits.max_lifetime, connection).await {
+                Ok(Err(e)) => tracing::debug!("HTTP connection: {e}"),
+                Err(_) => tracing::debug!("HTTP connection closed at its longest lifetime"),
+                Ok(Ok(())) => {}
             }
         });
         while connections.try_join_next().is_some() {}
@@ -225,6 +232,25 @@ mod tests {
         (addr, stop)
     }
 
+    /// However it is used, a connection is closed at its longest lifetime.
+    #[tokio::test]
+    async fn a_connection_lives_at_most_its_lifetime() {
+        use tokio::io::AsyncReadExt;
+        let limits = HttpLimits {
+            max_connections: 8,
+            header_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_millis(300),
+        };
+        let (addr, _stop) = served(app(None), limits).await;
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest));
+        assert!(
+            read.await.is_ok(),
+            "closed at its lifetime, not its header timeout"
+        );
+    }
+
     #[tokio::test]
     async fn accepted_connections_have_nodelay() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -244,6 +270,7 @@ mod tests {
         let limits = HttpLimits {
             max_connections: 2,
             header_timeout: Duration::from_millis(300),
+            max_lifetime: Duration::from_secs(60),
         };
         let (addr, _stop) = served(app(None), limits).await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -21,6 +21,7 @@ use libp2p::{
 };
 use peercompute_core::{
     discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
+    limits::MAX_ROUTED_TOPICS_PER_PEER,
     presence::{self, presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic_name, Payload},
     relay_addr::is_websocket,
@@ -300,12 +301,35 @@ impl RunningSwarm {
             {
                 if let Some(peers) = self.routed_topics.get_mut(&topic) {
                     peers.insert(peer_id);
-                } else if self.routed_topics.len() < MAX_ROUTED_TOPICS {
-                    let t = gossipsub::IdentTopic::new(topic.as_str());
-                    if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
-                        self.routed_topics.insert(topic, HashSet::from([peer_id]));
-                        stats.topics = self.routed_topics.len();
-                    }
+                    return;
+                }
+                // A new topic: within the bound, and within this peer's share of it.
+                let opened_by_peer = self
+                    .routed_topics
+                    .values()
+                    .filter(|peers| peers.contains(&peer_id))
+                    .count();
+                if self.routed_topics.len() >= MAX_ROUTED_TOPICS
+                    || opened_by_peer >= MAX_ROUTED_TOPICS_PER_PEER
+                {
+                    debug!(peer = %peer_id, topic = %topic, "not routing another topic");
+                    return;
+                }
+                let t = gossipsub::IdentTopic::new(topic.as_str());
+                if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
+                    // Every peer subscribed already counts (some may have subscribed while
+                    // the topic could not be routed).
+                    let peers: HashSet<PeerId> = self
+                        .swarm
+                        .behaviour()
+                        .gossipsub
+                        .all_peers()
+                        .filter(|(_, topics)| topics.contains(&&topic))
+                        .map(|(peer, _)| *peer)
+                        .chain([peer_id])
+                        .collect();
+                    self.routed_topics.insert(topic, peers);
+                    stats.topics = self.routed_topics.len();
                 }
             }
             gossipsub::Event::Unsubscribed { peer_id, topic } => {

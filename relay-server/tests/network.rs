@@ -508,7 +508,15 @@ async fn routed_topics_are_left_when_their_last_subscriber_goes() {
     .expect("unsubscribe");
     routed(1).await;
     a.stop();
-    routed(1).await; // b still wants `chat`
+    // Once the relay has seen `a` go, `b` still wants `chat`.
+    timeout(T, async {
+        while relay.stats.lock().await.peers.len() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a is gone");
+    assert_eq!(relay.stats.lock().await.topics, 1);
     b.stop();
     routed(0).await;
     relay.stop().await;

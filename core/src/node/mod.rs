@@ -998,9 +998,10 @@ impl Node {
                     // nodes cannot hold an unbounded number open here.
                     let known = self.peers.get(&peer_id).is_some_and(|p| p.connections > 0);
                     let circuit_peers = self.peers.values().filter(|p| p.connections > 0).count();
-                    let table_full =
-                        !self.peers.contains_key(&peer_id) && self.peers.len() >= MAX_KNOWN_PEERS;
-                    if !known && (circuit_peers >= MAX_INBOUND_CIRCUIT_PEERS || table_full) {
+                    if !known
+                        && (circuit_peers >= MAX_INBOUND_CIRCUIT_PEERS
+                            || !self.make_room_for(&peer_id))
+                    {
                         debug!(peer = %peer_id, "closing a circuit past the bound");
                         self.swarm.close_connection(connection_id);
                         if let Some(peer) = self.peers.get_mut(&peer_id) {
@@ -1239,22 +1240,25 @@ impl Node {
         MessageAcceptance::Accept
     }
 
+    /// Whether `peer` has (or now has) a place in the peer table. When it is full, the peer
+    /// heard from longest ago that is neither connected nor being dialed gives way, so
+    /// whoever filled the table first cannot keep newcomers out.
+    fn make_room_for(&mut self, peer: &PeerId) -> bool {
+        if self.peers.contains_key(peer) || self.peers.len() < MAX_KNOWN_PEERS {
+            return true;
+        }
+        let stalest = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connections == 0 && !p.dialing)
+            .min_by_key(|(_, p)| p.last_seen)
+            .map(|(id, _)| *id);
+        stalest.is_some_and(|id| self.peers.remove(&id).is_some())
+    }
+
     fn on_announcement(&mut self, source: PeerId, announcement: Announcement, now: Instant) {
-        if !self.peers.contains_key(&source) && self.peers.len() >= MAX_KNOWN_PEERS {
-            // Full: the peer heard from longest ago that is neither connected nor being
-            // dialed gives way, so whoever filled the table first cannot keep newcomers out.
-            let stalest = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.connections == 0 && !p.dialing)
-                .min_by_key(|(_, p)| p.last_seen)
-                .map(|(id, _)| *id);
-            match stalest {
-                Some(id) => {
-                    self.peers.remove(&id);
-                }
-                None => return,
-            }
+        if !self.make_room_for(&source) {
+            return;
         }
         let backoff = self.config.peer_backoff;
         let peer = self

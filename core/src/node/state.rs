@@ -269,8 +269,14 @@ impl Node {
                 info!(doc, records = report.applied, "document loaded");
                 // Past the record cap only (see `COMPACT_AFTER_RECORDS`): a large document's
                 // records are not rewritten at every load.
-                if report.applied + report.corrupt > 20 * COMPACT_AFTER_RECORDS
-                    || report.corrupt > 0
+                let keeps_everything = self
+                    .state
+                    .replica
+                    .state(&doc)
+                    .is_some_and(|s| s.compaction_keeps_everything());
+                if keeps_everything
+                    && (report.applied + report.corrupt > 20 * COMPACT_AFTER_RECORDS
+                        || report.corrupt > 0)
                 {
                     self.compact(&doc, sink);
                 }

@@ -50,6 +50,14 @@ impl DocState {
         let appended = self.stored_bytes.saturating_sub(self.compacted_bytes);
         self.records > COMPACT_AFTER_RECORDS
             && (appended >= self.compacted_bytes / 2 || self.records > 20 * COMPACT_AFTER_RECORDS)
+            && self.compaction_keeps_everything()
+    }
+
+    /// Whether a compaction would keep every stored update. The compacted state holds only
+    /// what yrs integrated: updates waiting for one that is missing (a damaged record's, or
+    /// history a peer has yet to send) would be dropped from storage.
+    pub fn compaction_keeps_everything(&self) -> bool {
+        !self.doc.has_pending()
     }
 
     /// The document's full state, to store as the one record replacing all before it (and

@@ -153,7 +153,11 @@ impl PinnedDocs {
         // is kept beside it. Not while records wait for one that was damaged (yrs holds them
         // pending): a compaction would drop them, and a peer may still send what they need.
         for (doc, path) in to_compact {
-            if pinned.replica.get(&doc).is_some_and(|d| d.has_pending()) {
+            if !pinned
+                .replica
+                .state(&doc)
+                .is_some_and(|s| s.compaction_keeps_everything())
+            {
                 warn!(doc, "kept as it is: some records wait for a damaged one");
                 continue;
             }

@@ -213,6 +213,20 @@ fn compaction_waits_for_the_records_to_matter() {
         COMPACT_AFTER_RECORDS + 1,
         "half its size appended by then"
     );
+    // Never while updates wait for a missing one: the compacted state would drop them.
+    let doc = SharedDoc::new();
+    doc.apply_ops(&[set(&["k"], json!(1))]).unwrap();
+    let later = doc
+        .apply_ops(&[set(&["k"], json!(2))])
+        .unwrap()
+        .update
+        .unwrap();
+    let mut waiting = DocState::default();
+    waiting.doc.apply_update(&later).unwrap();
+    assert!(waiting.doc.has_pending());
+    for _ in 0..=20 * COMPACT_AFTER_RECORDS {
+        assert!(!waiting.note_appended(10_000));
+    }
 }
 
 #[test]
@@ -361,8 +375,6 @@ fn updates_waiting_for_missing_history_are_bounded() {
     assert_eq!(r.get("w").unwrap().to_json(), json!({ "k": big("y") }));
 }
 
-/// An update that is not a valid Yjs layout is refused on both ways in: a broadcast is
-/// checked when applied, a sync frame when decoded (its updates are not walked again).
 /// An update yrs refuses partway: the part it integrated is persisted and shown like any
 /// change (the sender still counts as invalid), and a stored record like it is counted corrupt
 /// so the document is compacted.
@@ -405,6 +417,8 @@ fn an_update_refused_partway_keeps_what_went_in() {
     assert_eq!(from_disk.get("w").unwrap().to_json(), json!({"a": null}));
 }
 
+/// An update that is not a valid Yjs layout is refused on both ways in: a broadcast is
+/// checked when applied, a sync frame when decoded (its updates are not walked again).
 #[test]
 fn malformed_updates_are_refused_as_broadcasts_and_in_frames() {
     // One client, one struct, claiming a clock range past 32 bits.
