@@ -112,6 +112,10 @@ pub fn compute_behaviour() -> request_response::Behaviour<ComputeCodec> {
 pub fn gossipsub_config() -> Result<gossipsub::Config, String> {
     gossipsub::ConfigBuilder::default()
         .max_transmit_size(MAX_GOSSIP_FRAME_BYTES)
+        // Subscriptions count as control data, 16 KiB per message by default: a relay's hello
+        // (every topic it routes, in one message) passed that at ~800 short topic names, and
+        // each node then ignored all of it and could no longer publish.
+        .max_control_message_size(MAX_GOSSIP_FRAME_BYTES)
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .heartbeat_interval(Duration::from_millis(700))

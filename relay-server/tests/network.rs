@@ -521,3 +521,65 @@ async fn routed_topics_are_left_when_their_last_subscriber_goes() {
     routed(0).await;
     relay.stop().await;
 }
+
+/// One peer's subscriptions make the relay route at most its share of topics, so a few peers
+/// cannot use up the relay's bound for everyone; and a node that connects then still takes
+/// the relay's hello (one message listing every routed topic, well over gossipsub's default
+/// 16 KiB of control data) and can publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_routed_topic() {
+    use futures::StreamExt;
+    use peercompute_core::{limits::MAX_ROUTED_TOPICS_PER_PEER, pubsub::app_topic};
+
+    let relay = relay("topic-share").await;
+    let mut greedy = peercompute_core::transport::build_swarm(
+        Keypair::generate_ed25519(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("swarm");
+    for i in 0..MAX_ROUTED_TOPICS_PER_PEER + 50 {
+        greedy
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&app_topic(&format!("t{i}")))
+            .expect("subscribe");
+    }
+    greedy.dial(relay.dialable[0].clone()).expect("dial");
+    let driver = tokio::spawn(async move {
+        loop {
+            greedy.select_next_some().await;
+        }
+    });
+    let routed = |n: usize| {
+        let relay = &relay;
+        async move {
+            let reached = timeout(T, async {
+                while relay.stats.lock().await.topics < n {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            let now = relay.stats.lock().await.topics;
+            assert!(reached.is_ok(), "{now} routed topics, expected {n}");
+            now
+        }
+    };
+    assert_eq!(
+        routed(MAX_ROUTED_TOPICS_PER_PEER).await,
+        MAX_ROUTED_TOPICS_PER_PEER
+    );
+    // Two nodes connecting now get the relay's whole topic list, route their own topic and
+    // exchange messages on it.
+    let (mut a, mut b) = chat_pair(&relay).await;
+    assert_eq!(
+        routed(MAX_ROUTED_TOPICS_PER_PEER + 1).await,
+        MAX_ROUTED_TOPICS_PER_PEER + 1
+    );
+    let e = publish_until_received(&mut a, &mut b, "past the hello").await;
+    assert!(
+        matches!(&e, Event::Message { payload: Payload::Json(j), .. } if j.contains("past the hello"))
+    );
+    driver.abort();
+    relay.stop().await;
+}
