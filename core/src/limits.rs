@@ -88,6 +88,9 @@ pub const MAX_VERSION_LABEL_BYTES: usize = 256;
 /// hold at least half as many bytes as the last compacted state (a large document is not
 /// rewritten whole for every 200 small writes), or in any case past 20 times as many.
 pub const COMPACT_AFTER_RECORDS: usize = 200;
+/// Stored records of one document after which it is compacted whatever their size (and on
+/// load): bounds the records a load replays.
+pub const COMPACT_ALWAYS_AFTER_RECORDS: usize = 20 * COMPACT_AFTER_RECORDS;
 
 /// Largest presence state, as JSON text.
 pub const MAX_PRESENCE_BYTES: usize = 4 * 1024;

@@ -50,6 +50,9 @@ pub struct RunningSwarm {
     /// Application and document topics routed here, each with the peers subscribed to it: a
     /// topic is left once none is (so topics cannot pile up past the bound for good).
     routed_topics: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
+    /// The same by peer: the routed topics each peer subscribes to (its share is bounded,
+    /// and a peer that goes leaves them without a scan of every topic).
+    peer_topics: HashMap<PeerId, HashSet<gossipsub::TopicHash>>,
     /// Documents pinned with `--state-dir`.
     pinned: Option<PinnedDocs>,
 }
@@ -159,6 +162,7 @@ impl RunningSwarm {
                 stats,
                 metrics,
                 routed_topics: HashMap::new(),
+                peer_topics: HashMap::new(),
                 pinned,
             },
             dialable,
@@ -206,8 +210,7 @@ impl RunningSwarm {
                 if num_established == 0 {
                     stats.peers.remove(&peer_id.to_string());
                     // Gossipsub reports no unsubscribe for a peer that is gone.
-                    let topics: Vec<_> = self.routed_topics.keys().cloned().collect();
-                    for topic in topics {
+                    for topic in self.peer_topics.remove(&peer_id).unwrap_or_default() {
                         self.unroute(&topic, &peer_id, &mut stats);
                     }
                 } else if let Some(e) = stats.peers.get_mut(&peer_id.to_string()) {
@@ -278,6 +281,12 @@ impl RunningSwarm {
 
     /// `peer` no longer wants `topic`; the relay leaves it once nobody does.
     fn unroute(&mut self, topic: &gossipsub::TopicHash, peer: &PeerId, stats: &mut Stats) {
+        if let Some(topics) = self.peer_topics.get_mut(peer) {
+            topics.remove(topic);
+            if topics.is_empty() {
+                self.peer_topics.remove(peer);
+            }
+        }
         let Some(peers) = self.routed_topics.get_mut(topic) else {
             return;
         };
@@ -299,38 +308,26 @@ impl RunningSwarm {
                 if app_topic_name(topic.as_str()).is_some()
                     || state_topic_doc(topic.as_str()).is_some() =>
             {
+                let share = self.peer_topics.get(&peer_id).map_or(0, HashSet::len);
                 if let Some(peers) = self.routed_topics.get_mut(&topic) {
                     peers.insert(peer_id);
-                    return;
-                }
-                // A new topic: within the bound, and within this peer's share of it.
-                let opened_by_peer = self
-                    .routed_topics
-                    .values()
-                    .filter(|peers| peers.contains(&peer_id))
-                    .count();
-                if self.routed_topics.len() >= MAX_ROUTED_TOPICS
-                    || opened_by_peer >= MAX_ROUTED_TOPICS_PER_PEER
+                } else if self.routed_topics.len() < MAX_ROUTED_TOPICS
+                    && share < MAX_ROUTED_TOPICS_PER_PEER
                 {
+                    let t = gossipsub::IdentTopic::new(topic.as_str());
+                    if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_err() {
+                        return;
+                    }
+                    self.routed_topics
+                        .insert(topic.clone(), HashSet::from([peer_id]));
+                    stats.topics = self.routed_topics.len();
+                } else {
+                    // Past the bound or this peer's share. A refused subscription is not kept:
+                    // if another peer's later routes the topic, this one is not counted.
                     debug!(peer = %peer_id, topic = %topic, "not routing another topic");
                     return;
                 }
-                let t = gossipsub::IdentTopic::new(topic.as_str());
-                if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_ok() {
-                    // Every peer subscribed already counts (some may have subscribed while
-                    // the topic could not be routed).
-                    let peers: HashSet<PeerId> = self
-                        .swarm
-                        .behaviour()
-                        .gossipsub
-                        .all_peers()
-                        .filter(|(_, topics)| topics.contains(&&topic))
-                        .map(|(peer, _)| *peer)
-                        .chain([peer_id])
-                        .collect();
-                    self.routed_topics.insert(topic, peers);
-                    stats.topics = self.routed_topics.len();
-                }
+                self.peer_topics.entry(peer_id).or_default().insert(topic);
             }
             gossipsub::Event::Unsubscribed { peer_id, topic } => {
                 self.unroute(&topic, &peer_id, stats)

@@ -887,14 +887,19 @@ impl Node {
             if peer.connections > 0 || peer.dialing || peer.next_dial > now || me >= *id {
                 continue;
             }
-            let mut addrs: Vec<Multiaddr> = peer
+            let mut addrs: Vec<Multiaddr> = Vec::new();
+            for relay in peer
                 .addrs
                 .iter()
                 .filter_map(crate::discovery::circuit_relay)
-                .filter_map(|relay| relays.get(&relay))
-                .map(|relay_addr| circuit_addr_of(relay_addr, *id))
-                .collect();
-            addrs.dedup();
+            {
+                if let Some(relay_addr) = relays.get(&relay) {
+                    let addr = circuit_addr_of(relay_addr, *id);
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+            }
             if addrs.is_empty() {
                 continue;
             }
@@ -1009,11 +1014,7 @@ impl Node {
                         }
                         return;
                     }
-                    let backoff = self.config.peer_backoff;
-                    let peer = self
-                        .peers
-                        .entry(peer_id)
-                        .or_insert_with(|| Peer::new(now, backoff));
+                    let peer = self.peer_entry(peer_id, now);
                     peer.connections = num_established.get();
                     peer.dialing = false;
                     peer.connected_since.get_or_insert(now);
@@ -1256,15 +1257,19 @@ impl Node {
         stalest.is_some_and(|id| self.peers.remove(&id).is_some())
     }
 
+    /// The table's entry for `peer`, a fresh one if it has none (room made by the caller).
+    fn peer_entry(&mut self, peer: PeerId, now: Instant) -> &mut Peer {
+        let backoff = self.config.peer_backoff;
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(now, backoff))
+    }
+
     fn on_announcement(&mut self, source: PeerId, announcement: Announcement, now: Instant) {
         if !self.make_room_for(&source) {
             return;
         }
-        let backoff = self.config.peer_backoff;
-        let peer = self
-            .peers
-            .entry(source)
-            .or_insert_with(|| Peer::new(now, backoff));
+        let peer = self.peer_entry(source, now);
         let is_new = peer.addrs.is_empty();
         peer.addrs = announcement.addrs;
         let gained_compute =

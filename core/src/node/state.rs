@@ -19,7 +19,7 @@ use web_time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Node, Output};
 use crate::{
     error::ErrorCode,
-    limits::{COMPACT_AFTER_RECORDS, MAX_OPEN_DOCS},
+    limits::{COMPACT_ALWAYS_AFTER_RECORDS, MAX_OPEN_DOCS},
     state::{
         path::decode_ops,
         replica::DocState,
@@ -267,7 +267,7 @@ impl Node {
                     );
                 }
                 info!(doc, records = report.applied, "document loaded");
-                // Past the record cap only (see `COMPACT_AFTER_RECORDS`): a large document's
+                // Past the record cap only (`COMPACT_ALWAYS_AFTER_RECORDS`): a large document's
                 // records are not rewritten at every load.
                 let keeps_everything = self
                     .state
@@ -275,7 +275,7 @@ impl Node {
                     .state(&doc)
                     .is_some_and(|s| s.compaction_keeps_everything());
                 if keeps_everything
-                    && (report.applied + report.corrupt > 20 * COMPACT_AFTER_RECORDS
+                    && (report.applied + report.corrupt > COMPACT_ALWAYS_AFTER_RECORDS
                         || report.corrupt > 0)
                 {
                     self.compact(&doc, sink);

@@ -13,7 +13,8 @@ use super::{
 use crate::{
     error::ErrorCode,
     limits::{
-        COMPACT_AFTER_RECORDS, MAX_DOC_BYTES, MAX_PENDING_UPDATE_BYTES, MAX_SYNC_FRAME_BYTES,
+        COMPACT_AFTER_RECORDS, COMPACT_ALWAYS_AFTER_RECORDS, MAX_DOC_BYTES,
+        MAX_PENDING_UPDATE_BYTES, MAX_SYNC_FRAME_BYTES,
     },
     NodeError,
 };
@@ -49,7 +50,7 @@ impl DocState {
         self.stored_bytes += bytes;
         let appended = self.stored_bytes.saturating_sub(self.compacted_bytes);
         self.records > COMPACT_AFTER_RECORDS
-            && (appended >= self.compacted_bytes / 2 || self.records > 20 * COMPACT_AFTER_RECORDS)
+            && (appended >= self.compacted_bytes / 2 || self.records > COMPACT_ALWAYS_AFTER_RECORDS)
             && self.compaction_keeps_everything()
     }
 

@@ -194,7 +194,7 @@ fn compaction_waits_for_the_records_to_matter() {
     state.stored_bytes = 1_000_000;
     state.compacted_bytes = 1_000_000;
     let mut due_at = None;
-    for i in 2..=20 * COMPACT_AFTER_RECORDS + 1 {
+    for i in 2..=COMPACT_ALWAYS_AFTER_RECORDS + 1 {
         if state.note_appended(100) {
             due_at = Some(i);
             break;
@@ -202,7 +202,7 @@ fn compaction_waits_for_the_records_to_matter() {
     }
     assert_eq!(
         due_at,
-        Some(20 * COMPACT_AFTER_RECORDS + 1),
+        Some(COMPACT_ALWAYS_AFTER_RECORDS + 1),
         "small writes: the record cap"
     );
     state.records = 1;
@@ -224,7 +224,7 @@ fn compaction_waits_for_the_records_to_matter() {
     let mut waiting = DocState::default();
     waiting.doc.apply_update(&later).unwrap();
     assert!(waiting.doc.has_pending());
-    for _ in 0..=20 * COMPACT_AFTER_RECORDS {
+    for _ in 0..=COMPACT_ALWAYS_AFTER_RECORDS {
         assert!(!waiting.note_appended(10_000));
     }
 }
