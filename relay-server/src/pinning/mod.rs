@@ -3,8 +3,10 @@
 //! [`MAX_PINNED_DOCS`]), and keeps each one in a file of update records, so that a world's
 //! state outlives every browser that edited it and a newcomer loads it from the relay alone.
 //!
-//! Files are written by one thread, in the order the updates were applied; each append is
-//! `fsync`ed before the next, and compaction replaces a file atomically (write, sync, rename).
+//! Files are written by one thread, in the order the updates were applied. The writes that
+//! queued while the thread was busy are committed together: each document's new records are
+//! written at once and `fsync`ed once (group commit), so a burst of updates costs one sync per
+//! document, not one per update. Compaction replaces a file atomically (write, sync, rename).
 
 mod records;
 
@@ -36,6 +38,8 @@ const EXTENSION: &str = "ydoc";
 /// Writes queued for the file thread at most. A full queue makes the relay's event loop wait
 /// for the disk (back-pressure) instead of holding an unbounded backlog in memory.
 const MAX_QUEUED_WRITES: usize = 256;
+/// Bytes of updates one group commit takes from the queue at most (it takes at least one).
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// A write for the file thread.
 enum FileWrite {
@@ -282,33 +286,76 @@ impl Drop for PinnedDocs {
     }
 }
 
-fn write_files(dir: &Path, queue: mpsc::Receiver<FileWrite>) {
-    for write in queue {
-        let (doc, result) = match write {
-            FileWrite::Append { doc, update } => {
-                let r = append(&doc_file(dir, &doc), &doc, &update);
-                (doc, r)
-            }
-            FileWrite::Compact { doc, state } => {
-                let r = replace(&doc_file(dir, &doc), &encode_file(&doc, [state.as_slice()]));
-                (doc, r)
-            }
-        };
-        if let Err(e) = result {
-            warn!(doc, "writing the document's file failed: {e}");
+impl FileWrite {
+    fn bytes(&self) -> usize {
+        match self {
+            FileWrite::Append { update, .. } => update.len(),
+            FileWrite::Compact { state, .. } => state.len(),
         }
     }
 }
 
-fn append(path: &Path, doc: &str, update: &[u8]) -> std::io::Result<()> {
-    if !path.exists() {
-        return replace(path, &encode_file(doc, [update]));
+fn write_files(dir: &Path, queue: mpsc::Receiver<FileWrite>) {
+    while let Ok(first) = queue.recv() {
+        // What queued meanwhile joins this commit, up to a queue's worth of writes or
+        // `MAX_BATCH_BYTES`: while it is written, the queue fills again behind it.
+        let mut bytes = first.bytes();
+        let mut batch = vec![first];
+        while batch.len() < MAX_QUEUED_WRITES && bytes < MAX_BATCH_BYTES {
+            let Ok(next) = queue.try_recv() else { break };
+            bytes += next.bytes();
+            batch.push(next);
+        }
+        commit(dir, batch);
     }
-    let mut f = fs::OpenOptions::new().append(true).open(path)?;
+}
+
+/// Writes a batch: appends are grouped per document and synced once at the end; a
+/// compaction is written where it stands in the batch, and the appends to its document queued
+/// before it are left out, since the compacted state holds them (unless it fails).
+fn commit(dir: &Path, batch: Vec<FileWrite>) {
+    let mut appends: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for write in batch {
+        match write {
+            FileWrite::Append { doc, update } => appends.entry(doc).or_default().push(update),
+            FileWrite::Compact { doc, state } => {
+                let path = doc_file(dir, &doc);
+                let superseded = appends.remove(&doc);
+                if let Err(e) = replace(&path, &encode_file(&doc, [state.as_slice()])) {
+                    warn!(doc, "compacting the document's file failed: {e}");
+                    // The old file stands: its records still need what came since.
+                    if let Some(updates) = superseded {
+                        appends.insert(doc, updates);
+                    }
+                }
+            }
+        }
+    }
+    for (doc, updates) in appends {
+        if let Err(e) = append(&doc_file(dir, &doc), &doc, &updates) {
+            warn!(
+                doc,
+                records = updates.len(),
+                "writing the document's file failed: {e}"
+            );
+        }
+    }
+}
+
+/// Appends `updates` to a document's file (creating it), with one sync for all of them.
+fn append(path: &Path, doc: &str, updates: &[Vec<u8>]) -> std::io::Result<()> {
+    let mut records = updates.iter().map(Vec::as_slice);
+    if !path.exists() {
+        return replace(path, &encode_file(doc, records));
+    }
+    let f = fs::OpenOptions::new().append(true).open(path)?;
     let before = f.metadata()?.len();
-    let written = f
-        .write_all(&encode_record(update))
+    let mut out = std::io::BufWriter::new(&f);
+    let written = records
+        .try_for_each(|r| out.write_all(&encode_record(r)))
+        .and_then(|()| out.flush())
         .and_then(|()| f.sync_data());
+    drop(out);
     if written.is_err() {
         // A partial record (a full disk, say) would end the file when it is read back, and
         // every later append would land after it, unread: cut it off again.

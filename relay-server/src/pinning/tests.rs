@@ -135,3 +135,68 @@ fn records_waiting_for_a_damaged_one_are_kept() {
         "left as it was"
     );
 }
+
+fn append_write(doc: &str, update: &[u8]) -> FileWrite {
+    FileWrite::Append {
+        doc: doc.into(),
+        update: update.to_vec(),
+    }
+}
+
+/// One group commit: appends grouped per document, a compaction in the middle of the batch
+/// standing for the appends to its document before it, and the appends after it kept.
+#[test]
+fn a_group_commit_keeps_the_order_of_compactions_and_appends() {
+    let dir = temp_dir("group");
+    fs::create_dir_all(&dir).expect("dir");
+    let (u1, u2, u3, v1) = (
+        b"u1".as_slice(),
+        b"u2".as_slice(),
+        b"u3".as_slice(),
+        b"v1".as_slice(),
+    );
+    commit(
+        &dir,
+        vec![
+            append_write("d", u1),
+            append_write("e", v1),
+            append_write("d", u2),
+            FileWrite::Compact {
+                doc: "d".into(),
+                state: b"u1+u2".to_vec(),
+            },
+            append_write("d", u3),
+        ],
+    );
+    let read =
+        |doc: &str| decode_file(&fs::read(doc_file(&dir, doc)).expect("file")).expect("decodes");
+    assert_eq!(read("d").updates, [b"u1+u2".as_slice(), u3]);
+    assert_eq!(read("e").updates, [v1]);
+    // A later commit appends to the files as they are.
+    commit(&dir, vec![append_write("e", u1), append_write("e", u2)]);
+    assert_eq!(read("e").updates, [v1, u1, u2]);
+    assert_eq!(read("e").corrupt, 0);
+}
+
+/// A compaction that cannot be written leaves the old file, which still gets the appends
+/// the compaction would have stood for.
+#[test]
+fn a_failed_compaction_keeps_the_appends_it_stood_for() {
+    let dir = temp_dir("group-failed");
+    fs::create_dir_all(&dir).expect("dir");
+    commit(&dir, vec![append_write("d", b"u1")]);
+    // `replace` writes a temporary file first: a folder in its place makes it fail.
+    fs::create_dir_all(doc_file(&dir, "d").with_extension("tmp")).expect("blocker");
+    commit(
+        &dir,
+        vec![
+            append_write("d", b"u2"),
+            FileWrite::Compact {
+                doc: "d".into(),
+                state: b"u1+u2".to_vec(),
+            },
+        ],
+    );
+    let file = decode_file(&fs::read(doc_file(&dir, "d")).expect("file")).expect("decodes");
+    assert_eq!(file.updates, [b"u1".as_slice(), b"u2"]);
+}
