@@ -68,6 +68,105 @@ async function renderMandelbrot(node) {
   $('compute-result').textContent = `${Math.round(elapsedMs)} ms on ${workers.map(short).join(', ')}`;
 }
 
+/** A text from a peer's data, which may be any JSON: shown as text, never as markup. */
+const textOf = (value, max) => (typeof value === 'string' ? value : '').slice(0, max);
+
+/** The shared board: notes in the `demo-board` document, who is here through presence, versions. */
+async function startBoard(node) {
+  const board = node.state('demo-board');
+  const nameKey = 'peercompute-demo-name';
+  const myName = () => localStorage.getItem(nameKey) || `guest-${node.peerId.slice(-4)}`;
+  const showError = (e) => ($('board-state').textContent = `${e.code ?? 'ERROR'}: ${e.message}`);
+
+  const renderHere = (peers) => {
+    const names = Object.entries(peers)
+      .filter(([, state]) => state !== null)
+      .map(([peerId, state]) => {
+        const li = document.createElement('li');
+        li.textContent = `${textOf(state?.name, 40) || short(peerId)}${peerId === node.peerId ? ' (you)' : ''}`;
+        return li;
+      });
+    $('here').replaceChildren(...names);
+  };
+  node.presence.on('change', renderHere);
+  $('name').value = myName();
+  $('name-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = $('name').value.trim();
+    if (!name) return;
+    localStorage.setItem(nameKey, name);
+    node.presence.set({ name }).catch(showError);
+  });
+
+  const noteItem = (id, note) => {
+    const li = document.createElement('li');
+    const by = Object.assign(document.createElement('span'), { className: 'from', textContent: `${textOf(note?.by, 40)}:` });
+    const text = Object.assign(document.createElement('span'), { className: 'text', textContent: textOf(note?.text, 500) });
+    const remove = Object.assign(document.createElement('button'), { type: 'button', textContent: '✕', title: 'delete for everyone' });
+    remove.setAttribute('aria-label', 'delete note');
+    remove.addEventListener('click', () => board.delete(['notes', id]).catch(showError));
+    li.append(by, text, remove);
+    return li;
+  };
+  const sortedNotes = (notes) =>
+    Object.entries(notes && typeof notes === 'object' ? notes : {}).sort(
+      ([, a], [, b]) => (Number(a?.at) || 0) - (Number(b?.at) || 0),
+    );
+  const renderNotes = () => {
+    const notes = sortedNotes(board.get('notes'));
+    $('notes').replaceChildren(...notes.map(([id, note]) => noteItem(id, note)));
+    $('board-state').textContent = `${notes.length} note${notes.length === 1 ? '' : 's'}`;
+  };
+  board.observe('notes', renderNotes);
+  $('note-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = $('note').value.trim();
+    if (!text) return;
+    $('note').value = '';
+    const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    board.set(['notes', id], { text, by: myName(), at: Date.now() }).catch(showError);
+  });
+
+  const renderVersions = async () => {
+    const versions = await board.versions();
+    const selected = $('versions').value;
+    $('versions').replaceChildren(
+      new Option('current', ''),
+      ...versions.map((v) => new Option(`${v.label || 'version'} (${new Date(v.time).toLocaleTimeString()})`, v.id)),
+    );
+    $('versions').value = versions.some((v) => v.id === selected) ? selected : '';
+  };
+  $('version-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    board
+      .snapshot(`${board.get('notes') ? Object.keys(board.get('notes')).length : 0} notes`)
+      .then(renderVersions)
+      .catch(showError);
+  });
+  $('versions').addEventListener('change', async () => {
+    const id = $('versions').value;
+    if (!id) {
+      $('version-view').textContent = '';
+      return;
+    }
+    try {
+      const notes = sortedNotes(await board.at(id).get('notes'));
+      $('version-view').textContent = `Then: ${notes.length} note${notes.length === 1 ? '' : 's'}${notes.length ? ' — ' : ''}${notes
+        .map(([, n]) => textOf(n?.text, 80))
+        .join(' · ')}`;
+    } catch (err) {
+      showError(err);
+    }
+  });
+  $('versions').addEventListener('focus', () => renderVersions().catch(showError));
+
+  await board.ready;
+  renderNotes();
+  await renderVersions();
+  await node.presence.set({ name: myName() });
+  renderHere(await node.presence.get());
+}
+
 function addMessage(from, text, mine) {
   const li = document.createElement('li');
   const who = document.createElement('span');
@@ -103,6 +202,7 @@ try {
     renderExecutors(status);
     await renderPeers(node);
   };
+  startBoard(node).catch((err) => ($('board-state').textContent = `${err.code ?? 'ERROR'}: ${err.message}`));
   await refresh();
   setInterval(refresh, 2000);
 } catch (e) {
