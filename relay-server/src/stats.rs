@@ -51,6 +51,9 @@ pub struct Stats {
     /// Documents pinned (`--state-dir`), by name; absent when the relay pins nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<BTreeMap<String, PinnedDoc>>,
+    /// Bytes of sync answers handed to connections and not yet sent (bounded per peer and in
+    /// all: a peer past its share is asked to ask again).
+    pub sync_answer_bytes: usize,
     /// Unix time (ms) the relay started.
     pub started_at_ms: u64,
 }
@@ -68,6 +71,7 @@ impl Stats {
             topics: 0,
             rejected_messages: 0,
             pinned: None,
+            sync_answer_bytes: 0,
             started_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -99,7 +103,10 @@ impl Stats {
              peercompute_relay_topics {}\n\
              # HELP peercompute_relay_rejected_messages Malformed gossipsub messages rejected.\n\
              # TYPE peercompute_relay_rejected_messages counter\n\
-             peercompute_relay_rejected_messages_total {}\n",
+             peercompute_relay_rejected_messages_total {}\n\
+             # HELP peercompute_relay_sync_answer_bytes Bytes of sync answers not yet sent.\n\
+             # TYPE peercompute_relay_sync_answer_bytes gauge\n\
+             peercompute_relay_sync_answer_bytes {}\n",
             self.connections,
             self.peers.len(),
             self.reservations.len(),
@@ -107,6 +114,7 @@ impl Stats {
             self.circuits_total,
             self.topics,
             self.rejected_messages,
+            self.sync_answer_bytes,
         )
     }
 }

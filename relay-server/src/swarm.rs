@@ -25,7 +25,10 @@ use peercompute_core::{
     presence::{self, presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic_name, Payload},
     relay_addr::is_websocket,
-    state::{sync_protocol::state_topic_doc, update_check::check_update_v1},
+    state::{
+        response_budget::ResponseBudget, sync_protocol::state_topic_doc,
+        update_check::check_update_v1,
+    },
 };
 use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, Mutex};
@@ -55,6 +58,8 @@ pub struct RunningSwarm {
     peer_topics: HashMap<PeerId, HashSet<gossipsub::TopicHash>>,
     /// Documents pinned with `--state-dir`.
     pinned: Option<PinnedDocs>,
+    /// Sync answers handed to connections and not yet sent: bounded per peer and in all.
+    sync_answers: ResponseBudget<request_response::InboundRequestId>,
 }
 
 impl RunningSwarm {
@@ -164,6 +169,7 @@ impl RunningSwarm {
                 routed_topics: HashMap::new(),
                 peer_topics: HashMap::new(),
                 pinned,
+                sync_answers: ResponseBudget::default(),
             },
             dialable,
         ))
@@ -393,27 +399,41 @@ impl RunningSwarm {
                 peer,
                 message:
                     request_response::Message::Request {
-                        request, channel, ..
+                        request_id,
+                        request,
+                        channel,
                     },
                 ..
             } => {
                 let docs: Vec<String> = request.entries.iter().map(|e| e.doc.clone()).collect();
-                let (response, rejected) = pinned.handle_request(request);
+                let now = std::time::Instant::now();
+                let limit = self.sync_answers.available(&peer, now);
+                let (response, rejected) = pinned.handle_request(request, limit);
                 if rejected > 0 {
                     debug!(%peer, rejected, "refused parts of a sync request");
                 }
                 pinned.show(stats, docs.iter().map(String::as_str));
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .state_sync
-                    .as_mut()
-                    .map(|b| b.send_response(channel, response));
+                let bytes = response.encoded_len();
+                if let Some(sync) = self.swarm.behaviour_mut().state_sync.as_mut() {
+                    if sync.send_response(channel, response).is_ok() {
+                        self.sync_answers.spend(peer, request_id, bytes, now);
+                    }
+                }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.sync_answers.settle(&request_id);
+            }
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.sync_answers.settle(&request_id);
                 debug!(%peer, "sync request failed: {error}");
             }
             _ => {}
         }
+        stats.sync_answer_bytes = self.sync_answers.in_flight_bytes();
     }
 }

@@ -154,6 +154,15 @@ async fn the_pinning_relay_serves_a_newcomer_after_everyone_left_and_after_a_res
     let mut b = node(Some(&relay), MemoryStore::default()).await;
     let expect = |t: &Value| t["boss"] == "alive" && t["score"] == 3;
     until(&mut b, "world", expect).await;
+    // Every answer the relay handed out was sent: none still counts against a peer's share.
+    let deadline = Instant::now() + T;
+    while relay.stats.lock().await.sync_answer_bytes > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "sync answers never counted as sent"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
     a.stop();
     b.stop();
     let pinned = relay.stats.lock().await.pinned.clone().expect("pinning");

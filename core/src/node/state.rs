@@ -23,6 +23,7 @@ use crate::{
     state::{
         path::decode_ops,
         replica::DocState,
+        response_budget::ResponseBudget,
         sync_protocol::{state_topic, SyncFrame},
         Applied, Replica,
     },
@@ -43,6 +44,8 @@ pub(super) struct NodeState {
     loading: HashMap<String, Vec<(TabId, RequestId)>>,
     /// When every document was last synced with every peer (the node's tests read it).
     pub(super) last_resync: Option<Instant>,
+    /// Answers to peers' sync requests not yet sent: bounded per peer and in all.
+    answers: ResponseBudget<request_response::InboundRequestId>,
 }
 
 impl NodeState {
@@ -52,6 +55,7 @@ impl NodeState {
             watchers: HashMap::new(),
             loading: HashMap::new(),
             last_resync: None,
+            answers: ResponseBudget::default(),
         }
     }
 
@@ -513,8 +517,10 @@ impl Node {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_sync_request(peer, request, channel, sink),
+                    request_id,
+                    request,
+                    channel,
+                } => self.on_sync_request(peer, request_id, request, channel, sink),
                 request_response::Message::Response { response, .. } => {
                     let (pushes, outcome) = self.state.replica.handle_response(response);
                     if outcome.rejected > 0 {
@@ -535,29 +541,48 @@ impl Node {
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 debug!(%peer, "sync request failed: {error}");
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.state.answers.settle(&request_id);
                 debug!(%peer, "sync request from peer failed: {error}");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.state.answers.settle(&request_id);
+            }
         }
     }
 
     fn on_sync_request(
         &mut self,
         peer: PeerId,
+        request_id: request_response::InboundRequestId,
         request: SyncFrame,
         channel: ResponseChannel<SyncFrame>,
         sink: &mut impl FnMut(Output),
     ) {
-        let (response, outcome) = self.state.replica.handle_request(request, &|_| false);
+        let now = Instant::now();
+        let limit = self.state.answers.available(&peer, now);
+        let (response, outcome) =
+            self.state
+                .replica
+                .handle_request_within(request, &|_| false, limit);
         if outcome.rejected > 0 {
             debug!(%peer, rejected = outcome.rejected, "refused parts of a sync request");
         }
         self.apply_outcome(outcome.applied, sink);
-        let _ = self
+        let bytes = response.encoded_len();
+        if self
             .swarm
             .behaviour_mut()
             .state_sync
-            .send_response(channel, response);
+            .send_response(channel, response)
+            .is_ok()
+        {
+            self.state.answers.spend(peer, request_id, bytes, now);
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod document;
 mod key_index;
 pub mod path;
 pub mod replica;
+pub mod response_budget;
 pub mod sync_protocol;
 pub mod update_check;
 

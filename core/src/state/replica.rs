@@ -302,6 +302,19 @@ impl Replica {
         frame: SyncFrame,
         adopt: &dyn Fn(&str) -> bool,
     ) -> (SyncFrame, SyncOutcome) {
+        self.handle_request_within(frame, adopt, usize::MAX)
+    }
+
+    /// [`Self::handle_request`], with answers of at most `limit` bytes in all (what the peer
+    /// has left of its [`ResponseBudget`](super::response_budget::ResponseBudget)): the
+    /// documents past it are answered "ask again", and with no room left none is diffed.
+    /// Its updates are applied whatever the limit.
+    pub fn handle_request_within(
+        &mut self,
+        frame: SyncFrame,
+        adopt: &dyn Fn(&str) -> bool,
+        limit: usize,
+    ) -> (SyncFrame, SyncOutcome) {
         let mut response = SyncFrame::default();
         // Room kept for an "ask again" entry per document named.
         let ask_again_room: usize = frame
@@ -309,11 +322,14 @@ impl Replica {
             .iter()
             .map(|e| DocMessages::ask_again_len(&e.doc))
             .sum();
-        let answer_budget = self
+        let frame_room = self
             .frame_budget
             .saturating_sub(FRAME_HEADER_BYTES + ask_again_room);
+        // Below a whole frame's room, even the first answer must fit the limit.
+        let limited = limit < frame_room;
+        let answer_budget = frame_room.min(limit);
         let mut answered_bytes = 0;
-        let mut full = false;
+        let mut full = answer_budget == 0;
         let mut outcome = SyncOutcome::default();
         for DocMessages {
             doc: name,
@@ -349,8 +365,10 @@ impl Replica {
                 messages: replies,
             };
             let bytes = entry.encoded_len();
-            // The first answer always goes out: a document is bounded well below a frame.
-            full = full || (answered_bytes > 0 && answered_bytes + bytes > answer_budget);
+            // Unlimited, the first answer always goes out: a document is bounded well below a
+            // frame.
+            full =
+                full || ((limited || answered_bytes > 0) && answered_bytes + bytes > answer_budget);
             if full {
                 response.entries.push(DocMessages::ask_again(entry.doc));
             } else {

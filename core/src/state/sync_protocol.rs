@@ -169,6 +169,16 @@ fn bad(message: impl Into<String>) -> NodeError {
 }
 
 impl SyncFrame {
+    /// Bytes of the encoded frame, at most (its entry count counted at its widest).
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER_BYTES
+            + self
+                .entries
+                .iter()
+                .map(DocMessages::encoded_len)
+                .sum::<usize>()
+    }
+
     /// Encodes the frame.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![FRAME_VERSION];

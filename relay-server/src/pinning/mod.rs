@@ -212,10 +212,11 @@ impl PinnedDocs {
         self.replica.get(doc).map(|d| d.to_json())
     }
 
-    /// Answers a peer's sync request, adopting the documents it names; returns the response
-    /// and how many parts were refused.
-    pub fn handle_request(&mut self, frame: SyncFrame) -> (SyncFrame, usize) {
-        let (response, outcome) = self.replica.handle_request(frame, &|_| true);
+    /// Answers a peer's sync request with at most `limit` bytes of answers (the peer's share
+    /// of the response budget), adopting the documents it names; returns the response and
+    /// how many parts were refused.
+    pub fn handle_request(&mut self, frame: SyncFrame, limit: usize) -> (SyncFrame, usize) {
+        let (response, outcome) = self.replica.handle_request_within(frame, &|_| true, limit);
         self.persist(outcome.applied);
         (response, outcome.rejected)
     }

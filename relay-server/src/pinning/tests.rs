@@ -37,7 +37,7 @@ fn pinned_documents_survive_a_restart_and_compact() {
     let dir = temp_dir("restart");
     {
         let mut pinned = PinnedDocs::open(&dir, usize::MAX).expect("opens");
-        pinned.handle_request(push("w", update_setting("a", 1)));
+        pinned.handle_request(push("w", update_setting("a", 1)), usize::MAX);
         assert!(pinned.apply_broadcast("w", &update_setting("b", 2)));
         assert!(pinned.apply_broadcast("other doc/é", &update_setting("c", 3)));
         assert!(

@@ -73,6 +73,18 @@ fn one_exchange_syncs_both_ways() {
     );
 }
 
+/// The documents `names` holding `blob` at `writer`, empty at `newcomer`.
+fn fill_for_newcomer(writer: &mut Replica, newcomer: &mut Replica, names: &[String], blob: &str) {
+    for name in names {
+        writer
+            .create(name)
+            .unwrap()
+            .apply_ops(&[set(&["blob"], json!(blob))])
+            .unwrap();
+        newcomer.create(name).unwrap();
+    }
+}
+
 /// Documents whose answers together pass a frame's bound are answered over several requests,
 /// every frame within the bound; pushes are split the same way.
 #[test]
@@ -82,14 +94,7 @@ fn answers_larger_than_a_frame_go_over_several_requests() {
     let mut newcomer = Replica::with_frame_budget(16, BUDGET);
     let names: Vec<String> = (0..6).map(|i| format!("doc-{i}")).collect();
     let blob = "x".repeat(24 * 1024);
-    for name in &names {
-        writer
-            .create(name)
-            .unwrap()
-            .apply_ops(&[set(&["blob"], json!(blob))])
-            .unwrap();
-        newcomer.create(name).unwrap();
-    }
+    fill_for_newcomer(&mut writer, &mut newcomer, &names, &blob);
     let request = newcomer.sync_request(names.iter().map(String::as_str));
     let (response, _) = writer.handle_request(request, &|_| false);
     assert!(response.encode().len() <= BUDGET);
@@ -570,4 +575,49 @@ fn pair(v: &mut [Replica], a: usize, b: usize) -> (&mut Replica, &mut Replica) {
         let (l, r) = v.split_at_mut(a);
         (&mut r[0], &mut l[b])
     }
+}
+
+/// A limit on the answer's bytes (the peer's share of the response budget): what passes it is
+/// left for another request, and with nothing left nothing is diffed; updates still apply.
+#[test]
+fn a_request_is_answered_within_the_peers_limit() {
+    let mut writer = Replica::new(16);
+    let mut newcomer = Replica::new(16);
+    let blob = "x".repeat(24 * 1024);
+    let names: Vec<String> = (0..3).map(|i| format!("doc-{i}")).collect();
+    fill_for_newcomer(&mut writer, &mut newcomer, &names, &blob);
+    let answered = |response: &SyncFrame| {
+        response
+            .entries
+            .iter()
+            .filter(|e| !e.messages.is_empty())
+            .count()
+    };
+    let request = newcomer.sync_request(names.iter().map(String::as_str));
+    let (response, _) = writer.handle_request_within(request.clone(), &|_| false, 50 * 1024);
+    assert_eq!(answered(&response), 2, "24 KiB answers within 50 KiB");
+    assert_eq!(response.entries.len(), 3, "the third is asked again");
+    let (response, _) = writer.handle_request_within(request.clone(), &|_| false, 10 * 1024);
+    assert_eq!(answered(&response), 0, "even the first must fit a limit");
+    assert_eq!(response.entries.len(), 3);
+    // With nothing left, the request's own updates still apply.
+    newcomer
+        .get("doc-0")
+        .unwrap()
+        .apply_ops(&[set(&["more"], json!(1))])
+        .unwrap();
+    let push = SyncFrame {
+        entries: vec![DocMessages {
+            doc: "doc-0".into(),
+            messages: vec![SyncMessage::Update(
+                newcomer.get("doc-0").unwrap().encode_state(),
+            )],
+        }],
+    };
+    let (_, outcome) = writer.handle_request_within(push, &|_| false, 0);
+    assert_eq!(outcome.applied.len(), 1);
+    assert_eq!(
+        writer.get("doc-0").unwrap().to_json(),
+        json!({ "blob": blob, "more": 1 })
+    );
 }
