@@ -28,17 +28,46 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Keypair> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir)?;
             }
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path)?;
-            file.write_all(&keypair.to_protobuf_encoding()?)?;
+            if !write_new(path, &keypair.to_protobuf_encoding()?)? {
+                // Another relay created it first: its key is the identity.
+                return load_or_create(path);
+            }
             tracing::info!("created identity {}", path.display());
             Ok(keypair)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Writes `bytes` to `path` (mode 0600) unless it exists; `false` if it did. The file appears
+/// whole or not at all: a crash leaves no empty or torn key that would keep the relay from
+/// starting, only a temporary file (`path`.tmp-PID), which the next creation replaces.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // Made anew, so it gets mode 0600 (an old one keeps the mode it was created with).
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    // A hard link, unlike a rename, never replaces a key that appeared meanwhile.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -57,6 +86,36 @@ mod tests {
         assert!(load_or_create(&path).is_err());
         fs::write(&path, vec![0u8; 5000]).expect("write");
         assert!(load_or_create(&path).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A creation that died before its key was complete left only its temporary file: the
+    /// next one creates the key whole and leaves nothing beside it.
+    #[test]
+    fn a_key_appears_whole_and_a_torn_attempt_is_no_obstacle() {
+        let dir = std::env::temp_dir().join(format!("pc-id-torn-{}", std::process::id()));
+        let path = dir.join("relay.key");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let torn = path.with_extension(format!("tmp-{}", std::process::id()));
+        fs::write(&torn, b"\x08\x01").expect("write");
+        let a = load_or_create(&path).expect("create");
+        let b = load_or_create(&path).expect("load");
+        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        let names: Vec<_> = fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["relay.key"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).expect("key").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A key that appeared meanwhile is kept, not replaced.
+        assert!(!write_new(&path, b"other").expect("write"));
+        assert_eq!(load_or_create(&path).expect("load").public(), a.public());
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -35,6 +35,8 @@ pub use records::{
 
 /// File extension of document files.
 const EXTENSION: &str = "ydoc";
+/// File extension of a document file being written, before its rename.
+const TMP_EXTENSION: &str = "tmp";
 /// Writes queued for the file thread at most. A full queue makes the relay's event loop wait
 /// for the disk (back-pressure) instead of holding an unbounded backlog in memory.
 const MAX_QUEUED_WRITES: usize = 256;
@@ -108,8 +110,18 @@ impl PinnedDocs {
         let mut to_compact = Vec::new();
         for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
-                continue;
+            match path.extension().and_then(|e| e.to_str()) {
+                Some(EXTENSION) => {}
+                // A compaction this directory's last relay did not finish (it holds the lock
+                // now, so no other is writing one): the document file it was to replace
+                // still stands.
+                Some(TMP_EXTENSION) => {
+                    if let Err(e) = fs::remove_file(&path) {
+                        warn!(path = %path.display(), "could not remove a stale file: {e}");
+                    }
+                    continue;
+                }
+                _ => continue,
             }
             let file = match fs::read(&path)
                 .map_err(|e| e.to_string())
@@ -368,7 +380,7 @@ fn append(path: &Path, doc: &str, updates: &[Vec<u8>]) -> std::io::Result<()> {
 /// Writes `bytes` to `path` atomically: a temporary file, synced, renamed over it, and the
 /// folder synced, so the rename itself survives a power cut.
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(TMP_EXTENSION);
     let mut f = fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

@@ -63,6 +63,22 @@ fn pinned_documents_survive_a_restart_and_compact() {
     assert!(file.updates.len() < 100, "{} records", file.updates.len());
 }
 
+/// A compaction cut short (the relay died before its rename) leaves a temporary file: the next
+/// relay removes it and loads the document file it was to replace.
+#[test]
+fn a_compaction_cut_short_leaves_nothing_behind() {
+    let dir = temp_dir("stale-tmp");
+    {
+        let mut pinned = PinnedDocs::open(&dir, usize::MAX).expect("opens");
+        assert!(pinned.apply_broadcast("w", &update_setting("a", 1)));
+    }
+    let stale = doc_file(&dir, "w").with_extension("tmp");
+    fs::write(&stale, b"half a compaction").expect("write");
+    let pinned = PinnedDocs::open(&dir, usize::MAX).expect("opens");
+    assert_eq!(pinned.json("w"), Some(json!({"a": 1})));
+    assert!(!stale.exists(), "removed");
+}
+
 #[test]
 fn a_state_directory_is_used_by_one_relay_at_a_time() {
     let dir = temp_dir("locked");
