@@ -112,10 +112,14 @@ async function startBoard(node) {
     Object.entries(notes && typeof notes === 'object' ? notes : {}).sort(
       ([, a], [, b]) => (Number(a?.at) || 0) - (Number(b?.at) || 0),
     );
+  // Any peer can add notes: the page shows the latest ones, not however many there are.
+  const SHOWN_NOTES = 200;
   const renderNotes = () => {
     const notes = sortedNotes(board.get('notes'));
-    $('notes').replaceChildren(...notes.map(([id, note]) => noteItem(id, note)));
-    $('board-state').textContent = `${notes.length} note${notes.length === 1 ? '' : 's'}`;
+    $('notes').replaceChildren(...notes.slice(-SHOWN_NOTES).map(([id, note]) => noteItem(id, note)));
+    $('board-state').textContent = `${notes.length} note${notes.length === 1 ? '' : 's'}${
+      notes.length > SHOWN_NOTES ? ` (the latest ${SHOWN_NOTES} shown)` : ''
+    }`;
   };
   board.observe('notes', renderNotes);
   $('note-form').addEventListener('submit', (e) => {
