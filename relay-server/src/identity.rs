@@ -56,13 +56,17 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     let mut file = options.open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    // A hard link, unlike a rename, never replaces a key that appeared meanwhile.
-    let linked = fs::hard_link(&tmp, path);
+    // A hard link, unlike a rename, never replaces a key that appeared meanwhile. Where the
+    // file system has no hard links, a rename does, unless the key is there already.
+    let placed = match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) if path.exists() => Ok(false),
+        Err(_) => fs::rename(&tmp, path).map(|()| true),
+    };
     let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) => return Err(e),
+    if !placed? {
+        return Ok(false);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::File::open(dir)?.sync_all()?;
