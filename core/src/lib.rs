@@ -20,6 +20,7 @@ pub mod node;
 pub mod presence;
 pub mod pubsub;
 pub mod relay_addr;
+pub mod replay;
 mod seeded_hash;
 pub mod state;
 pub mod tab_protocol;

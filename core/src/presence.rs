@@ -19,6 +19,7 @@ use crate::{
     error::ErrorCode,
     frame,
     limits::{MAX_PRESENCE_BYTES, MAX_PRESENCE_PEERS},
+    replay::ReplayGuard,
     state::path::validate_value,
     NodeError,
 };
@@ -120,43 +121,29 @@ struct Seen {
     at: Instant,
 }
 
-/// How long a peer's last message sequence number is remembered after it was seen, so a
-/// replay of its older messages (a departed peer's state, or a cleared one, brought back) is
-/// recognized; gossipsub forgets message ids after a minute.
-pub const REPLAY_MEMORY: Duration = Duration::from_secs(300);
-
 /// The other peers' presence, bounded and expiring.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PresenceTable {
     peers: BTreeMap<PeerId, Seen>,
-    /// The highest gossip sequence number seen from each peer, and when (bounded, see
-    /// [`Self::fresh`]).
-    last_seq: BTreeMap<PeerId, (u64, Instant)>,
+    /// The last gossip sequence number of each sender, for replays (a departed peer's state,
+    /// or a cleared one, brought back), remembered past its entry.
+    replays: ReplayGuard,
+}
+
+impl Default for PresenceTable {
+    fn default() -> Self {
+        PresenceTable {
+            peers: BTreeMap::new(),
+            replays: ReplayGuard::new(2 * MAX_PRESENCE_PEERS),
+        }
+    }
 }
 
 impl PresenceTable {
-    /// Whether a message from `peer` with gossip sequence number `seq` is newer than any seen
-    /// from it within [`REPLAY_MEMORY`]; records it if so. Gossipsub numbers a node's messages
-    /// from the clock at its start, so they grow across its restarts too.
+    /// Whether a message from `peer` with gossip sequence number `seq` is no replay (see
+    /// [`ReplayGuard::fresh`]); records it if so.
     pub fn fresh(&mut self, peer: PeerId, seq: u64, now: Instant) -> bool {
-        if self.last_seq.get(&peer).is_some_and(|&(last, at)| {
-            seq <= last && now.saturating_duration_since(at) < REPLAY_MEMORY
-        }) {
-            return false;
-        }
-        if !self.last_seq.contains_key(&peer) && self.last_seq.len() >= 2 * MAX_PRESENCE_PEERS {
-            self.last_seq
-                .retain(|_, &mut (_, at)| now.saturating_duration_since(at) < REPLAY_MEMORY);
-            if self.last_seq.len() >= 2 * MAX_PRESENCE_PEERS {
-                // Still full of recent senders: the one heard from longest ago goes.
-                if let Some(oldest) = self.last_seq.iter().min_by_key(|(_, (_, at))| *at) {
-                    let oldest = *oldest.0;
-                    self.last_seq.remove(&oldest);
-                }
-            }
-        }
-        self.last_seq.insert(peer, (seq, now));
-        true
+        self.replays.fresh(peer, seq, now)
     }
 
     /// Takes an entry from `peer`; `true` if what the table shows changed.
@@ -235,6 +222,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::replay::REPLAY_MEMORY;
 
     fn entry(clock: u64, state: Option<&str>) -> AwarenessEntry {
         AwarenessEntry {
@@ -354,6 +342,6 @@ mod tests {
         for i in 0..(2 * MAX_PRESENCE_PEERS as u64 + 10) {
             table.fresh(PeerId::random(), i, t0 + REPLAY_MEMORY);
         }
-        assert!(table.last_seq.len() <= 2 * MAX_PRESENCE_PEERS);
+        assert!(table.replays.len() <= 2 * MAX_PRESENCE_PEERS);
     }
 }

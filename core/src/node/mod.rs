@@ -41,6 +41,7 @@ use crate::{
     presence::{presence_topic, PRESENCE_TOPIC},
     pubsub::{app_topic, app_topic_name, Payload},
     relay_addr::{circuit_addr_of, circuit_listen_addr, RelayAddr},
+    replay::ReplayGuard,
     state::sync_protocol::state_topic_doc,
     tab_protocol::{
         Event, PeerStatus, PublishReceipt, RelayStatus, ReplyValue, Request, RequestId, Status,
@@ -279,6 +280,9 @@ pub struct Node {
     pending_connects: Vec<PendingConnect>,
     last_announce: Option<Instant>,
     announce_wanted: bool,
+    /// Announcements' senders' last gossip sequence numbers: a replayed one (its peer's old
+    /// addresses or compute capabilities) is dropped.
+    announcement_replays: ReplayGuard,
     status_dirty: bool,
     state: state::NodeState,
     presence: presence::NodePresence,
@@ -311,6 +315,7 @@ impl Node {
             pending_connects: Vec::new(),
             last_announce: None,
             announce_wanted: false,
+            announcement_replays: ReplayGuard::new(2 * MAX_KNOWN_PEERS),
             status_dirty: false,
             state: state::NodeState::new(),
             presence: presence::NodePresence::new(),
@@ -1196,6 +1201,13 @@ impl Node {
             let Ok(announcement) = Announcement::decode(&message.data, source) else {
                 return MessageAcceptance::Reject;
             };
+            // A replay changes nothing and is not forwarded; whoever relayed it is not
+            // penalized.
+            if let Some(seq) = message.sequence_number {
+                if !self.announcement_replays.fresh(source, seq, now) {
+                    return MessageAcceptance::Ignore;
+                }
+            }
             if source != self.peer_id() {
                 self.on_announcement(source, announcement, now);
             }

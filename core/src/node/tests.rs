@@ -423,6 +423,58 @@ async fn announced_peers_are_dialed_only_through_our_relays() {
     );
 }
 
+/// An announcement sent again after gossipsub forgot its id (a replay) changes nothing: the
+/// peer's newer addresses and capabilities stand, and the message is not forwarded.
+#[tokio::test]
+async fn a_replayed_announcement_changes_nothing() {
+    use libp2p::{gossipsub, Multiaddr, PeerId};
+
+    use crate::discovery::{discovery_topic, Announcement, Capabilities};
+    let mut node = node(Duration::from_secs(15)).await;
+    let relay = PeerId::random();
+    let peer = Keypair::generate_ed25519().public().to_peer_id();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/ws/p2p/{relay}/p2p-circuit/p2p/{peer}")
+        .parse()
+        .unwrap();
+    let message = |seq: u64, compute: Option<Capabilities>| gossipsub::Message {
+        source: Some(peer),
+        data: Announcement {
+            addrs: vec![addr.clone()],
+            compute,
+        }
+        .encode(),
+        sequence_number: Some(seq),
+        topic: discovery_topic().hash(),
+    };
+    let gpu = Capabilities {
+        cpu: 4,
+        gpu: true,
+        score: 10.0,
+        load: 0.0,
+    };
+    let now = Instant::now();
+    let old = message(7, Some(gpu));
+    let accepted = |m| matches!(m, gossipsub::MessageAcceptance::Accept);
+    assert!(accepted(node.on_gossip_message(
+        old.clone(),
+        now,
+        &mut |_| {}
+    )));
+    assert_eq!(node.peers[&peer].compute, Some(gpu));
+    // The peer stops computing and says so.
+    assert!(accepted(node.on_gossip_message(
+        message(8, None),
+        now,
+        &mut |_| {}
+    )));
+    assert_eq!(node.peers[&peer].compute, None);
+    // Its old announcement, two minutes later.
+    let later = now + Duration::from_secs(120);
+    let replayed = node.on_gossip_message(old, later, &mut |_| {});
+    assert!(matches!(replayed, gossipsub::MessageAcceptance::Ignore));
+    assert_eq!(node.peers[&peer].compute, None, "the newer news stands");
+}
+
 /// The peer table is full: the stalest unconnected peer gives way to a newcomer.
 #[tokio::test]
 async fn a_full_peer_table_still_takes_newcomers() {
