@@ -1,7 +1,7 @@
 // Nodes in real Chromium meeting through a real relay process.
 import { expect, test } from '@playwright/test';
 
-import { deliver, openNode, useRelay, subscribe, waitForPeer, waitForStatus } from './relay.mjs';
+import { deliver, openNode, startRelay, useRelay, subscribe, waitForPeer, waitForStatus } from './relay.mjs';
 
 test.describe.configure({ mode: 'serial' });
 
@@ -134,4 +134,21 @@ test('a reloaded page, and a new worker after every tab closed, keep the peer id
   const again = await openNode(ctx, currentRelay());
   expect(again.peerId).toBe(first.peerId);
   await ctx.close();
+});
+
+// A relay run for other machines listens on every interface; a page loaded from it dials it at
+// the host the page came from (127.0.0.2 here stands for the relay machine's address).
+test('a relay listening on every interface is dialed at the host the page came from', async ({ browser }) => {
+  const relay = await startRelay({ httpHost: '127.0.0.2', listenHost: '0.0.0.0' });
+  try {
+    expect(relay.url).toMatch(/^http:\/\/127\.0\.0\.2:/);
+    const ctx = await browser.newContext();
+    const node = await openNode(ctx, relay);
+    const bootstrap = await node.page.evaluate(async () => (await fetch('/peercompute.json')).json());
+    expect(bootstrap.relays).toEqual([`/ip4/127.0.0.2/tcp/${relay.wsPort}/ws/p2p/${relay.peerId}`]);
+    await expect.poll(async () => (await relay.status()).peers[node.peerId]?.connections, { timeout: 10_000 }).toBe(1);
+    await ctx.close();
+  } finally {
+    await relay.stop();
+  }
 });

@@ -19,12 +19,20 @@ export function relayBinary() {
 }
 
 /** Starts a relay; resolves once it prints its READY line. */
-export async function startRelay({ httpPort = 0, wsPort = 0, identityDir, stateDir, args = [] } = {}) {
+export async function startRelay({
+  httpHost = '127.0.0.1',
+  httpPort = 0,
+  listenHost = '127.0.0.1',
+  wsPort = 0,
+  identityDir,
+  stateDir,
+  args = [],
+} = {}) {
   const dir = identityDir ?? mkdtempSync(join(tmpdir(), 'pc-relay-'));
   const pinning = stateDir ? ['--state-dir', stateDir] : [];
   const child = spawn(
     relayBinary(),
-    ['--http', `127.0.0.1:${httpPort}`, '--listen', `/ip4/127.0.0.1/tcp/${wsPort}/ws`,
+    ['--http', `${httpHost}:${httpPort}`, '--listen', `/ip4/${listenHost}/tcp/${wsPort}/ws`,
       '--identity', join(dir, 'relay.key'), '--web-root', 'dist/web', ...pinning, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   );

@@ -4,7 +4,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -13,7 +13,7 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use libp2p::Multiaddr;
+use libp2p::{multiaddr::Protocol, Multiaddr};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::{
@@ -170,14 +170,59 @@ pub fn router(state: AppState) -> Router {
     .with_state(state)
 }
 
-async fn bootstrap(State(state): State<AppState>) -> Json<Bootstrap> {
+async fn bootstrap(State(state): State<AppState>, headers: HeaderMap) -> Json<Bootstrap> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(request_host);
     let stats = state.stats.lock().await;
     Json(Bootstrap {
         version: 1,
-        relays: state.dialable.iter().map(ToString::to_string).collect(),
+        relays: state
+            .dialable
+            .iter()
+            .map(|a| on_host(a, host.as_ref()).to_string())
+            .collect(),
         peer_id: stats.peer_id.clone(),
         root_key: state.root_public_key.clone(),
     })
+}
+
+/// The host part of a request's `Host` header, as the first component of a multiaddr: the
+/// name or address the browser reached this server at. `None` for anything else.
+fn request_host(host: &str) -> Option<Protocol<'static>> {
+    let name = match host.strip_prefix('[') {
+        // `[v6]:port`
+        Some(rest) => return rest.split(']').next()?.parse().ok().map(Protocol::Ip6),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    if let Ok(ip) = name.parse() {
+        return Some(Protocol::Ip4(ip));
+    }
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then(|| Protocol::Dns(name.to_ascii_lowercase().into()))
+}
+
+/// `addr` with an unspecified IP (a listener on every interface) replaced by `host`; by the
+/// loopback address of its family without one, or for an IPv6 host and an IPv4 listener (a
+/// `::` listener takes IPv4 too). Other addresses as they are.
+fn on_host(addr: &Multiaddr, host: Option<&Protocol<'static>>) -> Multiaddr {
+    let for_ip4 = host.filter(|h| !matches!(h, Protocol::Ip6(_)));
+    addr.iter()
+        .map(|p| match p {
+            Protocol::Ip4(ip) if ip.is_unspecified() => for_ip4
+                .cloned()
+                .unwrap_or(Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST)),
+            Protocol::Ip6(ip) if ip.is_unspecified() => host
+                .cloned()
+                .unwrap_or(Protocol::Ip6(std::net::Ipv6Addr::LOCALHOST)),
+            other => other,
+        })
+        .collect()
 }
 
 async fn status(State(state): State<AppState>) -> Json<Stats> {
@@ -218,6 +263,82 @@ mod tests {
             root_public_key: None,
             status_addresses: false,
         })
+    }
+
+    /// A relay listening on every interface is bootstrapped at the host the browser reached
+    /// it at (the page's origin): by address, by name, over IPv6, or at loopback for a host
+    /// that is none of these.
+    #[tokio::test]
+    async fn listeners_on_every_interface_are_served_at_the_requests_host() {
+        let id = libp2p::PeerId::random();
+        let mut state = AppState {
+            stats: Arc::new(Mutex::new(Stats::new(id))),
+            registry: Arc::new(Registry::default()),
+            dialable: Vec::new(),
+            web_root: None,
+            root_public_key: None,
+            status_addresses: false,
+        };
+        state.dialable = [
+            format!("/ip4/0.0.0.0/tcp/9090/ws/p2p/{id}"),
+            format!("/ip6/::/tcp/9443/tls/ws/p2p/{id}"),
+            format!("/ip4/127.0.0.1/tcp/9091/ws/p2p/{id}"),
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let (addr, _stop) = served(router(state), HttpLimits::default()).await;
+        let client = reqwest::Client::new();
+        let relays = |host: &'static str| {
+            let request = client
+                .get(format!("http://{addr}/peercompute.json"))
+                .header(header::HOST, host);
+            async move {
+                let json: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+                json["relays"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().replace(&format!("/p2p/{id}"), ""))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let given = "/ip4/127.0.0.1/tcp/9091/ws";
+        assert_eq!(
+            relays("127.0.0.2:8080").await,
+            [
+                "/ip4/127.0.0.2/tcp/9090/ws",
+                "/ip4/127.0.0.2/tcp/9443/tls/ws",
+                given
+            ]
+        );
+        assert_eq!(
+            relays("Relay.Example:8080").await,
+            [
+                "/dns/relay.example/tcp/9090/ws",
+                "/dns/relay.example/tcp/9443/tls/ws",
+                given
+            ]
+        );
+        assert_eq!(
+            relays("[::1]:8080").await,
+            [
+                "/ip4/127.0.0.1/tcp/9090/ws",
+                "/ip6/::1/tcp/9443/tls/ws",
+                given
+            ]
+        );
+        for host in ["not a host", "evil/p2p-circuit:1", "[nonsense]:1"] {
+            assert_eq!(
+                relays(host).await,
+                [
+                    "/ip4/127.0.0.1/tcp/9090/ws",
+                    "/ip6/::1/tcp/9443/tls/ws",
+                    given
+                ],
+                "{host}"
+            );
+        }
     }
 
     /// Serves `app` on a loopback port with `limits`; the sender stops it.

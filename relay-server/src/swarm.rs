@@ -34,6 +34,32 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{oneshot, Mutex};
 use tracing::{debug, info, warn};
 
+/// The address to advertise for a listener configured as `configured` and bound at `bound`:
+/// `bound`, or, for a listener on every interface, `configured` with the bound port.
+fn advertised(configured: &Multiaddr, bound: &Multiaddr) -> Multiaddr {
+    let unspecified = configured.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    });
+    let Some(port) = bound.iter().find_map(|p| match p {
+        Protocol::Tcp(port) => Some(port),
+        _ => None,
+    }) else {
+        return bound.clone();
+    };
+    if !unspecified {
+        return bound.clone();
+    }
+    configured
+        .iter()
+        .map(|p| match p {
+            Protocol::Tcp(_) => Protocol::Tcp(port),
+            other => other,
+        })
+        .collect()
+}
+
 /// Largest WebSocket message the relay reads. Noise frames are at most 64 KiB, and a browser
 /// sends what its Noise layer buffered (up to ~192 KiB) as one message.
 const MAX_WEBSOCKET_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -151,11 +177,17 @@ impl RunningSwarm {
         for addr in bound.iter().chain(config.external.iter()) {
             swarm.add_external_address(addr.clone());
         }
-        let dialable: Vec<Multiaddr> = bound
+        // A listener on every interface (`0.0.0.0`, `::`) is advertised as such: browsers
+        // dial it at the host they loaded the page from (`/peercompute.json` fills it in),
+        // not at whichever interface's address was bound first.
+        let dialable: Vec<Multiaddr> = config
+            .listen
             .iter()
-            .chain(config.external.iter())
-            .filter(|a| is_websocket(a))
-            .map(|a| a.clone().with(Protocol::P2p(peer_id)))
+            .zip(&bound)
+            .map(|(configured, bound)| advertised(configured, bound))
+            .chain(config.external.iter().cloned())
+            .filter(is_websocket)
+            .map(|a| a.with(Protocol::P2p(peer_id)))
             .collect();
         for a in &bound {
             info!("listening on {a}");
@@ -435,5 +467,32 @@ impl RunningSwarm {
             _ => {}
         }
         stats.sync_answer_bytes = self.sync_answers.in_flight_bytes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_every_interface_is_advertised_as_such_with_its_port() {
+        let addr = |s: &str| s.parse::<Multiaddr>().unwrap();
+        let bound = addr("/ip4/127.0.0.1/tcp/40123/ws");
+        assert_eq!(
+            advertised(&addr("/ip4/0.0.0.0/tcp/0/ws"), &bound),
+            addr("/ip4/0.0.0.0/tcp/40123/ws")
+        );
+        assert_eq!(
+            advertised(
+                &addr("/ip6/::/tcp/0/tls/ws"),
+                &addr("/ip6/::1/tcp/443/tls/ws")
+            ),
+            addr("/ip6/::/tcp/443/tls/ws")
+        );
+        assert_eq!(
+            advertised(&addr("/ip4/127.0.0.1/tcp/0/ws"), &bound),
+            bound,
+            "a given interface is advertised as bound"
+        );
     }
 }
