@@ -19,7 +19,11 @@ const relay = spawn('target/release/relay-server', ['--http', http, '--listen', 
 createInterface({ input: relay.stdout }).on('line', (line) => {
   if (line.startsWith('READY ')) {
     const url = /http=(\S+)/.exec(line)[1];
-    console.log(`\nPeerCompute relay is up.\n  Demo:    ${url}/\n  Status:  ${url}/status\n  Metrics: ${url}/metrics\n` +
+    // Listening on every interface: the page is opened at one of this machine's addresses.
+    const everywhere = /^http:\/\/(0\.0\.0\.0|\[::\])/.test(url)
+      ? `  (from another machine: http://<this machine's address>:${new URL(url).port}/)\n`
+      : '';
+    console.log(`\nPeerCompute relay is up.\n  Demo:    ${url}/\n${everywhere}  Status:  ${url}/status\n  Metrics: ${url}/metrics\n` +
       'Open the demo in two browser profiles (or a normal and a private window) to see two nodes meet.\n');
   } else {
     console.log(line);
