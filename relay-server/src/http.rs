@@ -189,15 +189,19 @@ async fn bootstrap(State(state): State<AppState>, headers: HeaderMap) -> Json<Bo
 }
 
 /// The host part of a request's `Host` header, as the first component of a multiaddr: the
-/// name or address the browser reached this server at. `None` for anything else.
+/// name or address the browser reached this server at. `None` for anything else, and for an
+/// unspecified address (a page opened at `http://0.0.0.0:…`, which browsers do not dial).
 fn request_host(host: &str) -> Option<Protocol<'static>> {
     let name = match host.strip_prefix('[') {
         // `[v6]:port`
-        Some(rest) => return rest.split(']').next()?.parse().ok().map(Protocol::Ip6),
+        Some(rest) => {
+            let ip: std::net::Ipv6Addr = rest.split(']').next()?.parse().ok()?;
+            return (!ip.is_unspecified()).then_some(Protocol::Ip6(ip));
+        }
         None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
     };
-    if let Ok(ip) = name.parse() {
-        return Some(Protocol::Ip4(ip));
+    if let Ok(ip) = name.parse::<std::net::Ipv4Addr>() {
+        return (!ip.is_unspecified()).then_some(Protocol::Ip4(ip));
     }
     let valid = !name.is_empty()
         && name.len() <= 253
@@ -328,7 +332,13 @@ mod tests {
                 given
             ]
         );
-        for host in ["not a host", "evil/p2p-circuit:1", "[nonsense]:1"] {
+        for host in [
+            "not a host",
+            "evil/p2p-circuit:1",
+            "[nonsense]:1",
+            "0.0.0.0:8080",
+            "[::]:8080",
+        ] {
             assert_eq!(
                 relays(host).await,
                 [
