@@ -50,6 +50,9 @@ struct Args {
     /// Run only the shared-state benchmarks (prints `{ "state": … }`).
     #[arg(long, conflicts_with = "only_compute")]
     only_state: bool,
+    /// Run only the latency and throughput benchmarks (to profile the relay under them).
+    #[arg(long, conflicts_with_all = ["only_compute", "only_state"])]
+    only_network: bool,
 }
 
 fn publish(topic: &str, payload: Payload) -> Request {
@@ -239,22 +242,20 @@ async fn main() -> anyhow::Result<()> {
     echo.abort();
 
     a.stop();
-    let state = state_bench(&args).await?;
-    let compute = compute::bench(&args.relay).await.context("compute")?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "state": state,
-            "compute": compute,
-            "pubsub_one_way_ms": {
-                "p50": percentile(&one_way, 0.5),
-                "p99": percentile(&one_way, 0.99),
-                "samples": one_way.len(),
-                "rate_per_s": args.rate,
-            },
-            "throughput_mb_s": bulk_total as f64 / 1e6 / secs,
-            "bulk_bytes": bulk_total,
-        })
-    );
+    let mut report = serde_json::json!({
+        "pubsub_one_way_ms": {
+            "p50": percentile(&one_way, 0.5),
+            "p99": percentile(&one_way, 0.99),
+            "samples": one_way.len(),
+            "rate_per_s": args.rate,
+        },
+        "throughput_mb_s": bulk_total as f64 / 1e6 / secs,
+        "bulk_bytes": bulk_total,
+    });
+    if !args.only_network {
+        report["state"] = state_bench(&args).await?;
+        report["compute"] = compute::bench(&args.relay).await.context("compute")?;
+    }
+    println!("{report}");
     Ok(())
 }

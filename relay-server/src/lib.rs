@@ -6,6 +6,7 @@
 //! bundles, `/peercompute.json` (bootstrap), `/status` and `/metrics`.
 
 pub mod behaviour;
+pub mod gossip_check;
 pub mod http;
 pub mod identity;
 pub mod pinning;

@@ -48,6 +48,9 @@ pub struct Stats {
     pub topics: usize,
     /// Gossipsub messages rejected as malformed.
     pub rejected_messages: u64,
+    /// Discovery and presence messages dropped as replays (older than one already seen from
+    /// their sender).
+    pub replayed_messages: u64,
     /// Documents pinned (`--state-dir`), by name; absent when the relay pins nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<BTreeMap<String, PinnedDoc>>,
@@ -70,6 +73,7 @@ impl Stats {
             circuits_total: 0,
             topics: 0,
             rejected_messages: 0,
+            replayed_messages: 0,
             pinned: None,
             sync_answer_bytes: 0,
             started_at_ms: std::time::SystemTime::now()
@@ -104,6 +108,9 @@ impl Stats {
              # HELP peercompute_relay_rejected_messages Malformed gossipsub messages rejected.\n\
              # TYPE peercompute_relay_rejected_messages counter\n\
              peercompute_relay_rejected_messages_total {}\n\
+             # HELP peercompute_relay_replayed_messages Replayed discovery and presence messages dropped.\n\
+             # TYPE peercompute_relay_replayed_messages counter\n\
+             peercompute_relay_replayed_messages_total {}\n\
              # HELP peercompute_relay_sync_answer_bytes Bytes of sync answers not yet sent.\n\
              # TYPE peercompute_relay_sync_answer_bytes gauge\n\
              peercompute_relay_sync_answer_bytes {}\n",
@@ -114,6 +121,7 @@ impl Stats {
             self.circuits_total,
             self.topics,
             self.rejected_messages,
+            self.replayed_messages,
             self.sync_answer_bytes,
         )
     }

@@ -20,10 +20,10 @@ use libp2p::{
     tcp, websocket, yamux, Multiaddr, PeerId, Swarm, Transport,
 };
 use peercompute_core::{
-    discovery::{discovery_topic, Announcement, DISCOVERY_TOPIC},
+    discovery::discovery_topic,
     limits::MAX_ROUTED_TOPICS_PER_PEER,
-    presence::{self, presence_topic, PRESENCE_TOPIC},
-    pubsub::{app_topic_name, Payload},
+    presence::presence_topic,
+    pubsub::app_topic_name,
     relay_addr::is_websocket,
     state::{
         response_budget::ResponseBudget, sync_protocol::state_topic_doc,
@@ -66,6 +66,7 @@ const MAX_WEBSOCKET_MESSAGE_BYTES: usize = 1024 * 1024;
 
 use crate::{
     behaviour::{RelayBehaviour, RelayBehaviourEvent, MAX_ROUTED_TOPICS},
+    gossip_check::{Checked, GossipCheck},
     pinning::PinnedDocs,
     stats::{PeerEntry, Stats},
     RelayConfig,
@@ -82,6 +83,8 @@ pub struct RunningSwarm {
     /// The same by peer: the routed topics each peer subscribes to (its share is bounded,
     /// and a peer that goes leaves them without a scan of every topic).
     peer_topics: HashMap<PeerId, HashSet<gossipsub::TopicHash>>,
+    /// Checks gossip bodies and drops replayed discovery and presence messages.
+    gossip_check: GossipCheck,
     /// Documents pinned with `--state-dir`.
     pinned: Option<PinnedDocs>,
     /// Sync answers handed to connections and not yet sent: bounded per peer and in all.
@@ -200,6 +203,7 @@ impl RunningSwarm {
                 metrics,
                 routed_topics: HashMap::new(),
                 peer_topics: HashMap::new(),
+                gossip_check: GossipCheck::default(),
                 pinned,
                 sync_answers: ResponseBudget::default(),
             },
@@ -375,27 +379,34 @@ impl RunningSwarm {
                 message_id,
                 message,
             } => {
-                let valid = match (message.source, message.topic.as_str()) {
-                    (Some(source), DISCOVERY_TOPIC) => {
-                        Announcement::decode(&message.data, source).is_ok()
+                let now = std::time::Instant::now();
+                let valid = match self.gossip_check.check(&message, now) {
+                    Checked::Done(MessageAcceptance::Ignore) => {
+                        stats.replayed_messages += 1;
+                        debug!(peer = %propagation_source, "dropped a replayed gossip message");
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .report_message_validation_result(
+                                &message_id,
+                                &propagation_source,
+                                MessageAcceptance::Ignore,
+                            );
+                        return;
                     }
-                    (Some(_), PRESENCE_TOPIC) => presence::decode(&message.data).is_ok(),
-                    (Some(_), t) if app_topic_name(t).is_some() => {
-                        Payload::decode(&message.data).is_ok()
-                    }
+                    Checked::Done(acceptance) => matches!(acceptance, MessageAcceptance::Accept),
                     // A state update is checked whether or not it is pinned here (a relay
                     // at its pinned-document bound does not adopt, but still forwards);
                     // pinning's `apply_broadcast` checks every update, adopted or not.
-                    (Some(_), t) => match (state_topic_doc(t), self.pinned.as_mut()) {
-                        (Some(doc), Some(pinned)) => {
+                    Checked::StateUpdate(doc) => match self.pinned.as_mut() {
+                        Some(pinned) => {
                             let ok = pinned.apply_broadcast(doc, &message.data);
                             pinned.show(stats, [doc]);
                             ok
                         }
-                        (Some(_), None) => check_update_v1(&message.data).is_ok(),
-                        (None, _) => false,
+                        None => check_update_v1(&message.data).is_ok(),
                     },
-                    _ => false,
                 };
                 let acceptance = if valid {
                     MessageAcceptance::Accept
