@@ -38,17 +38,21 @@ pub enum Payload {
 impl Payload {
     /// Validates the payload against its bounds (and JSON syntax).
     pub fn validate(&self) -> Result<(), NodeError> {
-        let len = match self {
-            Payload::Json(s) => s.len(),
-            Payload::Bytes(b) => b.len(),
-        };
+        match self {
+            Payload::Json(s) => Self::validate_body(s.len(), Some(s)),
+            Payload::Bytes(b) => Self::validate_body(b.len(), None),
+        }
+    }
+
+    /// A body of `len` bytes, JSON text if `json` is given, against the bound and the syntax.
+    fn validate_body(len: usize, json: Option<&str>) -> Result<(), NodeError> {
         if len > MAX_PUBLISH_BYTES {
             return Err(NodeError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("payload of {len} bytes exceeds the bound of {MAX_PUBLISH_BYTES}"),
             ));
         }
-        if let Payload::Json(s) = self {
+        if let Some(s) = json {
             serde_json::from_str::<serde::de::IgnoredAny>(s)
                 .map_err(|e| NodeError::new(ErrorCode::InvalidJson, e.to_string()))?;
         }
@@ -69,24 +73,34 @@ impl Payload {
 
     /// Decodes and validates an envelope received from the network.
     pub fn decode(bytes: &[u8]) -> Result<Payload, NodeError> {
+        Ok(match Self::check(bytes)? {
+            // `check` has found the body to be UTF-8 JSON.
+            (KIND_JSON, body) => Payload::Json(String::from_utf8_lossy(body).into_owned()),
+            (_, body) => Payload::Bytes(body.to_vec()),
+        })
+    }
+
+    /// Validates an envelope received from the network without copying it (the relay checks
+    /// every message it forwards); returns its kind and body.
+    pub fn check(bytes: &[u8]) -> Result<(u8, &[u8]), NodeError> {
         let (&kind, body) = bytes
             .split_first()
             .ok_or_else(|| NodeError::new(ErrorCode::BadRequest, "empty pubsub message"))?;
-        let payload = match kind {
-            KIND_JSON => Payload::Json(
-                String::from_utf8(body.to_vec())
-                    .map_err(|_| NodeError::new(ErrorCode::InvalidJson, "JSON is not UTF-8"))?,
-            ),
-            KIND_BYTES => Payload::Bytes(body.to_vec()),
+        match kind {
+            KIND_JSON => {
+                let text = std::str::from_utf8(body)
+                    .map_err(|_| NodeError::new(ErrorCode::InvalidJson, "JSON is not UTF-8"))?;
+                Self::validate_body(text.len(), Some(text))?;
+            }
+            KIND_BYTES => Self::validate_body(body.len(), None)?,
             other => {
                 return Err(NodeError::new(
                     ErrorCode::BadRequest,
                     format!("unknown payload kind {other}"),
                 ))
             }
-        };
-        payload.validate()?;
-        Ok(payload)
+        }
+        Ok((kind, body))
     }
 
     /// Size of the payload body in bytes.

@@ -61,7 +61,7 @@ impl GossipCheck {
                 presence::decode(&message.data).is_ok(),
                 Some(&mut self.presence),
             ),
-            t if app_topic_name(t).is_some() => (Payload::decode(&message.data).is_ok(), None),
+            t if app_topic_name(t).is_some() => (Payload::check(&message.data).is_ok(), None),
             t => match state_topic_doc(t) {
                 Some(doc) => return Checked::StateUpdate(doc),
                 None => (false, None),

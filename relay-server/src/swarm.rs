@@ -380,41 +380,38 @@ impl RunningSwarm {
                 message,
             } => {
                 let now = std::time::Instant::now();
-                let valid = match self.gossip_check.check(&message, now) {
-                    Checked::Done(MessageAcceptance::Ignore) => {
-                        stats.replayed_messages += 1;
-                        debug!(peer = %propagation_source, "dropped a replayed gossip message");
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .report_message_validation_result(
-                                &message_id,
-                                &propagation_source,
-                                MessageAcceptance::Ignore,
-                            );
-                        return;
+                let accept = |ok: bool| {
+                    if ok {
+                        MessageAcceptance::Accept
+                    } else {
+                        MessageAcceptance::Reject
                     }
-                    Checked::Done(acceptance) => matches!(acceptance, MessageAcceptance::Accept),
+                };
+                let acceptance = match self.gossip_check.check(&message, now) {
+                    Checked::Done(acceptance) => acceptance,
                     // A state update is checked whether or not it is pinned here (a relay
                     // at its pinned-document bound does not adopt, but still forwards);
                     // pinning's `apply_broadcast` checks every update, adopted or not.
-                    Checked::StateUpdate(doc) => match self.pinned.as_mut() {
+                    Checked::StateUpdate(doc) => accept(match self.pinned.as_mut() {
                         Some(pinned) => {
                             let ok = pinned.apply_broadcast(doc, &message.data);
                             pinned.show(stats, [doc]);
                             ok
                         }
                         None => check_update_v1(&message.data).is_ok(),
-                    },
+                    }),
                 };
-                let acceptance = if valid {
-                    MessageAcceptance::Accept
-                } else {
-                    stats.rejected_messages += 1;
-                    debug!(peer = %propagation_source, "rejected malformed gossip message");
-                    MessageAcceptance::Reject
-                };
+                match acceptance {
+                    MessageAcceptance::Reject => {
+                        stats.rejected_messages += 1;
+                        debug!(peer = %propagation_source, "rejected malformed gossip message");
+                    }
+                    MessageAcceptance::Ignore => {
+                        stats.replayed_messages += 1;
+                        debug!(peer = %propagation_source, "dropped a replayed gossip message");
+                    }
+                    MessageAcceptance::Accept => {}
+                }
                 let _ = self
                     .swarm
                     .behaviour_mut()
