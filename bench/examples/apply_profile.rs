@@ -46,6 +46,7 @@ fn main() {
         json.len() / 1024
     );
     yrs_floor();
+    yrs_remote_floor(&updates);
     yrs_newcomer_floor(&state);
 }
 
@@ -88,4 +89,37 @@ fn yrs_floor() {
         }
     }
     println!("yrs floor {:?}", t.elapsed());
+}
+
+/// The remote floor: the same updates applied by bare yrs (GC off) to a replica whose observer
+/// reads each changed key's value, as the `yjs` baseline's does.
+fn yrs_remote_floor(updates: &[Vec<u8>]) {
+    use yrs::{
+        types::map::MapEvent, updates::decoder::Decode, Doc, Map, Observable, Options, Transact,
+        Update,
+    };
+    let doc = Doc::with_options(Options {
+        skip_gc: true,
+        ..Options::default()
+    });
+    let root = doc.get_or_insert_map("root");
+    let reported = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = reported.clone();
+    let observed = root.clone();
+    root.observe("floor", move |txn, e: &MapEvent| {
+        for key in e.keys(txn).keys() {
+            std::hint::black_box(observed.get(txn, key));
+            r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let t = Instant::now();
+    for u in updates {
+        let update = Update::decode_v1(u).expect("decode");
+        doc.transact_mut().apply_update(update).expect("apply");
+    }
+    println!(
+        "yrs remote floor {:?} ({} keys reported)",
+        t.elapsed(),
+        reported.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }

@@ -18,6 +18,9 @@ pub const MAX_ROUTED_TOPICS: usize = 4096;
 /// Most of those one peer's subscriptions make a relay route: a node's own bound
 /// ([`MAX_NODE_APP_TOPICS`]) plus its documents, so a few peers cannot take them all.
 pub const MAX_ROUTED_TOPICS_PER_PEER: usize = MAX_NODE_APP_TOPICS + MAX_OPEN_DOCS;
+/// Most of those the peers of one IP address make a relay route: peer ids cost nothing, so
+/// one machine could otherwise take them all as a few peers. Half: the rest stays for others.
+pub const MAX_ROUTED_TOPICS_PER_IP: usize = MAX_ROUTED_TOPICS / 2;
 /// Most gossipsub topics a node or relay keeps track of per peer. A relay announces every
 /// topic it routes (and the two internal ones) to each node in one message, which must not
 /// pass this, or the node would ignore all of it and could no longer publish.
@@ -107,3 +110,5 @@ pub const MAX_RUNNING_CHUNKS: usize = 256;
 
 // A node must take the whole subscription message a relay sends on connect.
 const _: () = assert!(MAX_PEER_TOPICS >= MAX_ROUTED_TOPICS + 2);
+// One node alone must be able to reach its own share from one address.
+const _: () = assert!(MAX_ROUTED_TOPICS_PER_IP >= MAX_ROUTED_TOPICS_PER_PEER);

@@ -2,6 +2,7 @@
 
 use std::{num::NonZeroU32, time::Duration};
 
+use crate::ip_limit::ConnectionsPerIp;
 use libp2p::{
     connection_limits::{self, ConnectionLimits},
     identify,
@@ -25,6 +26,8 @@ pub use peercompute_core::limits::MAX_ROUTED_TOPICS;
 pub struct RelayBehaviour {
     /// Refuses connections beyond the bounds above.
     pub limits: connection_limits::Behaviour,
+    /// Refuses connections from an address that holds its share already.
+    pub per_ip: ConnectionsPerIp,
     /// Circuit relay v2 server.
     pub relay: relay::Behaviour,
     /// Identify.
@@ -62,10 +65,12 @@ pub fn relay_config() -> relay::Config {
 }
 
 impl RelayBehaviour {
-    /// Builds the relay behaviour; `pinning` adds the state-sync protocol.
+    /// Builds the relay behaviour; `pinning` adds the state-sync protocol, and
+    /// `max_connections_per_ip` bounds each remote address (0: no bound).
     pub fn new(
         key: &Keypair,
         pinning: bool,
+        max_connections_per_ip: u32,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let peer_id = key.public().to_peer_id();
         Ok(RelayBehaviour {
@@ -75,6 +80,7 @@ impl RelayBehaviour {
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
                     .with_max_pending_incoming(Some(256)),
             ),
+            per_ip: ConnectionsPerIp::new(max_connections_per_ip),
             relay: relay::Behaviour::new(peer_id, relay_config()),
             identify: identify_behaviour(
                 key,

@@ -9,7 +9,9 @@ pub mod behaviour;
 pub mod gossip_check;
 pub mod http;
 pub mod identity;
+pub mod ip_limit;
 pub mod pinning;
+pub mod routed_topics;
 pub mod signing;
 pub mod stats;
 pub mod swarm;
@@ -44,6 +46,9 @@ pub struct RelayConfig {
     pub status_addresses: bool,
     /// The network's root public key (hex), published in `/peercompute.json`.
     pub root_public_key: Option<String>,
+    /// Most connections one remote IP address may hold (`--max-connections-per-ip`); 0: no
+    /// bound.
+    pub max_connections_per_ip: u32,
 }
 
 /// A running relay.

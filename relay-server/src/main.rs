@@ -55,6 +55,11 @@ struct Cli {
     /// The root public key as 64 hex digits, when the key file stays offline.
     #[arg(long)]
     root_public_key: Option<String>,
+    /// Most connections one remote IP address may hold (a browser node needs one). Peer ids
+    /// cost nothing, so this is what keeps one machine from taking every slot. Behind a
+    /// reverse proxy every connection comes from the proxy: raise it, or 0 for no bound.
+    #[arg(long, default_value_t = relay_server::ip_limit::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: u32,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -150,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         max_pinned_bytes: usize::try_from(cli.max_pinned_bytes).unwrap_or(usize::MAX),
         status_addresses: cli.status_addresses,
         root_public_key,
+        max_connections_per_ip: cli.max_connections_per_ip,
     })
     .await?;
     // One machine-readable line on stdout: tests and scripts wait for it instead of sleeping.

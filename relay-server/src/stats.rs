@@ -51,6 +51,8 @@ pub struct Stats {
     /// Discovery and presence messages dropped as replays (older than one already seen from
     /// their sender).
     pub replayed_messages: u64,
+    /// Connections refused because their IP address held `--max-connections-per-ip` already.
+    pub refused_connections_per_ip: u64,
     /// Documents pinned (`--state-dir`), by name; absent when the relay pins nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<BTreeMap<String, PinnedDoc>>,
@@ -74,6 +76,7 @@ impl Stats {
             topics: 0,
             rejected_messages: 0,
             replayed_messages: 0,
+            refused_connections_per_ip: 0,
             pinned: None,
             sync_answer_bytes: 0,
             started_at_ms: std::time::SystemTime::now()
@@ -111,6 +114,9 @@ impl Stats {
              # HELP peercompute_relay_replayed_messages Replayed discovery and presence messages dropped.\n\
              # TYPE peercompute_relay_replayed_messages counter\n\
              peercompute_relay_replayed_messages_total {}\n\
+             # HELP peercompute_relay_refused_connections_per_ip Connections refused: their address held its share.\n\
+             # TYPE peercompute_relay_refused_connections_per_ip counter\n\
+             peercompute_relay_refused_connections_per_ip_total {}\n\
              # HELP peercompute_relay_sync_answer_bytes Bytes of sync answers not yet sent.\n\
              # TYPE peercompute_relay_sync_answer_bytes gauge\n\
              peercompute_relay_sync_answer_bytes {}\n",
@@ -122,6 +128,7 @@ impl Stats {
             self.topics,
             self.rejected_messages,
             self.replayed_messages,
+            self.refused_connections_per_ip,
             self.sync_answer_bytes,
         )
     }

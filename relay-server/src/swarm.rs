@@ -1,27 +1,23 @@
 //! The relay's swarm and its event loop.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::{
     core::upgrade,
+    core::ConnectedPoint,
     gossipsub::{self, MessageAcceptance},
     identify,
     identity::Keypair,
     metrics::{Metrics, Recorder},
     multiaddr::Protocol,
     noise, relay, request_response,
-    swarm::SwarmEvent,
+    swarm::{ListenError, SwarmEvent},
     tcp, websocket, yamux, Multiaddr, PeerId, Swarm, Transport,
 };
 use peercompute_core::{
     discovery::discovery_topic,
-    limits::MAX_ROUTED_TOPICS_PER_PEER,
     presence::presence_topic,
     pubsub::app_topic_name,
     relay_addr::is_websocket,
@@ -65,9 +61,11 @@ fn advertised(configured: &Multiaddr, bound: &Multiaddr) -> Multiaddr {
 const MAX_WEBSOCKET_MESSAGE_BYTES: usize = 1024 * 1024;
 
 use crate::{
-    behaviour::{RelayBehaviour, RelayBehaviourEvent, MAX_ROUTED_TOPICS},
+    behaviour::{RelayBehaviour, RelayBehaviourEvent},
     gossip_check::{Checked, GossipCheck},
+    ip_limit::{ip_of, TooManyFromIp},
     pinning::PinnedDocs,
+    routed_topics::{Admission, RoutedTopics},
     stats::{PeerEntry, Stats},
     RelayConfig,
 };
@@ -77,12 +75,11 @@ pub struct RunningSwarm {
     swarm: Swarm<RelayBehaviour>,
     stats: Arc<Mutex<Stats>>,
     metrics: Metrics,
-    /// Application and document topics routed here, each with the peers subscribed to it: a
-    /// topic is left once none is (so topics cannot pile up past the bound for good).
-    routed_topics: HashMap<gossipsub::TopicHash, HashSet<PeerId>>,
-    /// The same by peer: the routed topics each peer subscribes to (its share is bounded,
-    /// and a peer that goes leaves them without a scan of every topic).
-    peer_topics: HashMap<PeerId, HashSet<gossipsub::TopicHash>>,
+    /// Application and document topics routed here, with who made the relay route them.
+    routed_topics: RoutedTopics,
+    /// The remote address of each connected peer (its latest connection's): what its
+    /// routed topics count against.
+    peer_ips: HashMap<PeerId, IpAddr>,
     /// Checks gossip bodies and drops replayed discovery and presence messages.
     gossip_check: GossipCheck,
     /// Documents pinned with `--state-dir`.
@@ -140,7 +137,7 @@ impl RunningSwarm {
                 )
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .with_behaviour(|key| RelayBehaviour::new(key, pinning))
+            .with_behaviour(|key| RelayBehaviour::new(key, pinning, config.max_connections_per_ip))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
@@ -201,8 +198,8 @@ impl RunningSwarm {
                 swarm,
                 stats,
                 metrics,
-                routed_topics: HashMap::new(),
-                peer_topics: HashMap::new(),
+                routed_topics: RoutedTopics::default(),
+                peer_ips: HashMap::new(),
                 gossip_check: GossipCheck::default(),
                 pinned,
                 sync_answers: ResponseBudget::default(),
@@ -241,6 +238,11 @@ impl RunningSwarm {
                     });
                 entry.connections += 1;
                 entry.addr = endpoint.get_remote_address().to_string();
+                if let ConnectedPoint::Listener { send_back_addr, .. } = &endpoint {
+                    if let Some(ip) = ip_of(send_back_addr) {
+                        self.peer_ips.insert(peer_id, ip);
+                    }
+                }
                 debug!(peer = %peer_id, "connected");
             }
             SwarmEvent::ConnectionClosed {
@@ -251,14 +253,23 @@ impl RunningSwarm {
                 stats.connections = stats.connections.saturating_sub(1);
                 if num_established == 0 {
                     stats.peers.remove(&peer_id.to_string());
+                    self.peer_ips.remove(&peer_id);
                     // Gossipsub reports no unsubscribe for a peer that is gone.
-                    for topic in self.peer_topics.remove(&peer_id).unwrap_or_default() {
-                        self.unroute(&topic, &peer_id, &mut stats);
+                    for topic in self.routed_topics.remove_peer(&peer_id) {
+                        self.leave(&topic, &mut stats);
                     }
                 } else if let Some(e) = stats.peers.get_mut(&peer_id.to_string()) {
                     e.connections = num_established;
                 }
                 debug!(peer = %peer_id, "disconnected");
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } if cause.downcast_ref::<TooManyFromIp>().is_some() => {
+                stats.refused_connections_per_ip += 1;
+                debug!(from = %send_back_addr, "refused: {cause}");
             }
             SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => {
                 self.metrics.record(&event);
@@ -317,28 +328,16 @@ impl RunningSwarm {
                 self.on_state_sync(event, &mut stats)
             }
             SwarmEvent::Behaviour(RelayBehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(RelayBehaviourEvent::PerIp(never)) => match never {},
             _ => {}
         }
     }
 
-    /// `peer` no longer wants `topic`; the relay leaves it once nobody does.
-    fn unroute(&mut self, topic: &gossipsub::TopicHash, peer: &PeerId, stats: &mut Stats) {
-        if let Some(topics) = self.peer_topics.get_mut(peer) {
-            topics.remove(topic);
-            if topics.is_empty() {
-                self.peer_topics.remove(peer);
-            }
-        }
-        let Some(peers) = self.routed_topics.get_mut(topic) else {
-            return;
-        };
-        peers.remove(peer);
-        if peers.is_empty() {
-            self.routed_topics.remove(topic);
-            let t = gossipsub::IdentTopic::new(topic.as_str());
-            self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
-            stats.topics = self.routed_topics.len();
-        }
+    /// The relay leaves `topic`: nobody wants it any more.
+    fn leave(&mut self, topic: &gossipsub::TopicHash, stats: &mut Stats) {
+        let t = gossipsub::IdentTopic::new(topic.as_str());
+        self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
+        stats.topics = self.routed_topics.len();
     }
 
     fn on_gossip(&mut self, event: gossipsub::Event, stats: &mut Stats) {
@@ -350,29 +349,28 @@ impl RunningSwarm {
                 if app_topic_name(topic.as_str()).is_some()
                     || state_topic_doc(topic.as_str()).is_some() =>
             {
-                let share = self.peer_topics.get(&peer_id).map_or(0, HashSet::len);
-                if let Some(peers) = self.routed_topics.get_mut(&topic) {
-                    peers.insert(peer_id);
-                } else if self.routed_topics.len() < MAX_ROUTED_TOPICS
-                    && share < MAX_ROUTED_TOPICS_PER_PEER
-                {
-                    let t = gossipsub::IdentTopic::new(topic.as_str());
-                    if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_err() {
+                let ip = self.peer_ips.get(&peer_id).copied();
+                match self.routed_topics.admit(&peer_id, ip, &topic) {
+                    Admission::Join => {}
+                    Admission::Route => {
+                        let t = gossipsub::IdentTopic::new(topic.as_str());
+                        if self.swarm.behaviour_mut().gossipsub.subscribe(&t).is_err() {
+                            return;
+                        }
+                    }
+                    Admission::Refuse => {
+                        debug!(peer = %peer_id, topic = %topic, "not routing another topic");
                         return;
                     }
-                    self.routed_topics
-                        .insert(topic.clone(), HashSet::from([peer_id]));
-                    stats.topics = self.routed_topics.len();
-                } else {
-                    // Past the bound or this peer's share. A refused subscription is not kept:
-                    // if another peer's later routes the topic, this one is not counted.
-                    debug!(peer = %peer_id, topic = %topic, "not routing another topic");
-                    return;
                 }
-                self.peer_topics.entry(peer_id).or_default().insert(topic);
+                self.routed_topics.add(peer_id, ip, topic);
+                stats.topics = self.routed_topics.len();
             }
-            gossipsub::Event::Unsubscribed { peer_id, topic } => {
-                self.unroute(&topic, &peer_id, stats)
+            // The guard records the unsubscription; the arm runs when nobody wants it now.
+            gossipsub::Event::Unsubscribed { peer_id, topic }
+                if self.routed_topics.remove(&peer_id, &topic) =>
+            {
+                self.leave(&topic, stats)
             }
             gossipsub::Event::Message {
                 propagation_source,

@@ -138,6 +138,7 @@ async fn nodes_reconnect_after_the_relay_restarts() {
         max_pinned_bytes: usize::MAX,
         status_addresses: false,
         root_public_key: None,
+        max_connections_per_ip: relay_server::ip_limit::DEFAULT_MAX_CONNECTIONS_PER_IP,
     })
     .await
     .expect("relay restarts");
@@ -206,16 +207,25 @@ async fn unreachable_relay_times_out_with_a_code() {
     assert!(!s.online && s.relays.len() == 1);
 }
 
+/// The body of the relay's HTTP answer at `path`.
+async fn http_get(relay: &RelayHandle, path: &str) -> String {
+    reqwest::get(format!("http://{}{path}", relay.http_addr))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The relay's HTTP answer at `path`, as JSON.
+async fn http_json(relay: &RelayHandle, path: &str) -> serde_json::Value {
+    serde_json::from_str(&http_get(relay, path).await).expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_answer() {
     let relay = relay("http").await;
-    let base = format!("http://{}", relay.http_addr);
-    let boot: serde_json::Value = reqwest::get(format!("{base}/peercompute.json"))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let boot = http_json(&relay, "/peercompute.json").await;
     let relays = boot["relays"].as_array().expect("relays");
     assert!(!relays.is_empty());
     assert!(
@@ -226,12 +236,7 @@ async fn http_endpoints_answer() {
         .iter()
         .all(|r| r.as_str().is_some_and(|s| s.contains("/ws/p2p/"))));
     let _a = node(&relay).await;
-    let status: serde_json::Value = reqwest::get(format!("{base}/status"))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let status = http_json(&relay, "/status").await;
     assert_eq!(status["connections"], 1);
     assert_eq!(status["reservations"].as_array().map(Vec::len), Some(1));
     let peers = status["peers"].as_object().expect("peers");
@@ -240,12 +245,7 @@ async fn http_endpoints_answer() {
         peers.values().all(|p| p.get("addr").is_none()),
         "no IP addresses without --status-addresses: {status}"
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let metrics = http_get(&relay, "/metrics").await;
     assert!(
         metrics.contains("peercompute_relay_reservations 1"),
         "{metrics}"
@@ -476,18 +476,6 @@ async fn routed_topics_are_left_when_their_last_subscriber_goes() {
     };
     let mut a = common::node_with(Some(&relay), MemoryStore::default(), no_linger.clone()).await;
     let mut b = common::node_with(Some(&relay), MemoryStore::default(), no_linger).await;
-    let routed = |n: usize| {
-        let relay = &relay;
-        async move {
-            timeout(T, async {
-                while relay.stats.lock().await.topics != n {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{n} routed topic(s)"));
-        }
-    };
     for n in [&mut a, &mut b] {
         n.request(Request::Subscribe {
             topic: "chat".into(),
@@ -500,13 +488,13 @@ async fn routed_topics_are_left_when_their_last_subscriber_goes() {
     })
     .await
     .expect("subscribe");
-    routed(2).await;
+    routed(&relay, 2).await;
     a.request(Request::Unsubscribe {
         topic: "only-a".into(),
     })
     .await
     .expect("unsubscribe");
-    routed(1).await;
+    routed(&relay, 1).await;
     a.stop();
     // Once the relay has seen `a` go, `b` still wants `chat`.
     timeout(T, async {
@@ -518,8 +506,51 @@ async fn routed_topics_are_left_when_their_last_subscriber_goes() {
     .expect("a is gone");
     assert_eq!(relay.stats.lock().await.topics, 1);
     b.stop();
-    routed(0).await;
+    routed(&relay, 0).await;
     relay.stop().await;
+}
+
+/// A raw swarm on `relay`, subscribed to `count` topics named `{prefix}-{i}` before it dials
+/// (so they reach the relay together, at connect); it runs until the handle is aborted.
+async fn greedy_peer(
+    relay: &RelayHandle,
+    prefix: &str,
+    count: usize,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    let mut greedy = peercompute_core::transport::build_swarm(
+        Keypair::generate_ed25519(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("swarm");
+    for i in 0..count {
+        greedy
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&peercompute_core::pubsub::app_topic(&format!(
+                "{prefix}-{i}"
+            )))
+            .expect("subscribe");
+    }
+    greedy.dial(relay.dialable[0].clone()).expect("dial");
+    tokio::spawn(async move {
+        loop {
+            greedy.select_next_some().await;
+        }
+    })
+}
+
+/// Waits until the relay routes exactly `n` topics.
+async fn routed(relay: &RelayHandle, n: usize) {
+    let reached = timeout(T, async {
+        while relay.stats.lock().await.topics != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let now = relay.stats.lock().await.topics;
+    assert!(reached.is_ok(), "{now} routed topics, expected {n}");
 }
 
 /// One peer's subscriptions make the relay route at most its share of topics, so a few peers
@@ -528,58 +559,93 @@ async fn routed_topics_are_left_when_their_last_subscriber_goes() {
 /// 16 KiB of control data) and can publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_peer_cannot_take_every_routed_topic() {
-    use futures::StreamExt;
-    use peercompute_core::{limits::MAX_ROUTED_TOPICS_PER_PEER, pubsub::app_topic};
+    use peercompute_core::limits::MAX_ROUTED_TOPICS_PER_PEER;
 
     let relay = relay("topic-share").await;
-    let mut greedy = peercompute_core::transport::build_swarm(
-        Keypair::generate_ed25519(),
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("swarm");
-    for i in 0..MAX_ROUTED_TOPICS_PER_PEER + 50 {
-        greedy
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&app_topic(&format!("t{i}")))
-            .expect("subscribe");
-    }
-    greedy.dial(relay.dialable[0].clone()).expect("dial");
-    let driver = tokio::spawn(async move {
-        loop {
-            greedy.select_next_some().await;
-        }
-    });
-    let routed = |n: usize| {
-        let relay = &relay;
-        async move {
-            let reached = timeout(T, async {
-                while relay.stats.lock().await.topics < n {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await;
-            let now = relay.stats.lock().await.topics;
-            assert!(reached.is_ok(), "{now} routed topics, expected {n}");
-            now
-        }
-    };
-    assert_eq!(
-        routed(MAX_ROUTED_TOPICS_PER_PEER).await,
-        MAX_ROUTED_TOPICS_PER_PEER
-    );
+    let driver = greedy_peer(&relay, "t", MAX_ROUTED_TOPICS_PER_PEER + 50).await;
+    routed(&relay, MAX_ROUTED_TOPICS_PER_PEER).await;
     // Two nodes connecting now get the relay's whole topic list, route their own topic and
     // exchange messages on it.
     let (mut a, mut b) = chat_pair(&relay).await;
-    assert_eq!(
-        routed(MAX_ROUTED_TOPICS_PER_PEER + 1).await,
-        MAX_ROUTED_TOPICS_PER_PEER + 1
-    );
+    routed(&relay, MAX_ROUTED_TOPICS_PER_PEER + 1).await;
     let e = publish_until_received(&mut a, &mut b, "past the hello").await;
     assert!(
         matches!(&e, Event::Message { payload: Payload::Json(j), .. } if j.contains("past the hello"))
     );
     driver.abort();
+    relay.stop().await;
+}
+
+/// One address holds at most `--max-connections-per-ip` connections: peer ids cost nothing,
+/// so per-peer bounds alone would let one machine take every slot. A refused node is told
+/// `CONNECT_TIMEOUT`, keeps retrying, and gets in once a slot frees; `/status` counts the
+/// refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let relay = common::relay_with("per-ip", None, 2).await;
+    let a = node(&relay).await;
+    let _b = node(&relay).await;
+    let mut c = NativeNode::spawn(Keypair::generate_ed25519(), NodeConfig::default())
+        .await
+        .expect("node");
+    let err = c
+        .request(Request::Connect {
+            relays: vec![relay.dialable[0].to_string()],
+            timeout_ms: Some(1500),
+            wait: true,
+            root_key: None,
+        })
+        .await
+        .expect_err("a third connection from 127.0.0.1 is refused");
+    assert_eq!(err.code.as_str(), "CONNECT_TIMEOUT");
+    {
+        let stats = relay.stats.lock().await;
+        assert!(stats.refused_connections_per_ip >= 1);
+        assert_eq!(stats.peers.len(), 2);
+        assert!(!stats.peers.contains_key(&c.peer_id().to_string()));
+    }
+    // What an operator sees.
+    let status = http_json(&relay, "/status").await;
+    assert!(
+        status["refusedConnectionsPerIp"].as_u64() >= Some(1),
+        "{status}"
+    );
+    let metrics = http_get(&relay, "/metrics").await;
+    assert!(
+        metrics.contains("\npeercompute_relay_refused_connections_per_ip_total "),
+        "{metrics}"
+    );
+    a.stop();
+    // c's retries (backoff of at most 3 s) take the freed slot.
+    wait_for(&mut c, |e| matches!(e, Event::Status(s) if s.online)).await;
+    assert!(relay
+        .stats
+        .lock()
+        .await
+        .peers
+        .contains_key(&c.peer_id().to_string()));
+    relay.stop().await;
+}
+
+/// The peers of one address make the relay route at most half its topics, however many peer
+/// ids they use: a second greedy peer from 127.0.0.1 gets only what is left of that share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_one_address_share_its_routed_topics() {
+    use peercompute_core::limits::{MAX_ROUTED_TOPICS_PER_IP, MAX_ROUTED_TOPICS_PER_PEER};
+
+    let relay = relay("topic-share-ip").await;
+    let first = greedy_peer(&relay, "first", MAX_ROUTED_TOPICS_PER_PEER + 50).await;
+    routed(&relay, MAX_ROUTED_TOPICS_PER_PEER).await;
+    let second = greedy_peer(&relay, "second", MAX_ROUTED_TOPICS_PER_PEER + 50).await;
+    routed(&relay, MAX_ROUTED_TOPICS_PER_IP).await;
+    // The first one goes: what is left is the second's part of the share, not its own bound
+    // (which would leave MAX_ROUTED_TOPICS_PER_PEER routed).
+    first.abort();
+    routed(
+        &relay,
+        MAX_ROUTED_TOPICS_PER_IP - MAX_ROUTED_TOPICS_PER_PEER,
+    )
+    .await;
+    second.abort();
     relay.stop().await;
 }

@@ -24,6 +24,7 @@ fn config(
         max_pinned_bytes: usize::MAX,
         status_addresses: false,
         root_public_key: None,
+        max_connections_per_ip: relay_server::ip_limit::DEFAULT_MAX_CONNECTIONS_PER_IP,
     }
 }
 

@@ -84,6 +84,20 @@ pub(crate) async fn relay_with_state(
     name: &str,
     state_dir: Option<std::path::PathBuf>,
 ) -> RelayHandle {
+    relay_with(
+        name,
+        state_dir,
+        relay_server::ip_limit::DEFAULT_MAX_CONNECTIONS_PER_IP,
+    )
+    .await
+}
+
+/// Like [`relay_with_state`], with at most `max_connections_per_ip` connections per address.
+pub(crate) async fn relay_with(
+    name: &str,
+    state_dir: Option<std::path::PathBuf>,
+    max_connections_per_ip: u32,
+) -> RelayHandle {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -100,6 +114,7 @@ pub(crate) async fn relay_with_state(
         max_pinned_bytes: usize::MAX,
         status_addresses: false,
         root_public_key: None,
+        max_connections_per_ip,
     })
     .await
     .expect("relay starts")
