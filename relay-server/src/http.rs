@@ -1,6 +1,12 @@
 //! The relay's HTTP server: the app's files and its bootstrap, status and metrics endpoints.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex as StdMutex},
+    time::Duration,
+};
 
 use axum::{
     extract::State,
@@ -70,6 +76,9 @@ pub struct HttpLimits {
     /// Longest a connection lives, so clients that ask for a large file and never read it
     /// cannot hold the connection slots either.
     pub max_lifetime: Duration,
+    /// Connections one remote address may hold (0: no bound); past it, new ones from there
+    /// are closed at once, so one machine cannot hold every slot.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for HttpLimits {
@@ -78,6 +87,45 @@ impl Default for HttpLimits {
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
             max_lifetime: Duration::from_secs(300),
+            max_connections_per_ip: crate::ip_limit::DEFAULT_MAX_CONNECTIONS_PER_IP as usize,
+        }
+    }
+}
+
+/// One connection's place in its address's share; given back when dropped.
+struct IpSlot {
+    ip: IpAddr,
+    held: Arc<StdMutex<HashMap<IpAddr, usize>>>,
+}
+
+impl IpSlot {
+    /// A place for a connection from `ip`, unless it holds `limit` already (0: no bound).
+    fn take(
+        held: &Arc<StdMutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<Self> {
+        let mut map = held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if limit > 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            held: held.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
         }
     }
 }
@@ -96,6 +144,7 @@ pub async fn serve(
     mut stop: oneshot::Receiver<()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(StdMutex::new(HashMap::new()));
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -105,7 +154,13 @@ pub async fn serve(
         let tcp = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok((tcp, remote)) => match IpSlot::take(&per_ip, remote.ip(), limits.max_connections_per_ip) {
+                    Some(slot) => (tcp, slot),
+                    None => {
+                        tracing::debug!("HTTP connection from {remote} refused: its address holds {} already", limits.max_connections_per_ip);
+                        continue;
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors, most likely: wait instead of spinning.
                     tracing::debug!("accepting an HTTP connection failed: {e}");
@@ -114,10 +169,11 @@ pub async fn serve(
                 }
             },
         };
+        let (tcp, slot) = tcp;
         without_nagle(&tcp);
         let service = TowerToHyperService::new(app.clone());
         connections.spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
@@ -371,6 +427,7 @@ mod tests {
             max_connections: 8,
             header_timeout: Duration::from_secs(60),
             max_lifetime: Duration::from_millis(300),
+            ..HttpLimits::default()
         };
         let (addr, _stop) = served(app(None), limits).await;
         let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -402,6 +459,7 @@ mod tests {
             max_connections: 2,
             header_timeout: Duration::from_millis(300),
             max_lifetime: Duration::from_secs(60),
+            ..HttpLimits::default()
         };
         let (addr, _stop) = served(app(None), limits).await;
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -427,6 +485,40 @@ mod tests {
             let read = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest));
             assert!(read.await.is_ok(), "closed by the server");
         }
+    }
+
+    /// An address that holds its share of connections gets no more (they are closed at once),
+    /// until one of its own closes.
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_share_of_connections() {
+        use tokio::io::AsyncReadExt;
+        let limits = HttpLimits {
+            max_connections_per_ip: 1,
+            ..HttpLimits::default()
+        };
+        let (addr, _stop) = served(app(None), limits).await;
+        let held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server has taken `held` once a second connection is refused: it is closed
+        // without an answer.
+        let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut rest));
+        assert!(
+            matches!(read.await, Ok(Ok(0)) | Ok(Err(_))),
+            "refused: {rest:?}"
+        );
+        drop(held);
+        // Once the server has seen `held` go, the address is served again.
+        let served = async {
+            loop {
+                if let Ok(r) = reqwest::get(format!("http://{addr}/status")).await {
+                    return r.status();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let status = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert_eq!(status.unwrap(), StatusCode::OK);
     }
 
     /// A browser that accepts brotli or gzip gets the build's precompressed copy, labelled as

@@ -46,8 +46,8 @@ pub struct RelayConfig {
     pub status_addresses: bool,
     /// The network's root public key (hex), published in `/peercompute.json`.
     pub root_public_key: Option<String>,
-    /// Most connections one remote IP address may hold (`--max-connections-per-ip`); 0: no
-    /// bound.
+    /// Most connections one remote IP address may hold, libp2p and HTTP each
+    /// (`--max-connections-per-ip`); 0: no bound.
     pub max_connections_per_ip: u32,
 }
 
@@ -107,7 +107,10 @@ pub async fn start(config: RelayConfig) -> anyhow::Result<RelayHandle> {
         let http = tokio::spawn(http::serve(
             listener,
             app,
-            http::HttpLimits::default(),
+            http::HttpLimits {
+                max_connections_per_ip: config.max_connections_per_ip as usize,
+                ..http::HttpLimits::default()
+            },
             stop_http_rx,
         ));
         running.run(shutdown_rx).await;
