@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod ip_limit;
 pub mod pinning;
+pub mod reservations;
 pub mod routed_topics;
 pub mod signing;
 pub mod stats;

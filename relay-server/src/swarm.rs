@@ -65,6 +65,7 @@ use crate::{
     gossip_check::{Checked, GossipCheck},
     ip_limit::{ip_of, TooManyFromIp},
     pinning::PinnedDocs,
+    reservations::Reservations,
     routed_topics::{Admission, RoutedTopics},
     stats::{PeerEntry, Stats},
     RelayConfig,
@@ -77,6 +78,8 @@ pub struct RunningSwarm {
     metrics: Metrics,
     /// Application and document topics routed here, with who made the relay route them.
     routed_topics: RoutedTopics,
+    /// Which connection of which peer holds a reservation (for `/status`).
+    reservations: Reservations,
     /// The remote address of each connected peer (its latest connection's): what its
     /// routed topics count against.
     peer_ips: HashMap<PeerId, IpAddr>,
@@ -200,6 +203,7 @@ impl RunningSwarm {
                 metrics,
                 routed_topics: RoutedTopics::default(),
                 peer_ips: HashMap::new(),
+                reservations: Reservations::default(),
                 gossip_check: GossipCheck::default(),
                 pinned,
                 sync_answers: ResponseBudget::default(),
@@ -225,9 +229,13 @@ impl RunningSwarm {
         let mut stats = stats.lock().await;
         match event {
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
                 stats.connections += 1;
+                self.reservations.connected(peer_id, connection_id);
                 let entry = stats
                     .peers
                     .entry(peer_id.to_string())
@@ -247,10 +255,13 @@ impl RunningSwarm {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
                 stats.connections = stats.connections.saturating_sub(1);
+                self.reservations.closed(&peer_id, connection_id);
+                self.show_reservation(&peer_id, &mut stats);
                 if num_established == 0 {
                     stats.peers.remove(&peer_id.to_string());
                     self.peer_ips.remove(&peer_id);
@@ -274,17 +285,19 @@ impl RunningSwarm {
             SwarmEvent::Behaviour(RelayBehaviourEvent::Relay(event)) => {
                 self.metrics.record(&event);
                 match event {
-                    relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-                        stats.reservations.insert(src_peer_id.to_string());
+                    relay::Event::ReservationReqAccepted {
+                        src_peer_id,
+                        renewed,
+                    } => {
+                        self.reservations.reserved(&src_peer_id, renewed);
+                        self.show_reservation(&src_peer_id, &mut stats);
                     }
-                    // Reported for every closed connection of a peer, reservation or not: one
-                    // that closes after the peer reserved again on a newer connection ends
-                    // nothing.
-                    relay::Event::ReservationClosed { src_peer_id }
-                        if stats.peers.contains_key(&src_peer_id.to_string()) => {}
-                    relay::Event::ReservationClosed { src_peer_id }
-                    | relay::Event::ReservationTimedOut { src_peer_id } => {
-                        stats.reservations.remove(&src_peer_id.to_string());
+                    // Reported for every closed connection of a peer, reservation or not:
+                    // `self.reservations` has seen the connection close already.
+                    relay::Event::ReservationClosed { .. } => {}
+                    relay::Event::ReservationTimedOut { src_peer_id } => {
+                        self.reservations.timed_out(&src_peer_id);
+                        self.show_reservation(&src_peer_id, &mut stats);
                     }
                     relay::Event::CircuitReqAccepted {
                         src_peer_id,
@@ -330,6 +343,15 @@ impl RunningSwarm {
             SwarmEvent::Behaviour(RelayBehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::Behaviour(RelayBehaviourEvent::PerIp(never)) => match never {},
             _ => {}
+        }
+    }
+
+    /// `/status` lists `peer` among the reservations when it holds one.
+    fn show_reservation(&self, peer: &PeerId, stats: &mut Stats) {
+        if self.reservations.holds(peer) {
+            stats.reservations.insert(peer.to_string());
+        } else {
+            stats.reservations.remove(&peer.to_string());
         }
     }
 

@@ -576,6 +576,18 @@ async fn one_peer_cannot_take_every_routed_topic() {
     relay.stop().await;
 }
 
+/// Waits until `/status` lists `peer` among the reservations, or not (`held`). The relay
+/// records a reservation once its answer is sent, which the node may read first.
+async fn shows_reservation(relay: &RelayHandle, peer: &str, held: bool) {
+    timeout(T, async {
+        while relay.stats.lock().await.reservations.contains(peer) != held {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("reservation of {peer} shown: {}", !held));
+}
+
 /// One address holds at most `--max-connections-per-ip` connections: peer ids cost nothing,
 /// so per-peer bounds alone would let one machine take every slot. A refused node is told
 /// `CONNECT_TIMEOUT`, keeps retrying, and gets in once a slot frees; `/status` counts the
@@ -615,15 +627,13 @@ async fn one_address_holds_at_most_its_share_of_connections() {
         metrics.contains("\npeercompute_relay_refused_connections_per_ip_total "),
         "{metrics}"
     );
+    let a_id = a.peer_id().to_string();
+    shows_reservation(&relay, &a_id, true).await;
     a.stop();
-    // c's retries (backoff of at most 3 s) take the freed slot.
+    // c's retries (backoff of at most 3 s) take the freed slot; a's reservation went with it.
     wait_for(&mut c, |e| matches!(e, Event::Status(s) if s.online)).await;
-    assert!(relay
-        .stats
-        .lock()
-        .await
-        .peers
-        .contains_key(&c.peer_id().to_string()));
+    shows_reservation(&relay, &c.peer_id().to_string(), true).await;
+    shows_reservation(&relay, &a_id, false).await;
     relay.stop().await;
 }
 
