@@ -55,10 +55,10 @@ struct Cli {
     /// The root public key as 64 hex digits, when the key file stays offline.
     #[arg(long)]
     root_public_key: Option<String>,
-    /// Most connections one remote IP address may hold, libp2p and HTTP each (a browser node
-    /// needs one of each, six at most for HTTP). Peer ids cost nothing, so this is what keeps
-    /// one machine from taking every slot. Behind a reverse proxy every connection comes from
-    /// the proxy: raise it there, or 0 for no bound.
+    /// Most connections one remote IP address may hold, libp2p and HTTP each (a browser's node
+    /// needs one libp2p connection; a browser profile opens up to six HTTP ones). Peer ids cost
+    /// nothing, so this is what keeps one machine from taking every slot. Behind a reverse
+    /// proxy every connection comes from the proxy: raise it there, or 0 for no bound.
     #[arg(long, default_value_t = relay_server::ip_limit::DEFAULT_MAX_CONNECTIONS_PER_IP)]
     max_connections_per_ip: u32,
 }
