@@ -1,7 +1,6 @@
 //! The relay's HTTP server: the app's files and its bootstrap, status and metrics endpoints.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex as StdMutex},
@@ -32,7 +31,7 @@ use tower_http::{
     set_header::{SetResponseHeader, SetResponseHeaderLayer},
 };
 
-use crate::stats::Stats;
+use crate::{ip_limit::IpCounts, stats::Stats};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -95,22 +94,17 @@ impl Default for HttpLimits {
 /// One connection's place in its address's share; given back when dropped.
 struct IpSlot {
     ip: IpAddr,
-    held: Arc<StdMutex<HashMap<IpAddr, usize>>>,
+    held: Arc<StdMutex<IpCounts>>,
 }
 
 impl IpSlot {
     /// A place for a connection from `ip`, unless it holds `limit` already (0: no bound).
-    fn take(
-        held: &Arc<StdMutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        limit: usize,
-    ) -> Option<Self> {
-        let mut map = held.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_default();
-        if limit > 0 && *n >= limit {
+    fn take(held: &Arc<StdMutex<IpCounts>>, ip: IpAddr, limit: usize) -> Option<Self> {
+        let mut counts = held.lock().unwrap_or_else(|e| e.into_inner());
+        if limit > 0 && counts.get(ip) >= limit {
             return None;
         }
-        *n += 1;
+        counts.add(ip);
         Some(IpSlot {
             ip,
             held: held.clone(),
@@ -120,13 +114,8 @@ impl IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
+        let mut counts = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        counts.remove(self.ip);
     }
 }
 
@@ -144,7 +133,7 @@ pub async fn serve(
     mut stop: oneshot::Receiver<()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(StdMutex::new(HashMap::new()));
+    let per_ip = Arc::new(StdMutex::new(IpCounts::default()));
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {

@@ -40,6 +40,33 @@ pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     }
 }
 
+/// A count per IP address (connections held, topics charged), with no entry at 0, so it
+/// holds no more entries than there are things counted.
+#[derive(Debug, Default)]
+pub struct IpCounts(HashMap<IpAddr, usize>);
+
+impl IpCounts {
+    /// The count of `ip`.
+    pub fn get(&self, ip: IpAddr) -> usize {
+        self.0.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// One more for `ip`.
+    pub fn add(&mut self, ip: IpAddr) {
+        *self.0.entry(ip).or_default() += 1;
+    }
+
+    /// One fewer for `ip` (none below 0).
+    pub fn remove(&mut self, ip: IpAddr) {
+        if let Some(n) = self.0.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&ip);
+            }
+        }
+    }
+}
+
 /// Why a connection was refused: its address already holds `limit` connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyFromIp {
@@ -63,8 +90,8 @@ pub struct ConnectionsPerIp {
     limit: Option<u32>,
     /// Established inbound connections, with their address.
     connections: HashMap<ConnectionId, IpAddr>,
-    /// How many of those each address holds (no entry at 0).
-    per_ip: HashMap<IpAddr, u32>,
+    /// How many of those each address holds.
+    per_ip: IpCounts,
 }
 
 impl ConnectionsPerIp {
@@ -77,13 +104,13 @@ impl ConnectionsPerIp {
     }
 
     /// Established inbound connections from `ip`.
-    pub fn connections_from(&self, ip: IpAddr) -> u32 {
-        self.per_ip.get(&ip).copied().unwrap_or(0)
+    pub fn connections_from(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(ip)
     }
 
     fn check(&self, remote: &Multiaddr) -> Result<(), ConnectionDenied> {
         match (self.limit, ip_of(remote)) {
-            (Some(limit), Some(ip)) if self.connections_from(ip) >= limit => {
+            (Some(limit), Some(ip)) if self.connections_from(ip) >= limit as usize => {
                 Err(ConnectionDenied::new(TooManyFromIp { ip, limit }))
             }
             _ => Ok(()),
@@ -135,18 +162,13 @@ impl NetworkBehaviour for ConnectionsPerIp {
                 if let ConnectedPoint::Listener { send_back_addr, .. } = e.endpoint {
                     if let Some(ip) = ip_of(send_back_addr) {
                         self.connections.insert(e.connection_id, ip);
-                        *self.per_ip.entry(ip).or_default() += 1;
+                        self.per_ip.add(ip);
                     }
                 }
             }
             FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => {
                 if let Some(ip) = self.connections.remove(&connection_id) {
-                    if let Some(n) = self.per_ip.get_mut(&ip) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.per_ip.remove(&ip);
-                        }
-                    }
+                    self.per_ip.remove(ip);
                 }
             }
             _ => {}

@@ -14,6 +14,8 @@ use std::{
 };
 
 use libp2p::{gossipsub::TopicHash, PeerId};
+
+use crate::ip_limit::IpCounts;
 use peercompute_core::limits::{
     MAX_ROUTED_TOPICS, MAX_ROUTED_TOPICS_PER_IP, MAX_ROUTED_TOPICS_PER_PEER,
 };
@@ -42,7 +44,7 @@ struct Routed {
 pub struct RoutedTopics {
     topics: HashMap<TopicHash, Routed>,
     by_peer: HashMap<PeerId, HashSet<TopicHash>>,
-    by_ip: HashMap<IpAddr, usize>,
+    by_ip: IpCounts,
 }
 
 impl RoutedTopics {
@@ -58,7 +60,7 @@ impl RoutedTopics {
 
     /// Topics charged to `ip`.
     pub fn charged_to(&self, ip: IpAddr) -> usize {
-        self.by_ip.get(&ip).copied().unwrap_or(0)
+        self.by_ip.get(ip)
     }
 
     /// What `peer` (connected from `ip`) subscribing to `topic` should do.
@@ -83,7 +85,7 @@ impl RoutedTopics {
     pub fn add(&mut self, peer: PeerId, ip: Option<IpAddr>, topic: TopicHash) {
         let routed = self.topics.entry(topic.clone()).or_insert_with(|| {
             if let Some(ip) = ip {
-                *self.by_ip.entry(ip).or_default() += 1;
+                self.by_ip.add(ip);
             }
             Routed {
                 peers: HashSet::new(),
@@ -110,12 +112,7 @@ impl RoutedTopics {
             return false;
         }
         if let Some(ip) = routed.charged {
-            if let Some(n) = self.by_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.by_ip.remove(&ip);
-                }
-            }
+            self.by_ip.remove(ip);
         }
         self.topics.remove(topic);
         true

@@ -51,7 +51,8 @@ pub struct Stats {
     /// Discovery and presence messages dropped as replays (older than one already seen from
     /// their sender).
     pub replayed_messages: u64,
-    /// Connections refused because their IP address held `--max-connections-per-ip` already.
+    /// libp2p connections refused because their IP address held `--max-connections-per-ip`
+    /// already (the HTTP server's refusals are logged at debug level only).
     pub refused_connections_per_ip: u64,
     /// Documents pinned (`--state-dir`), by name; absent when the relay pins nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
