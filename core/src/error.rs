@@ -43,6 +43,12 @@ pub enum ErrorCode {
     StateDocTooLarge,
     /// No version with that id.
     StateUnknownVersion,
+    /// This copy does not hold all the history a version names yet (a peer's version whose
+    /// updates have not synced here, or are waiting for their dependencies).
+    StateVersionIncomplete,
+    /// An imported update builds on history this document does not hold: the part that
+    /// could go in did (stored and shown), the rest was not kept.
+    StateMissingHistory,
     /// The document already keeps the most versions allowed.
     StateTooManyVersions,
     /// The write could not be made durable (IndexedDB failed); it is not acknowledged.
@@ -99,6 +105,8 @@ impl ErrorCode {
             ErrorCode::StateTooManyDocs => "STATE_TOO_MANY_DOCS",
             ErrorCode::StateDocTooLarge => "STATE_DOC_TOO_LARGE",
             ErrorCode::StateUnknownVersion => "STATE_UNKNOWN_VERSION",
+            ErrorCode::StateVersionIncomplete => "STATE_VERSION_INCOMPLETE",
+            ErrorCode::StateMissingHistory => "STATE_MISSING_HISTORY",
             ErrorCode::StateTooManyVersions => "STATE_TOO_MANY_VERSIONS",
             ErrorCode::StatePersistFailed => "STATE_PERSIST_FAILED",
             ErrorCode::PresenceInvalidValue => "PRESENCE_INVALID_VALUE",

@@ -7,19 +7,85 @@
 //!
 //! | kernel | inputs | params | output per chunk |
 //! |---|---|---|---|
-//! | `mandelbrot` | – | `maxIter` (256), `x0` `y0` `x1` `y1` (view) | u32 iterations per cell |
+//! | `mandelbrot` | – | `maxIter` (256, at most 65 536), `x0` `y0` `x1` `y1` (view) | u32 iterations per cell |
 //! | `matmul` | binding 2: A (m×k f32), 3: B (k×n f32); grid `[n, m]` | – | f32 rows of C = A·B |
 //! | `square` | binding 2: x (one element per cell) | – | x² per cell (integers wrap) |
 //! | `sum` | binding 2: x (one element per cell) | – | one element: the chunk's sum; `reduce: 'sum'` |
 
 use super::{
     reduce::{ElementType, Reduce},
-    task::{ChunkJob, Task},
+    task::{ChunkJob, Code, InputArray, Param, Task},
 };
 use crate::{error::ErrorCode, NodeError};
 
 /// Names of the built-in kernels.
 pub const KERNELS: &[&str] = &["mandelbrot", "matmul", "square", "sum"];
+
+/// The largest `maxIter` mandelbrot takes.
+pub const MAX_MANDELBROT_ITER: u32 = 65_536;
+
+/// The most inner-loop steps (mandelbrot iterations, matmul multiply-adds) one chunk may
+/// take: a few seconds on a CPU worker. A job comes from the network, and a built-in kernel
+/// has no fuel meter like a wasm kernel's, so its work is bounded before it starts; a task
+/// that needs more is split into more chunks (or refused, when it names too few).
+pub const MAX_KERNEL_STEPS_PER_CHUNK: u64 = 1 << 32;
+
+/// Inner-loop steps per grid cell of a built-in kernel, an upper bound (mandelbrot cells stop
+/// early when they escape). Assumes the job's shape was checked.
+fn steps_per_cell(name: &str, params: &[Param], inputs: &[InputArray], grid: [u32; 3]) -> u64 {
+    match name {
+        "mandelbrot" => u64::from(max_iter(params).unwrap_or(DEFAULT_MANDELBROT_ITER)),
+        "matmul" => {
+            let a = inputs
+                .iter()
+                .find(|i| i.binding == 2)
+                .map_or(0, |i| i.bytes.len() as u64 / 4);
+            a / u64::from(grid[1]).max(1)
+        }
+        _ => 1,
+    }
+    .max(1)
+}
+
+const DEFAULT_MANDELBROT_ITER: u32 = 256;
+
+fn max_iter(params: &[Param]) -> Option<u32> {
+    params
+        .iter()
+        .find(|p| p.name == "maxIter")
+        .and_then(|p| p.value.as_u32())
+}
+
+/// How many chunks a built-in kernel's task needs at least, so that no chunk takes more than
+/// [`MAX_KERNEL_STEPS_PER_CHUNK`] (1 for code that is not a built-in kernel).
+pub fn chunks_needed(task: &Task) -> u32 {
+    let Code::Kernel(name) = &task.code else {
+        return 1;
+    };
+    let per_cell = steps_per_cell(name, &task.params, &task.inputs, task.grid);
+    let axis = u64::from(task.grid[task.split_axis]);
+    let across = cells(task.grid) / axis.max(1);
+    let lines_per_chunk = (MAX_KERNEL_STEPS_PER_CHUNK / per_cell / across.max(1)).max(1);
+    u32::try_from(axis.div_ceil(lines_per_chunk)).unwrap_or(u32::MAX)
+}
+
+/// Refuses a chunk of a built-in kernel that would take more than
+/// [`MAX_KERNEL_STEPS_PER_CHUNK`].
+pub fn check_steps(job: &ChunkJob) -> Result<(), NodeError> {
+    let Code::Kernel(name) = &job.code else {
+        return Ok(());
+    };
+    let per_cell = steps_per_cell(name, &job.params, &job.inputs, job.grid);
+    let steps = job.range.cells().saturating_mul(per_cell);
+    if steps > MAX_KERNEL_STEPS_PER_CHUNK {
+        return Err(bad(format!(
+            "a chunk of {name} would take {steps} steps ({} cells × {per_cell}); at most \
+             {MAX_KERNEL_STEPS_PER_CHUNK} per chunk: ask for more `chunks`",
+            job.range.cells()
+        )));
+    }
+    Ok(())
+}
 
 fn bad(message: impl Into<String>) -> NodeError {
     NodeError::new(ErrorCode::TaskInvalid, message)
@@ -29,8 +95,22 @@ fn cells(grid: [u32; 3]) -> u64 {
     grid.iter().map(|&g| u64::from(g)).product()
 }
 
+/// Parameters a kernel bounds (checked before the work per chunk is counted from them).
+fn check_params(name: &str, params: &[Param]) -> Result<(), NodeError> {
+    let given = params.iter().any(|p| p.name == "maxIter");
+    if name == "mandelbrot" && given && !matches!(max_iter(params), Some(1..=MAX_MANDELBROT_ITER)) {
+        return Err(bad(format!(
+            "mandelbrot: maxIter is an integer from 1 to {MAX_MANDELBROT_ITER}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a task's inputs and output against its kernel, before it is split.
 pub fn check(task: &Task) -> Result<(), NodeError> {
+    if let Code::Kernel(name) = &task.code {
+        check_params(name, &task.params)?;
+    }
     let jobs = task.jobs(1)?;
     let Some(first) = jobs.first() else {
         return Err(bad("the task has no chunks"));
@@ -44,7 +124,7 @@ pub fn check(task: &Task) -> Result<(), NodeError> {
         ..first.clone()
     };
     shape(&whole)?;
-    if whole.code == super::task::Code::Kernel("sum".into()) && task.reduce != Reduce::Sum {
+    if whole.code == Code::Kernel("sum".into()) && task.reduce != Reduce::Sum {
         return Err(bad(
             "the sum kernel gives one partial sum per chunk: use reduce 'sum'",
         ));
@@ -54,7 +134,7 @@ pub fn check(task: &Task) -> Result<(), NodeError> {
 
 /// What a kernel needs of a job: input and output sizes and types.
 fn shape(job: &ChunkJob) -> Result<(), NodeError> {
-    let super::task::Code::Kernel(name) = &job.code else {
+    let Code::Kernel(name) = &job.code else {
         return Err(bad("not a CPU kernel"));
     };
     let n = cells(job.grid);
@@ -77,6 +157,7 @@ fn shape(job: &ChunkJob) -> Result<(), NodeError> {
             if job.output.ty != ElementType::U32 || len != chunk_cells {
                 return Err(bad("mandelbrot writes one u32 per cell"));
             }
+            check_params(name, &job.params)?;
         }
         "matmul" => {
             let (ta, a) = elements(2)?;
@@ -141,7 +222,8 @@ pub fn run_task_with(
 /// Runs a chunk of a built-in kernel.
 pub fn run(job: &ChunkJob) -> Result<Vec<u8>, NodeError> {
     shape(job)?;
-    let super::task::Code::Kernel(name) = &job.code else {
+    check_steps(job)?;
+    let Code::Kernel(name) = &job.code else {
         return Err(bad("not a CPU kernel"));
     };
     Ok(match name.as_str() {
@@ -177,7 +259,7 @@ fn chunk_elements<'a>(job: &'a ChunkJob, bytes: &'a [u8]) -> impl Iterator<Item 
 
 fn mandelbrot(job: &ChunkJob) -> Vec<u8> {
     let param = |name: &str, default: f32| job.param(name).map_or(default, |v| v.as_f32());
-    let max_iter = job.param("maxIter").and_then(|v| v.as_u32()).unwrap_or(256);
+    let max_iter = max_iter(&job.params).unwrap_or(DEFAULT_MANDELBROT_ITER);
     let (x0, y0) = (param("x0", -2.0), param("y0", -1.25));
     let (x1, y1) = (param("x1", 0.5), param("y1", 1.25));
     let (w, h) = (job.grid[0] as f32, job.grid[1] as f32);
@@ -280,12 +362,13 @@ fn sum(job: &ChunkJob) -> Vec<u8> {
 pub fn benchmark_score() -> f64 {
     let job = ChunkJob {
         task: "score".into(),
-        code: super::task::Code::Kernel("mandelbrot".into()),
+        code: Code::Kernel("mandelbrot".into()),
         signature: None,
         params: vec![super::task::Param {
             name: "maxIter".into(),
             value: super::task::ParamValue::U32(64),
-        }],
+        }]
+        .into(),
         inputs: Vec::new(),
         grid: [64, 64, 1],
         range: super::split::ChunkRange {
@@ -444,5 +527,87 @@ mod tests {
             ErrorCode::TaskUnknownKernel
         );
         assert!(benchmark_score() > 0.0);
+    }
+
+    fn mandelbrot_request(max_iter: serde_json::Value, side: u32) -> serde_json::Value {
+        serde_json::json!({
+            "id": "m", "type": "cpu", "kernel": "mandelbrot", "params": [["maxIter", max_iter]],
+            "output": { "type": "u32", "length": side * side }, "grid": [side, side],
+        })
+    }
+
+    fn invalid(json: serde_json::Value) -> NodeError {
+        serde_json::from_value::<TaskRequest>(json)
+            .expect("parses")
+            .validate()
+            .expect_err("refused")
+    }
+
+    #[test]
+    fn mandelbrot_max_iter_is_bounded() {
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(MAX_MANDELBROT_ITER + 1),
+            serde_json::json!(u32::MAX),
+            serde_json::json!(-1),
+            serde_json::json!(2.5),
+        ] {
+            let e = invalid(mandelbrot_request(bad.clone(), 8));
+            assert_eq!(e.code, ErrorCode::TaskInvalid, "{bad}");
+            assert!(e.message.contains("maxIter"), "{bad}: {}", e.message);
+        }
+        task(mandelbrot_request(
+            serde_json::json!(MAX_MANDELBROT_ITER),
+            8,
+        ));
+    }
+
+    #[test]
+    fn heavy_kernel_tasks_get_enough_chunks_and_peer_jobs_are_refused() {
+        // 4096² cells × 65 536 iterations: 2^40 steps, so at least 256 chunks of 16 rows.
+        let t = task(mandelbrot_request(
+            serde_json::json!(MAX_MANDELBROT_ITER),
+            4096,
+        ));
+        let jobs = t.jobs(1).expect("splits");
+        assert_eq!(jobs.len(), 256);
+        for job in &jobs {
+            assert!(
+                job.range.cells() * u64::from(MAX_MANDELBROT_ITER) <= MAX_KERNEL_STEPS_PER_CHUNK
+            );
+        }
+        // Naming too few chunks is refused when the task is checked, with the way out.
+        let mut few = mandelbrot_request(serde_json::json!(MAX_MANDELBROT_ITER), 4096);
+        few["split"] = serde_json::json!({ "chunks": 4 });
+        let e = invalid(few);
+        assert_eq!(e.code, ErrorCode::TaskInvalid);
+        assert!(e.message.contains("chunks"), "{}", e.message);
+        // A peer that sends the whole grid as one job is refused before any work: this returns
+        // at once instead of spinning for hours.
+        let mut whole = jobs[0].clone();
+        whole.range.size = whole.grid;
+        whole.output.length = 4096 * 4096;
+        let started = std::time::Instant::now();
+        assert_eq!(run(&whole).unwrap_err().code, ErrorCode::TaskInvalid);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // matmul counts its multiply-adds: k per cell of C.
+        let (m, k, n) = (2048usize, 2048usize, 2048usize);
+        let a = InputArray {
+            binding: 2,
+            ty: ElementType::F32,
+            bytes: Arc::new(vec![0; m * k * 4]),
+        };
+        let mut mm = whole.clone();
+        mm.code = Code::Kernel("matmul".into());
+        mm.inputs = vec![a.clone(), InputArray { binding: 3, ..a }];
+        mm.params = Vec::new().into();
+        mm.grid = [n as u32, m as u32, 1];
+        mm.range.size = mm.grid;
+        mm.output = crate::compute::task::OutputSpec {
+            ty: ElementType::F32,
+            length: (m * n) as u32,
+            ..mm.output
+        };
+        assert!(run(&mm).unwrap_err().message.contains("steps"));
     }
 }

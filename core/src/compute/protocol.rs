@@ -141,7 +141,7 @@ impl ComputeRequest {
                         tile,
                     } => (
                         None,
-                        Some(source.clone()),
+                        Some(source.to_string()),
                         Some(entry.clone()),
                         Some(*tile),
                         None,
@@ -272,7 +272,7 @@ impl JobHeader {
                     && tile.iter().all(|&n| n > 0) =>
             {
                 Code::Wgsl {
-                    source,
+                    source: source.into(),
                     entry,
                     tile,
                 }

@@ -255,6 +255,11 @@ impl Scheduler {
         }
     }
 
+    /// Whether it still hands out chunks (not done, failed or cancelled).
+    pub fn is_running(&self) -> bool {
+        self.state == State::Running
+    }
+
     /// Progress so far.
     pub fn progress(&self) -> Progress {
         Progress {

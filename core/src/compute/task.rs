@@ -60,8 +60,8 @@ pub enum Code {
     Kernel(String),
     /// A WGSL compute shader.
     Wgsl {
-        /// Source text.
-        source: String,
+        /// Source text, shared by every chunk of the task.
+        source: Arc<str>,
         /// Entry point.
         entry: String,
         /// Grid cells one workgroup covers: the dispatch is the chunk's size divided by this.
@@ -185,8 +185,8 @@ pub struct ChunkJob {
     pub code: Code,
     /// Ed25519 signature of [`Code::signed_bytes`] by the network's root key.
     pub signature: Option<[u8; 64]>,
-    /// Scalar parameters, in order.
-    pub params: Vec<Param>,
+    /// Scalar parameters, in order; shared by every chunk of the task.
+    pub params: Arc<[Param]>,
     /// Input arrays.
     pub inputs: Vec<InputArray>,
     /// The whole grid.
@@ -218,7 +218,7 @@ impl ChunkJob {
             }
             out.extend_from_slice(&0u32.to_le_bytes());
         }
-        for p in &self.params {
+        for p in self.params.iter() {
             out.extend_from_slice(&p.value.to_le_bytes());
         }
         out.resize(out.len().div_ceil(16) * 16, 0);
@@ -236,7 +236,7 @@ pub struct Task {
     /// Signature of the code by the root key, if the page has one.
     pub signature: Option<[u8; 64]>,
     /// Parameters.
-    pub params: Vec<Param>,
+    pub params: Arc<[Param]>,
     /// Inputs.
     pub inputs: Vec<InputArray>,
     /// The whole output.
@@ -446,12 +446,14 @@ pub fn workgroup_size_of(source: &str) -> Option<[u32; 3]> {
 fn param_value(name: &str, input: ParamInput) -> Result<ParamValue, NodeError> {
     let int = |v: f64, lo: f64, hi: f64| v.fract() == 0.0 && v >= lo && v <= hi;
     let bad = || invalid(format!("parameter {name:?} is not representable as given"));
+    // A finite f64 beyond f32's range would become infinity here (and null on the wire).
+    let f32_ok = |v: f64| v.is_finite() && v.abs() <= f64::from(f32::MAX);
     Ok(match input {
-        ParamInput::Number(v) if !v.is_finite() => return Err(bad()),
+        ParamInput::Number(v) if !f32_ok(v) => return Err(bad()),
         ParamInput::Number(v) if int(v, 0.0, u32::MAX as f64) => ParamValue::U32(v as u32),
         ParamInput::Number(v) if int(v, i32::MIN as f64, -1.0) => ParamValue::I32(v as i32),
         ParamInput::Number(v) => ParamValue::F32(v as f32),
-        ParamInput::Typed(TypedParam::F32(v)) if v.is_finite() => ParamValue::F32(v as f32),
+        ParamInput::Typed(TypedParam::F32(v)) if f32_ok(v) => ParamValue::F32(v as f32),
         ParamInput::Typed(TypedParam::U32(v)) if int(v, 0.0, u32::MAX as f64) => {
             ParamValue::U32(v as u32)
         }
@@ -548,7 +550,7 @@ impl TaskRequest {
                     None => workgroup_size,
                 };
                 Code::Wgsl {
-                    source,
+                    source: source.into(),
                     entry,
                     tile,
                 }
@@ -674,7 +676,7 @@ impl TaskRequest {
             id: self.id,
             code,
             signature,
-            params,
+            params: params.into(),
             inputs,
             output,
             grid,
@@ -690,6 +692,9 @@ impl TaskRequest {
         if let Code::Kernel(_) = &task.code {
             // A kernel checks its inputs against the grid once, here, not per chunk.
             super::kernels::check(&task)?;
+        } else if task.chunks.is_some() {
+            // A split the submitter named is checked now (an automatic one fits by design).
+            task.jobs(1)?;
         }
         Ok(task)
     }
@@ -698,14 +703,35 @@ impl TaskRequest {
 impl Task {
     /// Splits the task for `workers` workers into its chunk jobs.
     pub fn jobs(&self, workers: usize) -> Result<Vec<ChunkJob>, NodeError> {
-        let chunks = self
-            .chunks
-            .unwrap_or_else(|| auto_chunks(self.grid[self.split_axis], workers));
+        // An element-wise reduction holds every chunk's whole output until it combines them.
+        let elementwise = self.reduce != Reduce::Concat;
+        let chunk_bytes = self.output.bytes().max(1);
+        let held_chunks = u32::try_from(MAX_OUTPUT_BYTES / chunk_bytes).unwrap_or(u32::MAX);
+        let chunks = self.chunks.unwrap_or_else(|| {
+            // A built-in kernel's heavy task gets enough chunks to bound each one's work.
+            let axis = self.grid[self.split_axis];
+            let at_least = super::kernels::chunks_needed(self).min(axis);
+            let chunks = auto_chunks(axis, workers).max(at_least).min(MAX_CHUNKS);
+            if elementwise {
+                chunks.min(held_chunks.max(1))
+            } else {
+                chunks
+            }
+        });
         let ranges =
             split_grid(self.grid, self.split_axis, chunks).map_err(|e| invalid(e.to_string()))?;
+        if elementwise && ranges.len() as u64 * chunk_bytes as u64 > MAX_OUTPUT_BYTES as u64 {
+            return Err(invalid(format!(
+                "reduce {:?} keeps each chunk's {chunk_bytes}-byte output until it combines \
+                 them: {} chunks are more than {MAX_OUTPUT_BYTES} bytes; use at most \
+                 {held_chunks} chunks",
+                format!("{:?}", self.reduce).to_lowercase(),
+                ranges.len()
+            )));
+        }
         let cells: u64 = self.grid.iter().map(|&g| u64::from(g)).product();
         let per_cell = u64::from(self.output.length) / cells;
-        Ok(ranges
+        let jobs = ranges
             .into_iter()
             .map(|range| {
                 let length = match self.reduce {
@@ -726,7 +752,9 @@ impl Task {
                     },
                 }
             })
-            .collect())
+            .collect::<Vec<_>>();
+        jobs.iter().try_for_each(super::kernels::check_steps)?;
+        Ok(jobs)
     }
 
     /// Whether its chunks may run on other peers: built-in kernels always (they are part of
@@ -845,6 +873,47 @@ mod tests {
         assert_eq!(
             with("params", serde_json::json!([["x", { "u32": -1 }]])),
             ErrorCode::TaskInvalid
+        );
+        // Beyond f32's range: refused, not turned into infinity.
+        for big in [
+            serde_json::json!(1e39),
+            serde_json::json!({ "f32": -1e300 }),
+        ] {
+            assert_eq!(
+                with("params", serde_json::json!([["x", big]])),
+                ErrorCode::TaskInvalid
+            );
+        }
+    }
+
+    #[test]
+    fn element_wise_reductions_bound_the_outputs_they_hold() {
+        // 32 MiB per chunk: four of them fit in MAX_OUTPUT_BYTES, five do not.
+        let length = MAX_OUTPUT_BYTES / 4 / 4;
+        let shader = "@compute @workgroup_size(64) fn main() {}";
+        let task = |chunks: Option<u32>| {
+            let mut json = serde_json::json!({
+                "id": "r", "type": "webgpu", "shader": shader, "reduce": "max",
+                "output": { "type": "f32", "length": length }, "grid": [1024],
+            });
+            if let Some(c) = chunks {
+                json["split"] = serde_json::json!({ "chunks": c });
+            }
+            request(json)
+        };
+        let auto = task(None).expect("valid");
+        assert_eq!(
+            auto.jobs(8).expect("splits").len(),
+            4,
+            "auto picks what fits"
+        );
+        assert_eq!(task(Some(4)).unwrap().jobs(1).unwrap().len(), 4);
+        let many = task(Some(5)).unwrap_err();
+        assert_eq!(many.code, ErrorCode::TaskInvalid);
+        assert!(
+            many.message.contains("at most 4 chunks"),
+            "{}",
+            many.message
         );
     }
 

@@ -27,7 +27,7 @@ use crate::{
     },
     discovery::Capabilities,
     error::ErrorCode,
-    limits::{MAX_RUNNING_CHUNKS, MAX_RUNNING_TASKS},
+    limits::{MAX_COMPUTE_STREAMS, MAX_RUNNING_CHUNKS, MAX_RUNNING_TASKS},
     tab_protocol::{
         ComputeStatus, Event, ExcludedWorker, GpuAdapter, ReplyValue, RequestId, TabId, TaskResult,
     },
@@ -38,6 +38,11 @@ use crate::{
 const MAX_FAILURES_PER_CHUNK: u32 = 4;
 /// Excluded workers remembered for the status.
 const MAX_EXCLUDED_SHOWN: usize = 32;
+/// Chunks this node has running on one peer at once, over all its tasks. A connection's
+/// [`MAX_COMPUTE_STREAMS`] streams serve both directions (our Runs, the peer's Runs) and the
+/// Cancels; past that the stream is refused and the chunk would fail. So a peer's advertised
+/// slots count up to this, and further chunks for it wait in [`NodeCompute::queued`].
+pub(crate) const MAX_RUNS_PER_PEER: usize = (MAX_COMPUTE_STREAMS - 4) / 2;
 
 /// What the host's executors can do.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +93,9 @@ pub(super) struct NodeCompute {
     remote_jobs: HashMap<(PeerId, u64, u32), u64>,
     tasks: HashMap<u64, RunningTask>,
     outbound: HashMap<OutboundRequestId, (u64, u32, PeerId)>,
+    /// Chunks assigned to a peer that already runs [`MAX_RUNS_PER_PEER`] of ours, in order;
+    /// sent as its runs finish (the scheduler's chunk timeout covers the wait).
+    queued: VecDeque<(u64, u32, PeerId)>,
     served: u64,
     refused: u64,
     excluded: VecDeque<ExcludedWorker>,
@@ -251,7 +259,7 @@ impl Node {
                         id: id.to_string(),
                         score: c.score.max(1e-3),
                         load: c.load,
-                        slots: slots(&c),
+                        slots: slots(&c).min(MAX_RUNS_PER_PEER as u32),
                     });
                 }
             }
@@ -453,16 +461,10 @@ impl Node {
     }
 
     fn start_chunk(&mut self, nonce: u64, chunk: u32, worker: &str) {
-        let Some(job) = self
-            .compute
-            .tasks
-            .get(&nonce)
-            .and_then(|t| t.jobs.get(chunk as usize))
-            .cloned()
-        else {
-            return;
-        };
         if worker == self.local_worker_id() {
+            let Some(job) = self.job(nonce, chunk) else {
+                return;
+            };
             let id = self.compute.next_job;
             self.compute.next_job += 1;
             self.compute
@@ -477,6 +479,28 @@ impl Node {
         let Ok(peer) = worker.parse::<PeerId>() else {
             return;
         };
+        if self.runs_on(peer) >= MAX_RUNS_PER_PEER {
+            self.compute.queued.push_back((nonce, chunk, peer));
+            return;
+        }
+        self.send_run(nonce, chunk, peer);
+    }
+
+    fn job(&self, nonce: u64, chunk: u32) -> Option<ChunkJob> {
+        let t = self.compute.tasks.get(&nonce)?;
+        t.jobs.get(chunk as usize).cloned()
+    }
+
+    /// Our chunks running on `peer` now.
+    fn runs_on(&self, peer: PeerId) -> usize {
+        let outbound = self.compute.outbound.values();
+        outbound.filter(|&&(_, _, p)| p == peer).count()
+    }
+
+    fn send_run(&mut self, nonce: u64, chunk: u32, peer: PeerId) {
+        let Some(job) = self.job(nonce, chunk) else {
+            return;
+        };
         let request_id = self.swarm.behaviour_mut().compute.send_request(
             &peer,
             ComputeRequest::Run {
@@ -488,6 +512,22 @@ impl Node {
         self.compute
             .outbound
             .insert(request_id, (nonce, chunk, peer));
+    }
+
+    /// Sends the queued chunks whose peer has room again (dropping those of ended tasks).
+    fn send_queued(&mut self) {
+        let queued = std::mem::take(&mut self.compute.queued);
+        for (nonce, chunk, peer) in queued {
+            let running = self.compute.tasks.get(&nonce);
+            if !running.is_some_and(|t| t.scheduler.is_running()) {
+                continue; // ended, or being cancelled: its aborts need not find it
+            }
+            if self.runs_on(peer) < MAX_RUNS_PER_PEER {
+                self.send_run(nonce, chunk, peer);
+            } else {
+                self.compute.queued.push_back((nonce, chunk, peer));
+            }
+        }
     }
 
     fn abort_chunk(&mut self, nonce: u64, chunk: u32, worker: &str) {
@@ -505,9 +545,21 @@ impl Node {
         let Ok(peer) = worker.parse::<PeerId>() else {
             return;
         };
+        let queued = self.compute.queued.len();
+        self.compute
+            .queued
+            .retain(|&(n, c, p)| !(n == nonce && c == chunk && p == peer));
+        if self.compute.queued.len() < queued {
+            return; // never sent: nothing to cancel
+        }
+        let sent = self.compute.outbound.len();
         self.compute
             .outbound
             .retain(|_, &mut (n, c, p)| !(n == nonce && c == chunk && p == peer));
+        if self.compute.outbound.len() == sent {
+            return; // not running there (answered already)
+        }
+        self.send_queued();
         self.swarm
             .behaviour_mut()
             .compute
@@ -757,6 +809,7 @@ impl Node {
                 let Some((nonce, chunk, _)) = self.compute.outbound.remove(&request_id) else {
                     return;
                 };
+                self.send_queued();
                 let result = match response {
                     ComputeResponse::Result(bytes) => Ok(bytes),
                     ComputeResponse::Error(e) => Err(e),
@@ -771,6 +824,7 @@ impl Node {
                 ..
             } => {
                 if let Some((nonce, chunk, _)) = self.compute.outbound.remove(&request_id) {
+                    self.send_queued();
                     let e = NodeError::new(ErrorCode::TaskChunkFailed, error.to_string());
                     self.on_chunk_result(nonce, chunk, &peer.to_string(), Err(e), sink);
                 }
@@ -796,6 +850,7 @@ impl Node {
             }
         }
         self.compute.outbound.retain(|_, &mut (_, _, p)| p != peer);
+        self.compute.queued.retain(|&(_, _, p)| p != peer);
         let theirs: Vec<u64> = self
             .compute
             .remote_jobs
@@ -919,5 +974,93 @@ mod tests {
             c.set_root_key(&signing::public_hex(&other)).is_err(),
             "the first key stays"
         );
+    }
+
+    /// A peer advertising more CPU slots than its connection has compute streams gets at most
+    /// [`MAX_RUNS_PER_PEER`] of our chunks at once, over all our tasks; the others wait and go
+    /// as its runs answer.
+    #[tokio::test]
+    async fn chunks_for_one_peer_stay_within_its_connection_streams() {
+        use libp2p::{identity::Keypair, swarm::ConnectionId};
+        use std::time::Duration;
+
+        use crate::node::{Input, NodeConfig, Peer};
+        use crate::tab_protocol::Request;
+
+        let config = NodeConfig::default();
+        let mut node = Node::native(Keypair::generate_ed25519(), config)
+            .await
+            .expect("node");
+        let peer = PeerId::random();
+        let mut p = Peer::new(
+            Instant::now(),
+            (Duration::from_secs(1), Duration::from_secs(2)),
+        );
+        p.connections = 1;
+        p.compute = Some(Capabilities {
+            cpu: 64,
+            gpu: false,
+            score: 10.0,
+            load: 0.0,
+        });
+        node.peers.insert(peer, p);
+        node.on_input(Input::Attach(1), &mut |_| {});
+        for (id, name) in [(1, "a"), (2, "b")] {
+            let task = serde_json::from_value(serde_json::json!({
+                "id": name, "type": "cpu", "kernel": "mandelbrot",
+                "output": { "type": "u32", "length": 64 * 64 }, "grid": [64, 64],
+                "split": { "chunks": 16 },
+            }))
+            .unwrap();
+            let request = Request::TaskSubmit {
+                task: Box::new(task),
+            };
+            node.on_input(
+                Input::Request {
+                    tab: 1,
+                    id,
+                    request,
+                },
+                &mut |_| {},
+            );
+        }
+        let nonces = |node: &Node| -> Vec<u64> {
+            let mut n: Vec<u64> = node.compute.outbound.values().map(|o| o.0).collect();
+            n.sort_unstable();
+            n
+        };
+        // Task a fills the peer; task b's chunks wait.
+        assert_eq!(nonces(&node), vec![0; MAX_RUNS_PER_PEER]);
+        assert_eq!(node.compute.queued.len(), MAX_RUNS_PER_PEER);
+        assert!(node.compute.queued.iter().all(|q| q.0 == 1 && q.2 == peer));
+        // One of a's chunks answers: b's first queued chunk goes, a's next one waits.
+        let (&request_id, &(_, chunk, _)) = node.compute.outbound.iter().next().unwrap();
+        let bytes = node.compute.tasks[&0].jobs[chunk as usize].output.bytes();
+        let answer = request_response::Event::Message {
+            peer,
+            connection_id: ConnectionId::new_unchecked(0),
+            message: request_response::Message::Response {
+                request_id,
+                response: ComputeResponse::Result(vec![0; bytes]),
+            },
+        };
+        node.on_compute_event(answer, &mut |_| {});
+        let mut want = vec![0; MAX_RUNS_PER_PEER - 1];
+        want.push(1);
+        assert_eq!(nonces(&node), want);
+        assert_eq!(node.compute.queued.len(), MAX_RUNS_PER_PEER);
+        assert_eq!(node.compute.queued.back().map(|q| q.0), Some(0));
+        // Cancelling task b drops its queued chunks without a Cancel for them.
+        let cancel = Request::TaskCancel { task: "b".into() };
+        node.on_input(
+            Input::Request {
+                tab: 1,
+                id: 3,
+                request: cancel,
+            },
+            &mut |_| {},
+        );
+        assert!(node.compute.queued.is_empty(), "a's waiting chunk went");
+        assert_eq!(nonces(&node), vec![0; MAX_RUNS_PER_PEER]);
     }
 }

@@ -37,7 +37,7 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The node's documents and who watches them.
 pub(super) struct NodeState {
-    replica: Replica,
+    pub(super) replica: Replica,
     /// Tabs that opened each document (they get `state` events).
     watchers: HashMap<String, HashSet<TabId>>,
     /// Documents being loaded from storage, with the `stateOpen` requests waiting for them.
@@ -130,7 +130,17 @@ impl Node {
                 let written = self.opened(&doc).and_then(|d| {
                     d.check_writable(&doc)?;
                     d.check_room(&doc, bytes.len())?;
-                    d.doc.apply_update(&bytes)
+                    let before = d.doc.pending_mark();
+                    let mut applied = d.doc.apply_update(&bytes)?;
+                    // What yrs holds back for missing history would be neither stored nor
+                    // acknowledged truthfully: it is dropped, and the tab told what is missing.
+                    if applied.refused.is_none()
+                        && d.doc.has_pending()
+                        && d.doc.pending_mark() != before
+                    {
+                        applied.refused = Some(missing_history(&d.doc.drop_pending()));
+                    }
+                    Ok(applied)
                 });
                 // Refused partway: what went in is kept like any write, and the tab hears
                 // why the rest did not, once that part is durable.
@@ -357,13 +367,15 @@ impl Node {
         sink: &mut impl FnMut(Output),
     ) {
         // A peer's update to a document whose records could not be read stays in memory;
-        // tabs' writes were refused before they were applied (`check_writable`).
-        if self
+        // tabs' writes were refused before they were applied (`check_writable`). It still
+        // counts against the document's byte bound (and the replica's), as if stored.
+        if let Some(s) = self
             .state
             .replica
-            .state(doc)
-            .is_some_and(|s| s.storage_unreadable)
+            .state_mut(doc)
+            .filter(|s| s.storage_unreadable)
         {
+            s.stored_bytes += update.len();
             let refused = NodeError::new(
                 ErrorCode::StatePersistFailed,
                 format!("document {doc:?}'s stored records could not be read; kept in memory only"),
@@ -585,4 +597,23 @@ impl Node {
             self.state.answers.spend(peer, request_id, bytes, now);
         }
     }
+}
+
+fn missing_history(missing: &yrs::StateVector) -> NodeError {
+    let mut needed: Vec<String> = missing
+        .iter()
+        .take(4)
+        .map(|(client, clock)| format!("client {client} from clock {clock}"))
+        .collect();
+    if missing.len() > needed.len() {
+        needed.push("…".into());
+    }
+    NodeError::new(
+        ErrorCode::StateMissingHistory,
+        format!(
+            "the update builds on changes this document does not have ({}): import those \
+             first; whatever did not depend on them went in",
+            needed.join(", ")
+        ),
+    )
 }

@@ -270,6 +270,28 @@ async fn a_document_whose_storage_could_not_be_read_is_never_written() {
             "nothing reaches storage"
         );
     }
+    // A peer's update is taken, kept in memory only, and counted against the bound.
+    let update = {
+        let mut peer = crate::state::replica::Replica::new(1);
+        let w = peer.create(&doc).unwrap();
+        let ops = [crate::state::path::Op::Set {
+            path: vec!["score".into()],
+            value: serde_json::json!(7),
+        }];
+        w.apply_ops(&ops).unwrap().update.unwrap()
+    };
+    let message = libp2p::gossipsub::Message {
+        source: None,
+        data: update.clone(),
+        sequence_number: None,
+        topic: crate::state::sync_protocol::state_topic(&doc).hash(),
+    };
+    outputs.clear();
+    node.on_state_gossip(&doc, &message, &mut |o| outputs.push(o));
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Persist { .. })));
+    let held = node.state.replica.state(&doc).unwrap();
+    assert_eq!(held.doc.to_json(), serde_json::json!({ "score": 7 }));
+    assert_eq!(held.stored_bytes, update.len(), "held in memory, counted");
 }
 
 /// A tab's requests can fill the node's queue; a lifecycle input still gets in, after them.
@@ -312,34 +334,48 @@ fn lifecycle_inputs_are_queued_even_when_requests_fill_the_queue() {
     );
 }
 
+/// A node with document `doc` opened by tab 1 and loaded (empty).
+async fn node_with_doc(doc: &str) -> Node {
+    let mut node = node(Duration::from_secs(15)).await;
+    let doc = doc.to_string();
+    request(&mut node, 1, Request::StateOpen { doc: doc.clone() });
+    let loaded = Input::DocLoaded {
+        doc,
+        records: Vec::new(),
+        error: None,
+    };
+    node.on_input(loaded, &mut |_| {});
+    node
+}
+
+/// Tab 1 imports `bytes` into `doc` as request 2; returns the node's outputs.
+fn import(node: &mut Node, doc: &str, bytes: Vec<u8>) -> Vec<super::Output> {
+    let mut outputs = Vec::new();
+    let request = Request::StateImport {
+        doc: doc.to_string(),
+        bytes: bytes.into(),
+    };
+    let input = Input::Request {
+        tab: 1,
+        id: 2,
+        request,
+    };
+    node.on_input(input, &mut |o| outputs.push(o));
+    outputs
+}
+
 /// A tab's import that yrs refuses partway: the part that went in is shown to the tabs and
 /// stored like any write, and the tab is told why the rest did not, once that part is durable.
 #[tokio::test]
 async fn an_import_refused_partway_keeps_what_went_in_and_says_why() {
     use super::Output;
     use crate::{error::ErrorCode, tab_protocol::Event};
-    let mut node = node(Duration::from_secs(15)).await;
     let doc = "world".to_string();
-    request(&mut node, 1, Request::StateOpen { doc: doc.clone() });
-    node.on_input(
-        Input::DocLoaded {
-            doc: doc.clone(),
-            records: Vec::new(),
-            error: None,
-        },
-        &mut |_| {},
-    );
-    let mut outputs = Vec::new();
-    node.on_input(
-        Input::Request {
-            tab: 1,
-            id: 2,
-            request: Request::StateImport {
-                doc: doc.clone(),
-                bytes: crate::state::document::update_refused_partway().into(),
-            },
-        },
-        &mut |o| outputs.push(o),
+    let mut node = node_with_doc(&doc).await;
+    let outputs = import(
+        &mut node,
+        &doc,
+        crate::state::document::update_refused_partway(),
     );
     let [Output::Event {
         tab: 1,
@@ -356,6 +392,51 @@ async fn an_import_refused_partway_keeps_what_went_in_and_says_why() {
         ),
         "{then:?}"
     );
+}
+
+/// A tab's import that builds on history the document lacks: the independent part goes in
+/// and is stored; the dependent part is not kept in memory unstored, and the tab hears
+/// what is missing (once the part that went in is durable).
+#[tokio::test]
+async fn an_import_missing_its_history_says_so_and_keeps_nothing_unstored() {
+    use super::Output;
+    use crate::{
+        error::ErrorCode,
+        state::{path::Op, replica::Replica},
+    };
+    let doc = "world".to_string();
+    let mut node = node_with_doc(&doc).await;
+    let set = |key: &str, v: i32| Op::Set {
+        path: vec![key.to_string()],
+        value: serde_json::json!(v),
+    };
+    let mut elsewhere = Replica::new(2);
+    let writer = elsewhere.create(&doc).unwrap();
+    writer.apply_ops(&[set("a", 1)]).unwrap(); // never imported
+    let later = writer.apply_ops(&[set("a", 2)]).unwrap().update.unwrap();
+    let other = elsewhere.create("other").unwrap();
+    let independent = other.apply_ops(&[set("b", 3)]).unwrap().update.unwrap();
+    let bytes = yrs::merge_updates_v1([later.as_slice(), independent.as_slice()]).unwrap();
+    let outputs = import(&mut node, &doc, bytes);
+    let stored = outputs.iter().find_map(|o| match o {
+        Output::Persist { then, .. } => Some(then),
+        _ => None,
+    });
+    let Some(
+        [Output::Reply {
+            id: 2,
+            result: Err(e),
+            ..
+        }],
+    ) = stored.map(Vec::as_slice)
+    else {
+        panic!("expected b stored, then the refusal: {outputs:?}");
+    };
+    assert_eq!(e.code, ErrorCode::StateMissingHistory);
+    assert!(e.message.contains("from clock 0"), "{}", e.message);
+    let state = node.state.replica.get(&doc).unwrap();
+    assert_eq!(state.to_json(), serde_json::json!({ "b": 3 }));
+    assert!(!state.has_pending(), "nothing held that is not stored");
 }
 
 /// A peer is dialed only through a relay this node is connected to, at this node's own

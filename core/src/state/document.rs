@@ -168,6 +168,10 @@ struct Keys {
     observer_off: bool,
 }
 
+/// See [`SharedDoc::pending_mark`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingMark(StateVector, StateVector, yrs::IdSet);
+
 /// A shared document.
 pub struct SharedDoc {
     doc: Doc,
@@ -597,6 +601,23 @@ impl SharedDoc {
                 ))
             }
         };
+        // A snapshot past what this copy holds of some client would read blocks that are not
+        // here (yrs panics on a client it only holds a skip of) and give an incomplete past.
+        let here = txn.state_vector();
+        let missing = snapshot
+            .state_map
+            .iter()
+            .find(|&(client, &clock)| here.get(client) < clock);
+        if let Some((client, clock)) = missing {
+            return Err(NodeError::new(
+                ErrorCode::StateVersionIncomplete,
+                format!(
+                    "version {id:?} names client {client} up to clock {clock}, and this copy \
+                     holds {} of it: retry once the document has synced",
+                    here.get(client)
+                ),
+            ));
+        }
         let mut encoder = EncoderV1::new();
         txn.encode_state_from_snapshot(&snapshot, &mut encoder)
             .map_err(|e| internal(format!("reading version {id:?}: {e}")))?;
@@ -615,16 +636,33 @@ impl SharedDoc {
 
     /// Forgets the updates waiting for missing dependencies (the sync exchange, which works
     /// from state vectors, brings them again once their history is here).
-    pub fn drop_pending(&self) {
+    /// Returns the history they were waiting for: the first clock missing of each client.
+    pub fn drop_pending(&self) -> StateVector {
         let mut txn = self.doc.transact_mut();
         let store = txn.store_mut();
+        let mut missing = StateVector::default();
         if let Some(pending) = store.pending_update_mut() {
             pending.update = Update::new();
-            pending.missing = StateVector::default();
+            missing = std::mem::take(&mut pending.missing);
         }
         if let Some(ds) = store.pending_ds_mut() {
             *ds = yrs::IdSet::default();
         }
+        missing
+    }
+
+    /// What the document holds pending, as a value that changes whenever pending updates
+    /// are added (or integrated): the clock ranges of the pending blocks and the pending
+    /// deletes. Cheap next to encoding the pending update to weigh it.
+    pub fn pending_mark(&self) -> PendingMark {
+        let txn = self.doc.transact();
+        let store = txn.store();
+        let update = store.pending_update().map(|p| &p.update);
+        PendingMark(
+            update.map(|u| u.state_vector()).unwrap_or_default(),
+            update.map(|u| u.state_vector_lower()).unwrap_or_default(),
+            store.pending_ds().cloned().unwrap_or_default(),
+        )
     }
 
     /// Whether the document has updates waiting for missing dependencies.
@@ -1224,6 +1262,52 @@ mod tests {
             json!({"score": 1}),
             "the document is untouched"
         );
+    }
+
+    /// A version whose history has not reached this copy (written by one peer about another
+    /// peer's updates, or synced ahead of them) is an error, not a yrs panic or a silently
+    /// incomplete past; a version reads once its history is here.
+    #[test]
+    fn a_version_ahead_of_this_copy_is_incomplete_until_it_syncs() {
+        let a = SharedDoc::new();
+        a.apply_ops(&[set("score", json!(1))]).unwrap();
+        let early = a.encode_state();
+        a.apply_ops(&[set("score", json!(2))]).unwrap();
+        a.snapshot("v", "", 1.0).unwrap();
+        // b gets a's later updates (its versions entry and score 2) before the earlier ones:
+        // they wait for their dependencies, and a's client is not here at all.
+        let b = SharedDoc::new();
+        let later = {
+            let sv = Update::decode_v1(&early).map(|u| u.state_vector()).unwrap();
+            a.doc.transact().encode_state_as_update_v1(&sv)
+        };
+        b.apply_update(&later).unwrap();
+        assert_eq!(
+            b.json_at("v").unwrap_err().code,
+            ErrorCode::StateUnknownVersion,
+            "the entry itself waits with the rest"
+        );
+        // A version entry that did arrive, naming a client this copy only partly holds.
+        let c = SharedDoc::new();
+        c.apply_update(&early).unwrap();
+        let ahead = Snapshot::new(
+            [(a.doc.client_id(), 50u32)].into_iter().collect(),
+            yrs::IdSet::default(),
+        )
+        .encode_v1();
+        {
+            let versions = c.doc.get_or_insert_map(VERSIONS_MAP);
+            let mut txn = c.doc.transact_mut();
+            let entry = MapPrelim::from([("snapshot", In::Any(Any::Buffer(Arc::from(ahead))))]);
+            versions.insert(&mut txn, "ahead", entry);
+        }
+        assert_eq!(
+            c.json_at("ahead").unwrap_err().code,
+            ErrorCode::StateVersionIncomplete
+        );
+        // Once everything is here, a's own version reads.
+        b.apply_update(&a.encode_state()).unwrap();
+        assert_eq!(parsed(&b.json_at("v").unwrap()), json!({"score": 2}));
     }
 
     /// A key no tab could write (20k segments) from another Yjs client: kept, unseen by tabs

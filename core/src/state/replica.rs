@@ -29,7 +29,8 @@ pub struct DocState {
     pub doc: SharedDoc,
     /// Update records stored since the last compaction.
     pub records: usize,
-    /// Bytes stored: the last compacted state plus the records appended since.
+    /// Bytes stored: the last compacted state plus the records appended since (and, for a
+    /// document whose storage is unreadable, the updates held in memory only).
     pub stored_bytes: usize,
     /// Bytes of the last compacted state this replica wrote (0 until it writes one).
     pub compacted_bytes: usize,
@@ -336,8 +337,21 @@ impl Replica {
             messages,
         } in frame.entries
         {
-            if self.get(&name).is_none() && !(adopt(&name) && self.create(&name).is_ok()) {
-                continue;
+            if self.get(&name).is_none() {
+                if !adopt(&name) {
+                    continue;
+                }
+                // A pinning relay takes a document on when data for it comes, not when it
+                // is only named: a request naming a thousand documents must not fill its
+                // slots with empty ones. A name alone is answered as an empty document, so
+                // the peer pushes what it has (which adopts it then).
+                let brings_data = messages.iter().any(|m| {
+                    matches!(m, SyncMessage::SyncStep2(u) | SyncMessage::Update(u)
+                        if u.as_slice() != EMPTY_UPDATE)
+                });
+                if brings_data && self.create(&name).is_err() {
+                    continue;
+                }
             }
             let mut replies = Vec::new();
             let mut asked = false;
@@ -347,10 +361,15 @@ impl Replica {
                         asked = true;
                         // Once full, later documents are not even diffed: asked again, they
                         // are answered then.
-                        if let (false, Some(doc)) = (full, self.get(&name)) {
-                            replies.push(SyncMessage::SyncStep2(doc.diff(&sv)));
-                            replies.push(SyncMessage::SyncStep1(doc.state_vector()));
+                        if full {
+                            continue;
                         }
+                        let (diff, ours) = match self.get(&name) {
+                            Some(doc) => (doc.diff(&sv), doc.state_vector()),
+                            None => (EMPTY_UPDATE.to_vec(), yrs::StateVector::default()),
+                        };
+                        replies.push(SyncMessage::SyncStep2(diff));
+                        replies.push(SyncMessage::SyncStep1(ours));
                     }
                     SyncMessage::SyncStep2(update) | SyncMessage::Update(update) => {
                         self.apply_remote(&name, &update, &mut outcome)
@@ -463,13 +482,17 @@ impl Replica {
             outcome.refused += 1;
             return;
         }
+        let before = state.doc.pending_mark();
         let result = state.doc.apply_checked_update(update);
-        // Bytes held pending: an update that integrated nothing went there whole.
-        let integrated = matches!(&result, Ok(applied) if applied.update.is_some());
-        state.pending_bytes = match (state.doc.has_pending(), integrated) {
-            (false, _) => 0,
-            (true, true) => state.pending_bytes,
-            (true, false) => state.pending_bytes.saturating_add(update.len()),
+        // Bytes held pending: an update that changed what is pending (all of it went there,
+        // or part of it, or it let some integrate) counts whole. It may overcount, never
+        // undercount, so a stream of partly integrating updates cannot grow pending unbounded.
+        state.pending_bytes = if !state.doc.has_pending() {
+            0
+        } else if state.doc.pending_mark() != before {
+            state.pending_bytes.saturating_add(update.len())
+        } else {
+            state.pending_bytes
         };
         if state.pending_bytes > MAX_PENDING_UPDATE_BYTES {
             // Updates that reference history nobody has sent: forgotten, so they cannot grow
@@ -478,7 +501,7 @@ impl Replica {
                 doc = name,
                 "dropping peers' updates waiting for missing history"
             );
-            state.doc.drop_pending();
+            let _ = state.doc.drop_pending();
             state.pending_bytes = 0;
             outcome.refused += 1;
         }

@@ -39,7 +39,7 @@ fn sync(a: &mut Replica, b: &mut Replica, adopt: bool) -> usize {
         let (pushes, outcome) = a.handle_response(response);
         assert_eq!(outcome.rejected, 0);
         for push in pushes {
-            let (reply, outcome) = b.handle_request(push, &|_| false);
+            let (reply, outcome) = b.handle_request(push, &|_| adopt);
             assert!(reply.entries.is_empty());
             assert_eq!(outcome.rejected, 0);
         }
@@ -245,6 +245,21 @@ fn a_pinning_peer_adopts_documents() {
         .unwrap();
     sync(&mut browser, &mut relay, true);
     assert_eq!(relay.get("w").unwrap().to_json(), json!({"k": 1}));
+    // Documents only named (asked about, nothing sent) take no slot.
+    let names: Vec<String> = (0..100).map(|i| format!("empty-{i}")).collect();
+    let mut asker = Replica::new(100);
+    for name in &names {
+        asker.create(name).unwrap();
+    }
+    let request = asker.sync_request(names.iter().map(String::as_str));
+    let request = SyncFrame::decode(&request.encode()).unwrap();
+    let (response, _) = relay.handle_request(request, &|_| true);
+    assert_eq!(relay.names().count(), 1, "nothing adopted for a name alone");
+    assert_eq!(
+        response.entries.len(),
+        100,
+        "each answered as an empty document"
+    );
     // A newcomer gets it from the relay alone.
     let mut newcomer = Replica::new(8);
     newcomer.create("w").unwrap();
@@ -342,6 +357,40 @@ fn a_compacted_record_larger_than_one_update_loads() {
         r.get("w").unwrap().to_json()["k"].as_str().map(str::len),
         Some(big.len())
     );
+}
+
+/// An update that integrates in part and leaves the rest pending still counts against the
+/// pending bound: a peer cannot grow what waits by pairing each big orphan with a small
+/// change that applies.
+#[test]
+fn updates_that_integrate_in_part_count_what_they_leave_pending() {
+    let mut writer = Replica::new(1);
+    let w = writer.create("w").unwrap();
+    let big = |i: usize| {
+        json!(i
+            .to_string()
+            .repeat(crate::limits::MAX_PENDING_UPDATE_BYTES / 3))
+    };
+    let write = |value: Value| w.apply_ops(&[set(&["k"], value)]).unwrap().update.unwrap();
+    let _first = write(json!(1)); // never sent: everything after it waits
+    let mut r = Replica::new(1);
+    r.create("w").unwrap();
+    let mut refused = 0;
+    for i in 0..4 {
+        let orphan = write(big(i));
+        let fine = update_setting("w", &format!("c{i}"), json!(i));
+        let pair = yrs::merge_updates_v1([orphan.as_slice(), fine.as_slice()]).unwrap();
+        let outcome = r.apply_broadcast("w", &pair, false);
+        assert_eq!(outcome.applied.len(), 1, "the small change applies");
+        refused += outcome.refused;
+        let pending = r.state("w").unwrap().pending_bytes;
+        assert!(
+            pending <= crate::limits::MAX_PENDING_UPDATE_BYTES,
+            "{pending}"
+        );
+    }
+    assert!(refused >= 1, "past the bound, what waits is dropped");
+    assert_eq!(r.get("w").unwrap().to_json()["c3"], json!(3));
 }
 
 /// Updates waiting for history the replica lacks are held by yrs; how much is bounded, and
