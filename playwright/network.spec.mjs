@@ -115,6 +115,14 @@ test('a second node of the origin (its worker at another URL) is refused; the fi
     ),
   );
   expect(code).toBe('WORKER_START_FAILED');
+  // A worker URL the browser refuses outright (another origin): the same code, not a throw.
+  const crossOrigin = await page.evaluate(() =>
+    window.PeerCompute.connect({ worker: 'http://127.0.0.2:1/worker.js', timeoutMs: 2000 }).then(
+      () => 'connected',
+      (e) => `${e.name}:${e.code}`,
+    ),
+  );
+  expect(crossOrigin).toBe('PeerComputeError:WORKER_START_FAILED');
   expect(await first.page.evaluate(async () => (await window.node.getStatus()).tabs)).toBe(1);
   expect(await first.page.evaluate(async () => (await window.PeerCompute.connect()).peerId)).toBe(first.peerId);
   await ctx.close();

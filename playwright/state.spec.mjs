@@ -201,6 +201,49 @@ test('updates are Yjs v1: yjs reads ours and we read yjs\'s', async ({ browser }
     return window.docs.yjs.get();
   }, Array.from(update));
   expect(after).toEqual({ players: { alice: { x: 1, tags: ['a', 'b'] } }, made: { by: 'yjs' } });
+  // A Yjs update that builds on changes this document never got: refused with what is
+  // missing, the part that does not depend on them goes in, nothing is held unstored.
+  const elsewhere = new Y.Doc();
+  elsewhere.getMap('root').set('skipped', 1);
+  const sv = Y.encodeStateVector(elsewhere);
+  elsewhere.getMap('root').set('skipped', 2);
+  const orphan = Y.encodeStateAsUpdate(elsewhere, sv);
+  const independent = new Y.Doc();
+  independent.getMap('root').set('fine', true);
+  const both = Y.mergeUpdates([orphan, Y.encodeStateAsUpdate(independent)]);
+  const missing = await n.page.evaluate(async (bytes) => {
+    const e = await window.docs.yjs.importUpdate(Uint8Array.from(bytes)).then(() => null, (e) => e);
+    return { code: e?.code, message: e?.message, fine: window.docs.yjs.get('fine') };
+  }, Array.from(both));
+  expect(missing.code).toBe('STATE_MISSING_HISTORY');
+  expect(missing.message).toContain(`client ${elsewhere.clientID}`);
+  expect(missing.fine).toBe(true);
+});
+
+test('close() lets writes in flight become durable; observers get copies', async ({ browser }) => {
+  const context = await browser.newContext();
+  const keeper = await openNode(context, currentRelay());
+  const n = await openNode(context, currentRelay());
+  await openDoc(n.page, 'closing');
+  const result = await n.page.evaluate(async () => {
+    const doc = window.docs.closing;
+    let given;
+    doc.observe('team', ({ changes }) => {
+      given = changes.find((c) => c.path.join('.') === 'team.members')?.value;
+      given?.push('intruder'); // an observer that changes what it got
+    });
+    await doc.set('team', { members: ['ann'] });
+    const mirror = doc.get('team');
+    // Not awaited: close() right after the write was sent.
+    const write = doc.set('late', 'kept').then(() => 'resolved', (e) => e.code);
+    await window.node.close();
+    return { given, mirror, write: await write };
+  });
+  expect(result.given).toEqual(['ann', 'intruder']);
+  expect(result.mirror).toEqual({ members: ['ann'] });
+  expect(result.write).toBe('resolved');
+  await openDoc(keeper.page, 'closing');
+  expect(await tree(keeper.page, 'closing')).toEqual({ team: { members: ['ann'] }, late: 'kept' });
 });
 
 test('bad state input gets codes and changes nothing', async ({ browser }) => {
@@ -234,6 +277,9 @@ test('bad state input gets codes and changes nothing', async ({ browser }) => {
       valueKeyOver: await code(doc.set('v', { ['é'.repeat(129)]: 1 })),
       noOps: await code(doc.update([])),
       badOp: await code(doc.update([{ move: 'a' }])),
+      stringOp: await code(doc.update(['x'])),
+      nullOp: await code(doc.update([null])),
+      notBytes: await code(doc.importUpdate([1, 2, 3])),
       garbage: await code(doc.importUpdate(new Uint8Array([255, 255, 255, 1, 2, 3]))),
       docName: sync(() => window.node.state('')),
       // The same handle is returned for the same name, and still works after the errors.
@@ -254,6 +300,9 @@ test('bad state input gets codes and changes nothing', async ({ browser }) => {
     valueKeyOver: 'STATE_INVALID_VALUE',
     noOps: 'STATE_INVALID_VALUE',
     badOp: 'STATE_INVALID_VALUE',
+    stringOp: 'STATE_INVALID_VALUE',
+    nullOp: 'STATE_INVALID_VALUE',
+    notBytes: 'STATE_INVALID_UPDATE',
     garbage: 'STATE_INVALID_UPDATE',
     docName: 'STATE_INVALID_DOC_NAME',
     same: 'resolved',

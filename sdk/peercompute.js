@@ -57,6 +57,8 @@ class Channel {
   constructor(port, onEvent) {
     this.port = port;
     this.pending = new Map();
+    /** The durable writes in flight (their promises): `close()` lets them finish. */
+    this.writes = new Set();
     this.nextId = 1;
     this.closed = null;
     port.onmessage = (event) => this.#receive(event.data);
@@ -95,6 +97,14 @@ class Channel {
         reject(new PeerComputeError('BAD_REQUEST', `the ${op} request cannot be sent: ${e.message}`));
       }
     });
+  }
+
+  /** Tracks a durable write from the moment it is asked for; returns it. */
+  trackWrite(write) {
+    this.writes.add(write);
+    const settled = () => this.writes.delete(write);
+    write.then(settled, settled);
+    return write;
   }
 
   fail(error) {
@@ -150,9 +160,12 @@ export class PeerComputeNode {
   #docs = new Map(); // name -> SharedState
   #tasks = new Map(); // id -> Task
 
-  constructor(channel, lock, peerId) {
+  #forgetPagehide;
+
+  constructor(channel, lock, peerId, forgetPagehide = () => {}) {
     this.#channel = channel;
     this.#lock = lock;
+    this.#forgetPagehide = forgetPagehide;
     /** This node's libp2p peer id (the same in every tab of the origin). */
     this.peerId = peerId;
     /** This node's presence and every peer's: `set`, `clear`, `get`, `on('change')`. */
@@ -222,6 +235,7 @@ export class PeerComputeNode {
         (code, message) => new PeerComputeError(code, message),
         // Only this handle: a newer one for the same name stays.
         (n) => this.#docs.get(n) === doc && this.#docs.delete(n),
+        (write) => this.#channel.trackWrite(write),
       );
       this.#docs.set(name, doc);
       // A failed open is reported through `doc.ready`; forget the handle so a retry can work.
@@ -314,12 +328,15 @@ export class PeerComputeNode {
     let timer;
     const gone = new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
     try {
+      // Writes already sent get their durable answer first (a detach would drop it).
+      await Promise.race([Promise.allSettled([...this.#channel.writes]), gone]);
       await Promise.race([this.#channel.request('detach').catch(() => {}), gone]);
     } finally {
       clearTimeout(timer);
       this.#channel.fail(new PeerComputeError('CLOSED', 'this node handle was closed'));
       this.#channel.port.close();
       this.#lock.release();
+      this.#forgetPagehide();
     }
   }
 }
@@ -381,7 +398,13 @@ export const PeerCompute = {
     // failure below detaches it again.
     // Start the worker first: its wasm compiles while the bootstrap list is fetched.
     const workerUrl = options.worker ?? new URL('../sw/worker.js', import.meta.url);
-    const worker = new SharedWorker(workerUrl, { type: 'module', name: 'peercompute' });
+    let worker;
+    try {
+      worker = new SharedWorker(workerUrl, { type: 'module', name: 'peercompute' });
+    } catch (e) {
+      // A URL of another origin, or one the page's CSP forbids.
+      throw new PeerComputeError('WORKER_START_FAILED', `the worker at ${workerUrl} could not start: ${e.message}`);
+    }
     let node = null;
     const channel = new Channel(worker.port, (msg) => node?._dispatch(msg));
     worker.onerror = () =>
@@ -391,34 +414,40 @@ export const PeerCompute = {
     // Offline use: no relay list is no reason to fail; the node works locally.
     if (!wait) bootstrap = bootstrap.catch(() => ({ relays: [] }));
     bootstrap.catch(() => {}); // awaited below; this only silences an early rejection
-    // The worker enforces timeoutMs; this guard only catches a worker that never answers.
-    let guardTimer;
-    const guard = new Promise((_, reject) => {
-      guardTimer = setTimeout(
-        () => reject(new PeerComputeError('WORKER_UNAVAILABLE', 'the PeerCompute worker did not answer')),
-        timeoutMs + 5000,
-      );
-    });
-    guard.catch(() => {}); // raced below; a guard nobody is waiting on is no error
+    // The worker enforces timeoutMs; these guards only catch a worker that never answers.
+    // One per request, each started when its request is sent: the bootstrap fetch (bounded
+    // by timeoutMs itself) does not eat into the connect's time.
+    const guardTimers = [];
+    const answered = (request) =>
+      Promise.race([
+        request,
+        new Promise((_, reject) => {
+          const fail = () => reject(new PeerComputeError('WORKER_UNAVAILABLE', 'the PeerCompute worker did not answer'));
+          guardTimers.push(setTimeout(fail, timeoutMs + 5000));
+        }),
+      ]);
     let lock = { name: null, release: () => {} };
+    let forgetPagehide = () => {};
     try {
       lock = await holdTabLock();
-      const [attached, config] = await Promise.all([
-        Promise.race([channel.request('attach', { lock: lock.name }), guard]),
-        bootstrap,
-      ]);
-      node = new PeerComputeNode(channel, lock, attached.peerId);
       if (lock.name === null) {
         // No Web Locks (a page served over plain http on a LAN address): the worker cannot
         // learn that this tab died, so the tab says goodbye when it is unloaded (a crash
         // still goes unnoticed). A page kept in the back-forward cache is not gone.
-        addEventListener('pagehide', (event) => event.persisted || node.close());
+        const onPagehide = (event) => {
+          if (event.persisted) return;
+          if (node) node.close();
+          else channel.port.postMessage({ v: PROTOCOL_VERSION, id: 0, op: 'detach' });
+        };
+        addEventListener('pagehide', onPagehide);
+        forgetPagehide = () => removeEventListener('pagehide', onPagehide);
       }
+      const [attached, config] = await Promise.all([answered(channel.request('attach', { lock: lock.name })), bootstrap]);
+      node = new PeerComputeNode(channel, lock, attached.peerId, forgetPagehide);
       const rootKey = options.rootKey ?? config.rootKey;
-      await Promise.race([
+      await answered(
         channel.request('connect', { relays: config.relays, timeoutMs, wait, ...(rootKey ? { rootKey } : {}) }),
-        guard,
-      ]);
+      );
       // This tab lends the node CPU workers, in the background (connect does not wait).
       node.executors =
         options.compute === false || typeof Worker === 'undefined'
@@ -440,10 +469,11 @@ export const PeerCompute = {
       channel.port.postMessage({ v: PROTOCOL_VERSION, id: 0, op: 'detach' });
       channel.port.close();
       lock.release();
+      forgetPagehide();
       // Whatever failed (Web Locks refused, say), the caller gets a code.
       throw e instanceof PeerComputeError ? e : new PeerComputeError('INTERNAL', String(e?.message ?? e));
     } finally {
-      clearTimeout(guardTimer);
+      guardTimers.forEach(clearTimeout);
     }
   },
 };

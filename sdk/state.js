@@ -6,6 +6,10 @@
 const MAX_PATH_KEYS = 32;
 const MAX_KEY_BYTES = 256;
 const MAX_DEPTH = 64;
+// Mirrors of the node's bounds (core/src/limits.rs), so an oversized write fails here
+// without a copy to the worker.
+const MAX_STATE_UPDATE_BYTES = 1024 * 1024;
+const MAX_DOC_BYTES = 32 * 1024 * 1024;
 const MAX_DOC_NAME_BYTES = 128;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const encoder = new TextEncoder();
@@ -136,13 +140,15 @@ export class SharedState {
   #closed = false;
   #observers = new Set();
   #onClose;
+  #trackWrite;
 
-  constructor(name, request, makeError, onClose) {
+  constructor(name, request, makeError, onClose, trackWrite = (p) => p) {
     /** The document's name. */
     this.name = name;
     this.#request = (op, fields, transfer) => request(op, { doc: name, ...fields }, transfer);
     this.#makeError = makeError;
     this.#onClose = onClose;
+    this.#trackWrite = trackWrite;
     /** Settles once the document is open (loaded from IndexedDB and its current tree known). */
     this.ready = this.#request('stateOpen').then(({ json }) => {
       this.#tree = JSON.parse(json);
@@ -157,7 +163,9 @@ export class SharedState {
       const mine = changes.filter((c) => related(c.path, path));
       if (mine.length === 0) continue;
       try {
-        handler({ changes: mine.map((c) => ({ path: c.path, value: c.value, deleted: !('value' in c) })), local });
+        // Copies: an observer that changes what it is given must not change this tab's mirror.
+        const given = mine.map((c) => ({ path: c.path, value: copy(c.value), deleted: !('value' in c) }));
+        handler({ changes: given, local });
       } catch (e) {
         console.error('PeerCompute state observer threw:', e);
       }
@@ -186,16 +194,22 @@ export class SharedState {
       throw this.#makeError('STATE_INVALID_VALUE', 'update takes a non-empty array of operations');
     }
     const wire = ops.map((op) => {
-      if (op && 'set' in op && !('delete' in op)) {
+      if (op === null || typeof op !== 'object') {
+        throw this.#makeError('STATE_INVALID_VALUE', 'each operation is { set: path, value } or { delete: path }');
+      }
+      if ('set' in op && !('delete' in op)) {
         if (!('value' in op)) throw this.#makeError('STATE_INVALID_VALUE', '`set` needs a `value`');
         checkValue(this.#makeError, op.value);
         return { set: toPath(this.#makeError, op.set), value: op.value };
       }
-      if (op && 'delete' in op && !('set' in op)) return { delete: toPath(this.#makeError, op.delete) };
+      if ('delete' in op && !('set' in op)) return { delete: toPath(this.#makeError, op.delete) };
       throw this.#makeError('STATE_INVALID_VALUE', 'each operation is { set: path, value } or { delete: path }');
     });
-    await this.ready;
-    await this.#request('stateUpdate', { ops: JSON.stringify(wire) });
+    const json = JSON.stringify(wire);
+    if (!utf8Within(json, MAX_STATE_UPDATE_BYTES)) {
+      throw this.#makeError('PAYLOAD_TOO_LARGE', `an update is at most ${MAX_STATE_UPDATE_BYTES} bytes of JSON`);
+    }
+    await this.#write('stateUpdate', { ops: json });
   }
 
   /**
@@ -212,10 +226,15 @@ export class SharedState {
     return () => this.#observers.delete(entry);
   }
 
+  /** A write answered once durable: sent once the document is open, and tracked from this
+   * call on, so the node's `close()` right after it still waits for its answer. */
+  #write(op, fields, transfer) {
+    return this.#trackWrite(this.ready.then(() => this.#request(op, fields, transfer)));
+  }
+
   /** Records a named version of the current state: `{ id, label, time }`. */
   async snapshot(label = '') {
-    await this.ready;
-    return this.#request('stateSnapshot', { label: String(label) });
+    return this.#write('stateSnapshot', { label: String(label) });
   }
 
   /** Named versions, oldest first. */
@@ -229,10 +248,9 @@ export class SharedState {
    * A document keeps at most 256 versions; deleting one makes room for the next.
    */
   async deleteVersion(version) {
-    await this.ready;
     const id = typeof version === 'string' ? version : version?.id;
     if (typeof id !== 'string') throw this.#makeError('BAD_REQUEST', 'a version id (string) or a version object');
-    await this.#request('stateDeleteVersion', { version: id });
+    await this.#write('stateDeleteVersion', { version: id });
   }
 
   /** A read-only view of a past version (`id` or a version object). */
@@ -257,10 +275,12 @@ export class SharedState {
 
   /** Applies a Yjs v1 update; resolves once durable. */
   async importUpdate(bytes) {
-    if (!(bytes instanceof Uint8Array)) throw new TypeError('importUpdate takes a Uint8Array');
-    await this.ready;
+    if (!(bytes instanceof Uint8Array)) throw this.#makeError('STATE_INVALID_UPDATE', 'importUpdate takes a Uint8Array');
+    if (bytes.byteLength > MAX_DOC_BYTES) {
+      throw this.#makeError('STATE_DOC_TOO_LARGE', `an update of ${bytes.byteLength} bytes is over a document's ${MAX_DOC_BYTES}`);
+    }
     const copyBytes = bytes.slice();
-    await this.#request('stateImport', { bytes: copyBytes }, [copyBytes.buffer]);
+    await this.#write('stateImport', { bytes: copyBytes }, [copyBytes.buffer]);
   }
 
   /** Stops this tab's copy; the document stays open in the node for the other tabs. */

@@ -198,6 +198,21 @@ pub const OPS: &[&str] = &[
     "taskCancel",
 ];
 
+/// The most bytes one top-level string or byte field of an `op` request may hold (the body
+/// of a publish, an update's ops, an import's bytes, a presence state; names and ids are far
+/// below the default). A host that can measure fields before decoding them (the
+/// SharedWorker: a string's length, a typed array's byteLength) refuses larger ones without
+/// copying them into wasm first. A task's inputs are nested, and bounded when decoded.
+pub fn max_field_bytes(op: &str) -> usize {
+    match op {
+        "publish" => crate::limits::MAX_PUBLISH_BYTES,
+        "stateUpdate" => crate::limits::MAX_STATE_UPDATE_BYTES,
+        "stateImport" => crate::limits::MAX_DOC_BYTES,
+        "presenceSet" => crate::limits::MAX_PRESENCE_BYTES,
+        _ => 64 * 1024,
+    }
+}
+
 impl Request {
     /// Checks bounds that serde cannot express.
     pub fn validate(&self) -> Result<(), NodeError> {

@@ -8,8 +8,8 @@ use peercompute_core::{
     node::{queue_lifecycle, Input, Output},
     pubsub::Payload,
     tab_protocol::{
-        decode_request, Event, GpuAdapter, Header, ReplyValue, Request, RequestId, TabId,
-        PROTOCOL_VERSION,
+        decode_request, max_field_bytes, Event, GpuAdapter, Header, ReplyValue, Request, RequestId,
+        TabId, PROTOCOL_VERSION,
     },
     ErrorCode, NodeError,
 };
@@ -126,6 +126,10 @@ fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: 
         attach_executor(ports, tab, port, &data);
         return;
     }
+    if let Some((id, error)) = oversized_field(&data) {
+        post(port, &reply(id, Err(error)), None);
+        return;
+    }
     let header = serde_wasm_bindgen::from_value::<Header>(data.clone());
     let decoded = decode_request(header, || serde_wasm_bindgen::from_value::<Request>(data));
     let (id, request) = match decoded {
@@ -163,6 +167,44 @@ fn on_message(ports: &Rc<RefCell<Ports>>, tab: TabId, port: &MessagePort, data: 
             None,
         );
     }
+}
+
+/// A top-level string or typed-array field longer than its op allows, measured before serde
+/// copies it into wasm memory. A string's UTF-16 length is a lower bound of its UTF-8 bytes,
+/// so a string refused here is too long in any encoding.
+fn oversized_field(data: &JsValue) -> Option<(Option<RequestId>, NodeError)> {
+    let object = data.dyn_ref::<Object>()?;
+    let op = Reflect::get(data, &"op".into()).ok()?;
+    // Even the op name is measured before it is copied (the decoder refuses unknown ones).
+    let op = op
+        .dyn_ref::<js_sys::JsString>()
+        .filter(|s| s.length() <= 64)?;
+    let op = String::from(op);
+    let max = max_field_bytes(&op);
+    let entries = Object::entries(object);
+    let (name, len) = entries.iter().find_map(|entry| {
+        let entry: Array = entry.unchecked_into();
+        let value = entry.get(1);
+        let len = if let Some(s) = value.dyn_ref::<js_sys::JsString>() {
+            s.length() as usize
+        } else if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+            bytes.byte_length() as usize
+        } else {
+            return None;
+        };
+        (len > max).then(|| (entry.get(0).as_string().unwrap_or_default(), len))
+    })?;
+    let id = Reflect::get(data, &"id".into())
+        .ok()
+        .and_then(|v| v.as_f64())
+        .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
+        .map(|v| v as RequestId);
+    let name: String = name.chars().take(40).collect();
+    let error = NodeError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("{op}: field {name:?} is {len} long; at most {max} bytes"),
+    );
+    Some((id, error))
 }
 
 /// The browser-only request by which a tab lends the node an executor, the port transferred:
