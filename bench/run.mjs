@@ -218,7 +218,8 @@ const stateTable = [
     `| ${name} | ${fmt(br, d)} | ${fmt(na, d)} | ${fmt(yj, d)} | ${na == null || yj == null ? '' : fmt(na / yj)} | ${target} |`),
 ].join('\n');
 console.log(`${stateTable}\n`);
-console.log('¹ browser: tab → worker → IndexedDB, each update acknowledged once durable; native core and');
+console.log('¹ browser: tab → worker → IndexedDB, each update acknowledged once durable, median of 3 runs');
+console.log('  on 3 documents (the first also warms V8 up on the worker\'s wasm); native core and');
 console.log('  yjs: in memory, each update encoded, median of 3 runs (Yjs\'s first is its JIT warming up).');
 console.log('² browser and native: through the relay, from opening the document (once connected to the');
 console.log('  writer) until the view holds every key, median of 3 newcomers; yjs: encode + apply + toJSON');

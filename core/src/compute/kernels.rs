@@ -7,7 +7,7 @@
 //!
 //! | kernel | inputs | params | output per chunk |
 //! |---|---|---|---|
-//! | `mandelbrot` | – | `maxIter` (256, at most 65 536), `x0` `y0` `x1` `y1` (view) | u32 iterations per cell |
+//! | `mandelbrot` | – | `maxIter` (256, at most 2²⁰), `x0` `y0` `x1` `y1` (view) | u32 iterations per cell |
 //! | `matmul` | binding 2: A (m×k f32), 3: B (k×n f32); grid `[n, m]` | – | f32 rows of C = A·B |
 //! | `square` | binding 2: x (one element per cell) | – | x² per cell (integers wrap) |
 //! | `sum` | binding 2: x (one element per cell) | – | one element: the chunk's sum; `reduce: 'sum'` |
@@ -22,7 +22,7 @@ use crate::{error::ErrorCode, NodeError};
 pub const KERNELS: &[&str] = &["mandelbrot", "matmul", "square", "sum"];
 
 /// The largest `maxIter` mandelbrot takes.
-pub const MAX_MANDELBROT_ITER: u32 = 65_536;
+pub const MAX_MANDELBROT_ITER: u32 = 1 << 20;
 
 /// The most inner-loop steps (mandelbrot iterations, matmul multiply-adds) one chunk may
 /// take: a few seconds on a CPU worker. A job comes from the network, and a built-in kernel
@@ -565,19 +565,14 @@ mod tests {
     #[test]
     fn heavy_kernel_tasks_get_enough_chunks_and_peer_jobs_are_refused() {
         // 4096² cells × 65 536 iterations: 2^40 steps, so at least 256 chunks of 16 rows.
-        let t = task(mandelbrot_request(
-            serde_json::json!(MAX_MANDELBROT_ITER),
-            4096,
-        ));
+        let t = task(mandelbrot_request(serde_json::json!(65_536), 4096));
         let jobs = t.jobs(1).expect("splits");
         assert_eq!(jobs.len(), 256);
         for job in &jobs {
-            assert!(
-                job.range.cells() * u64::from(MAX_MANDELBROT_ITER) <= MAX_KERNEL_STEPS_PER_CHUNK
-            );
+            assert!(job.range.cells() * 65_536 <= MAX_KERNEL_STEPS_PER_CHUNK);
         }
         // Naming too few chunks is refused when the task is checked, with the way out.
-        let mut few = mandelbrot_request(serde_json::json!(MAX_MANDELBROT_ITER), 4096);
+        let mut few = mandelbrot_request(serde_json::json!(65_536), 4096);
         few["split"] = serde_json::json!({ "chunks": 4 });
         let e = invalid(few);
         assert_eq!(e.code, ErrorCode::TaskInvalid);
