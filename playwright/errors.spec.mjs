@@ -96,6 +96,7 @@ test('malformed port messages get error replies and the worker keeps serving oth
       { v: 1, id: 14, op: 'stateUpdate', doc: 'd', ops: 'x'.repeat(2 * 1024 * 1024) },
       { v: 1, id: 15, op: 'ping', junk: 'y'.repeat(100 * 1024) },
       { v: 1, id: 16, op: 'z'.repeat(100_000) },
+      { v: 1, id: 17, op: 'ping', ['k'.repeat(100 * 1024)]: 1 },
     ];
     for (const m of bad) port.postMessage(m);
     // Lent executors: 64 CPU workers and one GPU worker per tab at most. The GPU's name is
@@ -133,6 +134,7 @@ test('malformed port messages get error replies and the worker keeps serving oth
   expect(byId(9).error.code).toBe('BAD_REQUEST');
   expect([byId(14).error.code, byId(15).error.code]).toEqual(['PAYLOAD_TOO_LARGE', 'PAYLOAD_TOO_LARGE']);
   expect(byId(16).error.code).toBe('UNKNOWN_OP');
+  expect(byId(17).error).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', message: expect.stringContaining('characters long') });
   expect([byId(10).ok, byId(11).error?.code, byId(12).ok, byId(13).error?.code]).toEqual([
     true,
     'BAD_REQUEST',

@@ -182,24 +182,31 @@ fn oversized_field(data: &JsValue) -> Option<(Option<RequestId>, NodeError)> {
     let op = String::from(op);
     let max = max_field_bytes(&op);
     let entries = Object::entries(object);
+    let measure = |value: &JsValue| {
+        if let Some(s) = value.dyn_ref::<js_sys::JsString>() {
+            s.length() as usize
+        } else {
+            value
+                .dyn_ref::<Uint8Array>()
+                .map_or(0, |b| b.byte_length() as usize)
+        }
+    };
+    // Keys too: the decoder copies each key to match it against the fields it knows.
     let (name, len) = entries.iter().find_map(|entry| {
         let entry: Array = entry.unchecked_into();
-        let value = entry.get(1);
-        let len = if let Some(s) = value.dyn_ref::<js_sys::JsString>() {
-            s.length() as usize
-        } else if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
-            bytes.byte_length() as usize
-        } else {
-            return None;
+        let (key, value) = (entry.get(0), entry.get(1));
+        let len = measure(&key).max(measure(&value));
+        let name = || match measure(&key) {
+            n if n <= 40 => key.as_string().unwrap_or_default(),
+            n => format!("({n} characters long)"),
         };
-        (len > max).then(|| (entry.get(0).as_string().unwrap_or_default(), len))
+        (len > max).then(|| (name(), len))
     })?;
     let id = Reflect::get(data, &"id".into())
         .ok()
         .and_then(|v| v.as_f64())
         .filter(|v| v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(v))
         .map(|v| v as RequestId);
-    let name: String = name.chars().take(40).collect();
     let error = NodeError::new(
         ErrorCode::PayloadTooLarge,
         format!("{op}: field {name:?} is {len} long; at most {max} bytes"),

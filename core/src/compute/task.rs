@@ -692,9 +692,9 @@ impl TaskRequest {
         if let Code::Kernel(_) = &task.code {
             // A kernel checks its inputs against the grid once, here, not per chunk.
             super::kernels::check(&task)?;
-        } else if task.chunks.is_some() {
+        } else if let Some(chunks) = task.chunks {
             // A split the submitter named is checked now (an automatic one fits by design).
-            task.jobs(1)?;
+            task.check_held_outputs(chunks.min(task.grid[task.split_axis]) as usize)?;
         }
         Ok(task)
     }
@@ -703,32 +703,16 @@ impl TaskRequest {
 impl Task {
     /// Splits the task for `workers` workers into its chunk jobs.
     pub fn jobs(&self, workers: usize) -> Result<Vec<ChunkJob>, NodeError> {
-        // An element-wise reduction holds every chunk's whole output until it combines them.
-        let elementwise = self.reduce != Reduce::Concat;
-        let chunk_bytes = self.output.bytes().max(1);
-        let held_chunks = u32::try_from(MAX_OUTPUT_BYTES / chunk_bytes).unwrap_or(u32::MAX);
         let chunks = self.chunks.unwrap_or_else(|| {
             // A built-in kernel's heavy task gets enough chunks to bound each one's work.
             let axis = self.grid[self.split_axis];
             let at_least = super::kernels::chunks_needed(self).min(axis);
             let chunks = auto_chunks(axis, workers).max(at_least).min(MAX_CHUNKS);
-            if elementwise {
-                chunks.min(held_chunks.max(1))
-            } else {
-                chunks
-            }
+            chunks.min(self.most_held_chunks())
         });
         let ranges =
             split_grid(self.grid, self.split_axis, chunks).map_err(|e| invalid(e.to_string()))?;
-        if elementwise && ranges.len() as u64 * chunk_bytes as u64 > MAX_OUTPUT_BYTES as u64 {
-            return Err(invalid(format!(
-                "reduce {:?} keeps each chunk's {chunk_bytes}-byte output until it combines \
-                 them: {} chunks are more than {MAX_OUTPUT_BYTES} bytes; use at most \
-                 {held_chunks} chunks",
-                format!("{:?}", self.reduce).to_lowercase(),
-                ranges.len()
-            )));
-        }
+        self.check_held_outputs(ranges.len())?;
         let cells: u64 = self.grid.iter().map(|&g| u64::from(g)).product();
         let per_cell = u64::from(self.output.length) / cells;
         let jobs = ranges
@@ -755,6 +739,30 @@ impl Task {
             .collect::<Vec<_>>();
         jobs.iter().try_for_each(super::kernels::check_steps)?;
         Ok(jobs)
+    }
+
+    /// The most chunks whose outputs a reduction may hold at once: an element-wise one keeps
+    /// every chunk's whole output until it combines them, bounded by [`MAX_OUTPUT_BYTES`] in
+    /// all (concat's chunks are slices of the output, bounded already).
+    fn most_held_chunks(&self) -> u32 {
+        if self.reduce == Reduce::Concat {
+            return MAX_CHUNKS;
+        }
+        let most = MAX_OUTPUT_BYTES / self.output.bytes().max(1);
+        u32::try_from(most).unwrap_or(u32::MAX).clamp(1, MAX_CHUNKS)
+    }
+
+    fn check_held_outputs(&self, chunks: usize) -> Result<(), NodeError> {
+        let most = self.most_held_chunks();
+        if chunks <= most as usize {
+            return Ok(());
+        }
+        Err(invalid(format!(
+            "reduce {} keeps each chunk's {}-byte output until it combines them: {chunks} \
+             chunks are more than {MAX_OUTPUT_BYTES} bytes; use at most {most} chunks",
+            format!("{:?}", self.reduce).to_lowercase(),
+            self.output.bytes()
+        )))
     }
 
     /// Whether its chunks may run on other peers: built-in kernels always (they are part of

@@ -42,7 +42,7 @@ const MAX_EXCLUDED_SHOWN: usize = 32;
 /// [`MAX_COMPUTE_STREAMS`] streams serve both directions (our Runs, the peer's Runs) and the
 /// Cancels; past that the stream is refused and the chunk would fail. So a peer's advertised
 /// slots count up to this, and further chunks for it wait in [`NodeCompute::queued`].
-pub(crate) const MAX_RUNS_PER_PEER: usize = (MAX_COMPUTE_STREAMS - 4) / 2;
+const MAX_RUNS_PER_PEER: usize = (MAX_COMPUTE_STREAMS - 4) / 2;
 
 /// What the host's executors can do.
 #[derive(Debug, Clone, Default)]

@@ -130,17 +130,20 @@ impl Node {
                 let written = self.opened(&doc).and_then(|d| {
                     d.check_writable(&doc)?;
                     d.check_room(&doc, bytes.len())?;
-                    let before = d.doc.pending_mark();
-                    let mut applied = d.doc.apply_update(&bytes)?;
-                    // What yrs holds back for missing history would be neither stored nor
-                    // acknowledged truthfully: it is dropped, and the tab told what is missing.
-                    if applied.refused.is_none()
-                        && d.doc.has_pending()
-                        && d.doc.pending_mark() != before
-                    {
-                        applied.refused = Some(missing_history(&d.doc.drop_pending()));
+                    d.doc.apply_update(&bytes)
+                });
+                // What yrs holds back for missing history would be neither stored nor
+                // acknowledged truthfully: it is dropped (with what peers' updates had waiting,
+                // which the sync brings again), and the tab is told what is missing.
+                let written = written.map(|mut applied| {
+                    if applied.pending_changed {
+                        if let Some(d) = self.state.replica.state_mut(&doc) {
+                            let missing = missing_history(&d.doc.drop_pending());
+                            d.pending_bytes = 0;
+                            applied.refused.get_or_insert(missing);
+                        }
                     }
-                    Ok(applied)
+                    applied
                 });
                 // Refused partway: what went in is kept like any write, and the tab hears
                 // why the rest did not, once that part is durable.

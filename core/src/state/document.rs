@@ -138,6 +138,9 @@ pub struct Applied {
     /// before stopping, so `update` and the changes hold that part, to persist and to show
     /// like any other change; the rest was refused.
     pub refused: Option<NodeError>,
+    /// Applying an update changed what yrs holds pending for missing history (some of it
+    /// went there, or let some of what waited integrate), and something still waits.
+    pub pending_changed: bool,
 }
 
 impl Applied {
@@ -169,8 +172,8 @@ struct Keys {
 }
 
 /// See [`SharedDoc::pending_mark`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct PendingMark(StateVector, StateVector, yrs::IdSet);
+#[derive(PartialEq, Eq)]
+struct PendingMark(StateVector, StateVector, yrs::IdSet);
 
 /// A shared document.
 pub struct SharedDoc {
@@ -439,8 +442,10 @@ impl SharedDoc {
                 self.take_applied()
             }
         };
+        let before = self.pending_mark();
         let result = self.doc.transact_mut().apply_update(update);
-        let applied = report();
+        let mut applied = report();
+        applied.pending_changed = self.has_pending() && self.pending_mark() != before;
         match result {
             Ok(()) => Ok(applied),
             // Refused at once: nothing changed.
@@ -653,8 +658,9 @@ impl SharedDoc {
 
     /// What the document holds pending, as a value that changes whenever pending updates
     /// are added (or integrated): the clock ranges of the pending blocks and the pending
-    /// deletes. Cheap next to encoding the pending update to weigh it.
-    pub fn pending_mark(&self) -> PendingMark {
+    /// deletes. Cheap next to encoding the pending update to weigh it (and to nothing when
+    /// nothing waits, the usual case).
+    fn pending_mark(&self) -> PendingMark {
         let txn = self.doc.transact();
         let store = txn.store();
         let update = store.pending_update().map(|p| &p.update);
@@ -723,7 +729,7 @@ impl SharedDoc {
             update: Some(update),
             changes: Vec::new(),
             tree: (!unchanged).then_some(tree),
-            refused: None,
+            ..Applied::default()
         }
     }
 
@@ -770,8 +776,7 @@ impl SharedDoc {
         Applied {
             update: locked(&self.effective).take(),
             changes,
-            tree: None,
-            refused: None,
+            ..Applied::default()
         }
     }
 }

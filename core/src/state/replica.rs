@@ -482,14 +482,13 @@ impl Replica {
             outcome.refused += 1;
             return;
         }
-        let before = state.doc.pending_mark();
         let result = state.doc.apply_checked_update(update);
         // Bytes held pending: an update that changed what is pending (all of it went there,
         // or part of it, or it let some integrate) counts whole. It may overcount, never
         // undercount, so a stream of partly integrating updates cannot grow pending unbounded.
         state.pending_bytes = if !state.doc.has_pending() {
             0
-        } else if state.doc.pending_mark() != before {
+        } else if matches!(&result, Ok(applied) if applied.pending_changed) {
             state.pending_bytes.saturating_add(update.len())
         } else {
             state.pending_bytes
