@@ -101,7 +101,10 @@ try {
     window.node.subscribe('bench-ping', (m) => window.node.publish('bench-pong', m.data));
     window.node.subscribe('bench-bulk', (m) => {
       received += m.data.byteLength;
-      if (received >= window.bulkTotal) window.node.publish('bench-done', 1);
+      if (received >= window.bulkTotal) {
+        received = 0; // the next transfer counts afresh
+        window.node.publish('bench-done', 1);
+      }
     });
   });
   const latency = await a.evaluate(async (peer) => {
@@ -133,15 +136,18 @@ try {
   }, bId);
   results.pubsub_one_way_ms = { p50: pct(latency, 0.5), p99: pct(latency, 0.99), samples: latency.length, rate_per_s: 100 };
 
-  // 4. Relayed throughput browser → browser.
+  // 4. Relayed throughput browser → browser: one 16 MiB transfer to warm up, then the median of
+  //    three. The first transfer runs while V8 is still tiering the bulk path up (SHA-512 of
+  //    the signatures, ChaCha20-Poly1305, the copies) and compiling it on the same two cores:
+  //    it is reported too, as `throughput_first_mb_s`.
   const MESSAGES = 64;
   const BYTES = 256 * 1024;
   await b.evaluate((total) => (window.bulkTotal = total), MESSAGES * BYTES);
-  results.throughput_mb_s = await a.evaluate(async ([n, size]) => {
+  const transfer = () => a.evaluate(async ([n, size]) => {
     const node = window.node;
     let done;
     const finished = new Promise((r) => (done = r));
-    node.subscribe('bench-done', () => done(performance.now()));
+    const stop = node.subscribe('bench-done', () => done(performance.now()));
     const blob = new Uint8Array(size).fill(7);
     const t0 = performance.now();
     for (let i = 0; i < n; i++) {
@@ -156,8 +162,14 @@ try {
       }
     }
     const t1 = await finished;
+    stop();
     return (n * size) / 1e6 / ((t1 - t0) / 1000);
   }, [MESSAGES, BYTES]);
+  const transfers = [];
+  for (let i = 0; i < 4; i++) transfers.push(await transfer());
+  results.throughput_first_mb_s = transfers[0];
+  results.throughput_runs_mb_s = transfers.slice(1);
+  results.throughput_mb_s = pct(transfers.slice(1), 0.5);
   results.bulk_bytes = MESSAGES * BYTES;
 
   // 5. Native baseline through the same relay.
@@ -190,7 +202,8 @@ const rows = [
   ['tab ↔ worker round trip p99 (ms)', results.tab_worker_rtt_ms.p99, null, ''],
   ['pubsub one-way p50 (ms)', results.pubsub_one_way_ms.p50, n.pubsub_one_way_ms.p50, '≤ 2'],
   ['pubsub one-way p99 (ms)', results.pubsub_one_way_ms.p99, n.pubsub_one_way_ms.p99, '≤ 10'],
-  ['relayed throughput (MB/s)', results.throughput_mb_s, n.throughput_mb_s, '≥ 50'],
+  ['relayed throughput, median of 3 (MB/s)⁰', results.throughput_mb_s, n.throughput_mb_s, '≥ 50'],
+  ['relayed throughput, first transfer (MB/s)⁰', results.throughput_first_mb_s, n.throughput_first_mb_s, ''],
 ];
 const table = [
   '| metric | browser | native | browser/native | target |',
@@ -199,6 +212,7 @@ const table = [
     `| ${name} | ${fmt(br)} | ${fmt(na)} | ${na == null ? '' : fmt(br / na)} | ${target} |`),
 ].join('\n');
 console.log(`\n${table}\n`);
+console.log('⁰ 16 MiB of 256 KiB pubsub messages; the first transfer also warms V8 up on the bulk path.\n');
 const st = results.state;
 const ns = n.state;
 const y = results.yjs;

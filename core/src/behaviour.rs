@@ -13,7 +13,10 @@ use crate::{
         task::MAX_TASK_TIMEOUT_MS,
     },
     frame::{FrameCodec, WireFrame},
-    limits::{MAX_COMPUTE_STREAMS, MAX_GOSSIP_FRAME_BYTES, MAX_PEER_TOPICS, MAX_SYNC_STREAMS},
+    limits::{
+        MAX_COMPUTE_STREAMS, MAX_GOSSIP_FRAME_BYTES, MAX_GOSSIP_QUEUE_BYTES, MAX_PEER_TOPICS,
+        MAX_SYNC_STREAMS,
+    },
     pubsub::is_known_topic,
     state::sync_protocol::{SyncCodec, SYNC_PROTOCOL},
 };
@@ -112,6 +115,7 @@ pub fn compute_behaviour() -> request_response::Behaviour<ComputeCodec> {
 pub fn gossipsub_config() -> Result<gossipsub::Config, String> {
     gossipsub::ConfigBuilder::default()
         .max_transmit_size(MAX_GOSSIP_FRAME_BYTES)
+        .connection_handler_queue_bytes(MAX_GOSSIP_QUEUE_BYTES)
         // Subscriptions count as control data, 16 KiB per message by default: a relay's hello
         // (every topic it routes, in one message) passed that at ~800 short topic names, and
         // each node then ignored all of it and could no longer publish.

@@ -51,6 +51,9 @@ pub struct Stats {
     /// Discovery and presence messages dropped as replays (older than one already seen from
     /// their sender).
     pub replayed_messages: u64,
+    /// Gossip messages dropped on their way to a peer too slow to take them: its send queue
+    /// was full (`MAX_GOSSIP_QUEUE_BYTES`) or they waited too long in it.
+    pub slow_peer_drops: u64,
     /// libp2p connections refused because their IP address held `--max-connections-per-ip`
     /// already (the HTTP server's refusals are logged at debug level only).
     pub refused_connections_per_ip: u64,
@@ -77,6 +80,7 @@ impl Stats {
             topics: 0,
             rejected_messages: 0,
             replayed_messages: 0,
+            slow_peer_drops: 0,
             refused_connections_per_ip: 0,
             pinned: None,
             sync_answer_bytes: 0,
@@ -115,6 +119,9 @@ impl Stats {
              # HELP peercompute_relay_replayed_messages Replayed discovery and presence messages dropped.\n\
              # TYPE peercompute_relay_replayed_messages counter\n\
              peercompute_relay_replayed_messages_total {}\n\
+             # HELP peercompute_relay_slow_peer_drops Gossip messages dropped: their peer's send queue was full or they waited too long.\n\
+             # TYPE peercompute_relay_slow_peer_drops counter\n\
+             peercompute_relay_slow_peer_drops_total {}\n\
              # HELP peercompute_relay_refused_connections_per_ip Connections refused: their address held its share.\n\
              # TYPE peercompute_relay_refused_connections_per_ip counter\n\
              peercompute_relay_refused_connections_per_ip_total {}\n\
@@ -129,6 +136,7 @@ impl Stats {
             self.topics,
             self.rejected_messages,
             self.replayed_messages,
+            self.slow_peer_drops,
             self.refused_connections_per_ip,
             self.sync_answer_bytes,
         )

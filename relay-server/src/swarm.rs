@@ -438,6 +438,14 @@ impl RunningSwarm {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                let dropped = failed_messages.priority + failed_messages.non_priority;
+                stats.slow_peer_drops += dropped as u64;
+                debug!(peer = %peer_id, dropped, "gossip messages dropped for a slow peer");
+            }
             _ => {}
         }
     }

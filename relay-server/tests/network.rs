@@ -369,6 +369,111 @@ async fn a_hostile_peer_cannot_disturb_the_relay_or_honest_nodes() {
     relay.stop().await;
 }
 
+/// A subscriber that stops reading (a stalled or hostile client) makes the relay queue what it
+/// forwards to it, and gossipsub alone bounds that queue at 5000 messages of any size. With the
+/// queue bounded in bytes (`MAX_GOSSIP_QUEUE_BYTES`, 32 MiB), 48 MiB published to its topic
+/// leave most of the last 16 MiB dropped (and counted) rather than held, and other nodes'
+/// traffic still flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_holds_a_bounded_queue_at_the_relay() {
+    use futures::StreamExt;
+    use libp2p::{gossipsub, swarm::SwarmEvent};
+    use peercompute_core::{
+        behaviour::NodeBehaviourEvent, limits::MAX_GOSSIP_QUEUE_BYTES, pubsub::app_topic,
+    };
+
+    const MESSAGE: usize = 512 * 1024;
+    const MESSAGES: usize = 96; // 48 MiB, 16 MiB past the bound
+    let relay = relay("slow-reader").await;
+    let (mut a, mut b) = chat_pair(&relay).await;
+
+    // The stalled subscriber: polled until the relay routes its topic, then never again (its
+    // socket stays open and unread).
+    let mut stalled = peercompute_core::transport::build_swarm(
+        Keypair::generate_ed25519(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("swarm");
+    let bulk = app_topic("bulk");
+    stalled
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&bulk)
+        .expect("subscribe");
+    stalled.dial(relay.dialable[0].clone()).expect("dial");
+    timeout(T, async {
+        loop {
+            if let SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(
+                gossipsub::Event::Subscribed { topic, .. },
+            )) = stalled.select_next_some().await
+            {
+                if topic == bulk.hash() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the relay routes the stalled peer's topic");
+
+    let blob = serde_bytes::ByteBuf::from(vec![7u8; MESSAGE]);
+    let publish = || Request::Publish {
+        topic: "bulk".into(),
+        json: None,
+        bytes: Some(blob.clone()),
+    };
+    // The first publishes may precede the relay's subscription reaching `a`.
+    timeout(T, async {
+        loop {
+            if let Ok(ReplyValue::Published(r)) = a.request(publish()).await {
+                if r.peers > 0 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the relay takes bulk messages");
+    for _ in 1..MESSAGES {
+        timeout(T, async {
+            loop {
+                match a.request(publish()).await {
+                    Ok(_) => return,
+                    Err(e) if e.code.as_str() == "BUSY" => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
+                    Err(e) => panic!("publish: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("publish in time");
+    }
+    let beyond = (MESSAGES * MESSAGE - MAX_GOSSIP_QUEUE_BYTES) / MESSAGE;
+    let reached = timeout(T, async {
+        while (relay.stats.lock().await.slow_peer_drops as usize) < beyond / 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let dropped = relay.stats.lock().await.slow_peer_drops;
+    assert!(
+        reached.is_ok(),
+        "{dropped} messages dropped for the stalled peer; at least {} of the {beyond} past \
+         its queue's bound should be",
+        beyond / 2
+    );
+
+    let e = publish_until_received(&mut a, &mut b, "still flowing").await;
+    assert!(
+        matches!(&e, Event::Message { payload: Payload::Json(j), .. } if j.contains("still flowing"))
+    );
+    drop(stalled);
+    relay.stop().await;
+}
+
 /// Circuits carry no gossip, so nothing but the explicit keep-alive holds them open: with a
 /// 1 s idle timeout they must outlive 3 s of silence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
