@@ -161,7 +161,13 @@ try {
         }
       }
     }
-    const t1 = await finished;
+    // Pubsub is best effort: a lost message would leave the receiver short of the total.
+    let timer;
+    const lost = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the receiver did not acknowledge the transfer in 60 s')), 60_000);
+    });
+    const t1 = await Promise.race([finished, lost]);
+    clearTimeout(timer);
     stop();
     return (n * size) / 1e6 / ((t1 - t0) / 1000);
   }, [MESSAGES, BYTES]);

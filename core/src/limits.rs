@@ -8,8 +8,8 @@ pub const MAX_PUBLISH_BYTES: usize = 1024 * 1024;
 pub const MAX_GOSSIP_FRAME_BYTES: usize = MAX_PUBLISH_BYTES + 16 * 1024;
 /// Most message data waiting in the gossip send queue to one peer (each queued message holds
 /// its own copy). Gossipsub alone bounds the queue at 5000 messages, so a peer that stops
-/// reading could make a relay hold 5000 × 1 MiB for it. 32 MiB is about a second of the
-/// fastest relayed traffic measured here (`npm run bench`); past it, messages forwarded to
+/// reading could make a relay hold 5000 × 1 MiB for it. 32 MiB is about a second of a
+/// browser's relayed traffic (`npm run bench`: ~30 MB/s); past it, messages forwarded to
 /// that peer are dropped (the relay counts them: `/status` `slowPeerDrops`) and a node's own
 /// `publish` gets `BUSY` once every peer's queue is full.
 pub const MAX_GOSSIP_QUEUE_BYTES: usize = 32 * 1024 * 1024;
