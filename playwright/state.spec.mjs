@@ -37,13 +37,18 @@ test('two nodes converge after concurrent edits to the same new object', async (
 test('a newcomer gets a large document as one change at the root, later writes per entry', async ({ browser }) => {
   const a = await openNode(await browser.newContext(), currentRelay());
   await openDoc(a.page, 'big');
-  await a.page.evaluate(() =>
-    window.docs.big.update(Array.from({ length: 200 }, (_, i) => ({ set: ['items', `i${i}`], value: { n: i } }))),
-  );
+  // 2000 entries: the sync answer (~60 KB) is past the 16 KiB from which frames go deflated.
+  await a.page.evaluate(async () => {
+    for (let b = 0; b < 2; b++) {
+      await window.docs.big.update(
+        Array.from({ length: 1000 }, (_, i) => ({ set: ['items', `i${b * 1000 + i}`], value: { n: i } })),
+      );
+    }
+  });
   const b = await openNode(await browser.newContext(), currentRelay());
   await waitForPeer(b.page, a.peerId);
   await openDoc(b.page, 'big');
-  await until(b.page, 'big', (t) => Object.keys(t.items ?? {}).length === 200);
+  await until(b.page, 'big', (t) => Object.keys(t.items ?? {}).length === 2000);
   const whole = await tree(a.page, 'big');
   expect(await tree(b.page, 'big')).toEqual(whole);
   // The sync filled b's empty document in one transaction: one change, the whole tree.
@@ -55,7 +60,7 @@ test('a newcomer gets a large document as one change at the root, later writes p
   const later = await b.page.evaluate(() => window.seen.big.at(-1).changes);
   expect(later).toEqual([{ path: ['items', 'i7', 'n'], value: 'seven', deleted: false }]);
   await b.page.evaluate(() => window.docs.big.delete('items.i0'));
-  await until(a.page, 'big', (t) => t.items.i0 === undefined && Object.keys(t.items).length === 199);
+  await until(a.page, 'big', (t) => t.items.i0 === undefined && Object.keys(t.items).length === 1999);
   expect(a.errors.concat(b.errors)).toEqual([]);
 });
 

@@ -45,9 +45,40 @@ fn main() {
         "decode {decode:?} apply {apply:?} remote {remote:?} newcomer apply+json {sync:?} ({} KiB)",
         json.len() / 1024
     );
+    sync_frame(state.clone());
     yrs_floor();
     yrs_remote_floor(&updates);
     yrs_newcomer_floor(&state);
+}
+
+/// The whole document as a newcomer's sync answer: the frame deflated for the wire, and
+/// inflated and decoded (its update layout-checked) on the other side.
+fn sync_frame(state: Vec<u8>) {
+    use peercompute_core::state::sync_protocol::{DocMessages, SyncFrame, SYNC_PROTOCOL};
+    let frame = SyncFrame {
+        entries: vec![DocMessages {
+            doc: "bench".into(),
+            messages: vec![yrs::sync::SyncMessage::SyncStep2(state)],
+        }],
+    };
+    let t = Instant::now();
+    let plain = frame.encode();
+    let encode = t.elapsed();
+    let t = Instant::now();
+    let wire = frame.encode_for(&SYNC_PROTOCOL);
+    let deflate = t.elapsed();
+    let t = Instant::now();
+    SyncFrame::decode(&plain).expect("plain frame");
+    let decode_plain = t.elapsed();
+    let t = Instant::now();
+    SyncFrame::decode(&wire).expect("deflated frame");
+    let decode_wire = t.elapsed();
+    println!(
+        "sync answer: {} KiB plain (encode {encode:?}, decode {decode_plain:?}), {} KiB deflated \
+         (encode {deflate:?}, decode {decode_wire:?})",
+        plain.len() / 1024,
+        wire.len() / 1024
+    );
 }
 
 /// The newcomer's floor: the whole document's update decoded and applied by bare yrs (GC off,

@@ -18,7 +18,7 @@ use crate::{
         MAX_SYNC_STREAMS,
     },
     pubsub::is_known_topic,
-    state::sync_protocol::{SyncCodec, SYNC_PROTOCOL},
+    state::sync_protocol::{SyncCodec, SYNC_PROTOCOL, SYNC_PROTOCOL_V1},
 };
 
 /// The topics gossipsub accepts, ours and peers': PeerCompute's own ([`is_known_topic`]).
@@ -80,29 +80,36 @@ mod derived {
 /// A request-response behaviour carrying [`WireFrame`] messages. Each stream may buffer one
 /// frame, so `streams` bounds the memory one connection can hold.
 fn frame_behaviour<Req: WireFrame, Res: WireFrame>(
-    protocol: StreamProtocol,
+    protocols: impl IntoIterator<Item = StreamProtocol>,
     timeout: Duration,
     streams: usize,
 ) -> request_response::Behaviour<FrameCodec<Req, Res>> {
     request_response::Behaviour::with_codec(
         FrameCodec::default(),
-        [(protocol, request_response::ProtocolSupport::Full)],
+        protocols
+            .into_iter()
+            .map(|p| (p, request_response::ProtocolSupport::Full)),
         request_response::Config::default()
             .with_request_timeout(timeout)
             .with_max_concurrent_streams(streams),
     )
 }
 
-/// The state-sync request-response behaviour, for nodes and the pinning relay.
+/// The state-sync request-response behaviour, for nodes and the pinning relay: version 2
+/// (deflated frames) first, version 1 for peers that know only it.
 pub fn state_sync_behaviour() -> request_response::Behaviour<SyncCodec> {
-    frame_behaviour(SYNC_PROTOCOL, Duration::from_secs(30), MAX_SYNC_STREAMS)
+    frame_behaviour(
+        [SYNC_PROTOCOL, SYNC_PROTOCOL_V1],
+        Duration::from_secs(30),
+        MAX_SYNC_STREAMS,
+    )
 }
 
 /// The compute request-response behaviour. A request is answered when its chunk is done, so
 /// the stream timeout is the longest task; the scheduler's per-chunk timeout acts sooner.
 pub fn compute_behaviour() -> request_response::Behaviour<ComputeCodec> {
     frame_behaviour(
-        COMPUTE_PROTOCOL,
+        [COMPUTE_PROTOCOL],
         Duration::from_millis(u64::from(MAX_TASK_TIMEOUT_MS)),
         MAX_COMPUTE_STREAMS,
     )

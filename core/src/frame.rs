@@ -69,6 +69,11 @@ pub trait WireFrame: Sized + Send + 'static {
     const WHAT: &'static str;
     /// Encodes the message.
     fn encode_frame(&self) -> Vec<u8>;
+    /// Encodes the message for a stream that negotiated `protocol` (a protocol with several
+    /// versions may encode differently for each); decoding reads every version's frames.
+    fn encode_frame_for(&self, _protocol: &StreamProtocol) -> Vec<u8> {
+        self.encode_frame()
+    }
     /// Decodes and checks a message.
     fn decode_frame(bytes: &[u8]) -> Result<Self, NodeError>;
 }
@@ -94,10 +99,12 @@ async fn read_message<M: WireFrame, T: AsyncRead + Unpin + Send>(io: &mut T) -> 
 }
 
 async fn write_message<M: WireFrame, T: AsyncWrite + Unpin + Send>(
+    protocol: &StreamProtocol,
     io: &mut T,
     message: M,
 ) -> std::io::Result<()> {
-    write_frame(io, &message.encode_frame(), M::MAX_BYTES, M::WHAT).await
+    let bytes = message.encode_frame_for(protocol);
+    write_frame(io, &bytes, M::MAX_BYTES, M::WHAT).await
 }
 
 impl<Req: WireFrame, Res: WireFrame> libp2p::request_response::Codec for FrameCodec<Req, Res> {
@@ -121,26 +128,26 @@ impl<Req: WireFrame, Res: WireFrame> libp2p::request_response::Codec for FrameCo
 
     async fn write_request<T>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
         req: Req,
     ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_message(io, req).await
+        write_message(protocol, io, req).await
     }
 
     async fn write_response<T>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
         res: Res,
     ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_message(io, res).await
+        write_message(protocol, io, res).await
     }
 }
 
@@ -216,6 +223,11 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
         Ok(head)
+    }
+
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
     }
 
     /// Fails unless everything was read.

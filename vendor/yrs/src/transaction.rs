@@ -508,6 +508,8 @@ pub struct TransactionMut<'doc> {
     local: bool,
     committed: bool,
     needs_cleanup: bool,
+    // PeerCompute patch: see `skip_type_events`.
+    skip_type_events: bool,
 }
 
 impl<'doc> ReadTxn for TransactionMut<'doc> {
@@ -556,7 +558,20 @@ impl<'doc> TransactionMut<'doc> {
             local: true,
             committed: false,
             needs_cleanup: false,
+            skip_type_events: false, // PeerCompute patch
         }
+    }
+
+    // PeerCompute patch: a transaction whose type events nobody reads.
+    /// From here on this transaction records no changed types or keys: the types' observers
+    /// (`observe`, `observe_deep`) are not called for what it changes, and an `UndoManager`
+    /// does not see it. Update and transaction events (`observe_update_v1`,
+    /// `observe_after_transaction`) fire as before. For a large update into a document whose
+    /// reader rebuilds its view from the document anyway: recording each changed key of a
+    /// 100k-entry map (a set of 100k keys, cloned for the event) costs more than integrating
+    /// the entries.
+    pub fn skip_type_events(&mut self) {
+        self.skip_type_events = true;
     }
 
     /// Check, if there were any changes registered within the scope of this transaction.
@@ -1374,6 +1389,9 @@ impl<'doc> TransactionMut<'doc> {
     }
 
     pub(crate) fn add_changed_type(&mut self, parent: BranchPtr, parent_sub: Option<Arc<str>>) {
+        if self.skip_type_events {
+            return; // PeerCompute patch: see `skip_type_events`.
+        }
         let trigger = if let Some(ptr) = parent.item {
             !self.has_added(ptr.id()) && !ptr.is_deleted()
         } else {

@@ -173,6 +173,13 @@ impl Update {
     /// Binary containing an empty update, serialized via lib0 version 1 encoder.
     pub const EMPTY_V1: &'static [u8] = &[0, 0];
 
+    // PeerCompute patch: how many blocks a decoded update holds.
+    /// The blocks (items, GC and skip ranges) this update holds: an upper bound on the map
+    /// entries it can add, in O(clients).
+    pub fn block_count(&self) -> usize {
+        self.blocks.clients.values().map(|blocks| blocks.len()).sum()
+    }
+
     /// Binary containing an empty update, serialized via lib0 version 2 encoder.
     pub const EMPTY_V2: &'static [u8] = &[0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
 
@@ -1748,5 +1755,46 @@ mod test {
                 Err(Error::Malformed(MalformedKind::EmptyBlock))
             );
         }
+    }
+
+    // PeerCompute patch: `Update::block_count` and `TransactionMut::skip_type_events`.
+    #[test]
+    fn skipped_type_events_still_apply_and_emit_the_update() {
+        use crate::{Map, Observable};
+        let source = Doc::new();
+        let map = source.get_or_insert_map("root");
+        {
+            let mut txn = source.transact_mut();
+            for i in 0..100 {
+                map.insert(&mut txn, format!("k{i}"), Any::from(i as f64));
+            }
+        }
+        let bytes = source
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let update = Update::decode_v1(&bytes).unwrap();
+        assert!(update.block_count() >= 1 && update.block_count() <= 100);
+
+        let target = Doc::new();
+        let root = target.get_or_insert_map("root");
+        let events = Arc::new(Mutex::new(0));
+        let updates = Arc::new(Mutex::new(0));
+        let e = events.clone();
+        root.observe("test", move |_, _| *e.lock().unwrap() += 1);
+        let u = updates.clone();
+        target
+            .observe_update_v1("test", move |_, _| *u.lock().unwrap() += 1)
+            .unwrap();
+        {
+            let mut txn = target.transact_mut();
+            txn.skip_type_events();
+            txn.apply_update(update).unwrap();
+        }
+        assert_eq!(root.len(&target.transact()), 100);
+        assert_eq!(*events.lock().unwrap(), 0, "no type event");
+        assert_eq!(*updates.lock().unwrap(), 1, "the update event fires");
+        // Later transactions record their changes again.
+        root.insert(&mut target.transact_mut(), "k100", Any::from(100.0));
+        assert_eq!(*events.lock().unwrap(), 1);
     }
 }
