@@ -159,16 +159,16 @@ impl Applied {
 }
 
 /// Entry keys present in the root map, and those the current transaction touched. The root
-/// map's observer keeps both for most remote updates. It stays out (`observer_off`) of a
-/// local transaction, which knows every key it writes and keeps them itself, and of a large
-/// remote one, after which the index is rebuilt from the map ([`SharedDoc::take_rebuilt`]):
-/// either way the observer's diff of the map is spared.
+/// map's observer keeps both for most remote updates. A local transaction, which knows every
+/// key it writes and keeps them itself, and a large remote one, after which the index is
+/// rebuilt from the map ([`SharedDoc::take_rebuilt`]), skip yrs's type events
+/// (`skip_type_events`, a `vendor/yrs` patch): the observer does not run, and yrs does not
+/// record each changed key for it.
 #[derive(Default)]
 struct Keys {
     index: KeyIndex,
     /// In the order touched, possibly with repeats.
     touched: Vec<Arc<str>>,
-    observer_off: bool,
 }
 
 /// See [`SharedDoc::pending_mark`].
@@ -274,11 +274,6 @@ impl SharedDoc {
         let sink = keys.clone();
         root.observe("peercompute", move |txn, event| {
             let mut keys = locked(&sink);
-            // yrs works out the changed keys (`event.keys`) only when asked: most of the
-            // commit's cost for a large update, and not needed when the index is rebuilt.
-            if keys.observer_off {
-                return;
-            }
             for (key, change) in event.keys(txn) {
                 match change {
                     EntryChange::Removed(_) => {
@@ -352,9 +347,9 @@ impl SharedDoc {
         {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
-            // key index itself and the observer stays out.
+            // key index itself, and no observer reads the transaction's type events.
+            txn.skip_type_events();
             let mut keys = locked(&self.keys);
-            keys.observer_off = true;
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
                 if let Some(k) = keys.index.remove(k) {
                     self.root.remove(txn, &k);
@@ -394,8 +389,6 @@ impl SharedDoc {
                 }
             }
         }
-        // Committed (the observers have run): later transactions may be remote.
-        locked(&self.keys).observer_off = false;
         Ok(self.take_applied())
     }
 
@@ -427,19 +420,15 @@ impl SharedDoc {
         // is new, and a large update touches much of the document: the index is rebuilt from
         // the map instead of from yrs's per-key diff.
         let new_items = self.new_items(&update);
-        let (rebuild, was_empty) = {
-            let mut keys = locked(&self.keys);
-            let entries = keys.index.len();
-            let rebuild =
-                entries == 0 || (new_items >= REBUILD_MIN_ITEMS && new_items >= entries as u64);
-            keys.observer_off = rebuild;
-            (rebuild, entries == 0)
-        };
+        let entries = self.entry_count();
+        let rebuild =
+            entries == 0 || (new_items >= REBUILD_MIN_ITEMS && new_items >= entries as u64);
+        let was_empty = entries == 0;
         // The rebuild reads the map once, so nothing asks for the entries' keys: yrs need not
         // record each one for the observer (the set of 100k keys was ~60 ms of a browser
         // newcomer's sync). The index cannot hold more entries than before plus the update's
         // blocks, which sizes it without a pass over the map.
-        let capacity = self.entry_count() + (update.block_count() as u64).min(new_items) as usize;
+        let capacity = entries + (update.block_count() as u64).min(new_items) as usize;
         let report = || {
             if rebuild {
                 self.take_rebuilt(was_empty, capacity)
@@ -705,7 +694,6 @@ impl SharedDoc {
     fn take_rebuilt(&self, was_empty: bool, capacity: usize) -> Applied {
         let txn = self.doc.transact();
         let mut keys = locked(&self.keys);
-        keys.observer_off = false;
         let Some(update) = locked(&self.effective).take() else {
             // Nothing was inserted or deleted (a repeated sync): the index is as it was.
             return Applied::default();
