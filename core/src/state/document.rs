@@ -64,6 +64,12 @@ const FILL_REPORTED_PER_ENTRY_MAX: usize = 64;
 /// bytes: one large value is one item and stays a change of one entry.
 const REBUILD_MIN_ITEMS: u64 = 1024;
 
+/// The most entries a rebuilt key index is sized for up front. The size is a hint from the
+/// update's blocks, which count deleted items and GC ranges too: a history-heavy update, or a
+/// hostile one of nothing but tiny GC ranges, would otherwise size the table far past the
+/// entries it ends up holding. A larger document's index grows past this as it fills.
+const REBUILD_CAPACITY_MAX: usize = 1 << 18;
+
 /// A named version of a document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Version {
@@ -426,9 +432,11 @@ impl SharedDoc {
         let was_empty = entries == 0;
         // The rebuild reads the map once, so nothing asks for the entries' keys: yrs need not
         // record each one for the observer (the set of 100k keys was ~60 ms of a browser
-        // newcomer's sync). The index cannot hold more entries than before plus the update's
-        // blocks, which sizes it without a pass over the map.
-        let capacity = entries + (update.block_count() as u64).min(new_items) as usize;
+        // newcomer's sync). The index is sized from a hint, the entries before plus the
+        // update's blocks, without a pass over the map (yrs's `len` is one); bounded, as
+        // blocks are not entries.
+        let capacity = (entries + (update.block_count() as u64).min(new_items) as usize)
+            .min(REBUILD_CAPACITY_MAX);
         let report = || {
             if rebuild {
                 self.take_rebuilt(was_empty, capacity)
@@ -698,7 +706,6 @@ impl SharedDoc {
             // Nothing was inserted or deleted (a repeated sync): the index is as it was.
             return Applied::default();
         };
-        // Sized up front (yrs's `len` is itself a pass over the map).
         keys.index = KeyIndex::with_capacity(capacity);
         // One pass over the map: the index (yrs keeps its keys to itself here; the index
         // shares them when this node writes) and the leaves a large fill reports.

@@ -57,6 +57,10 @@ pub const COMPRESS_MIN_BYTES: usize = 16 * 1024;
 /// Deflate's fastest level: a whole document's answer compresses ~6× at ~1/4 of the CPU that
 /// level 6 spends for ~3 % fewer bytes.
 const DEFLATE_LEVEL: u8 = 1;
+/// The most a deflated frame may expand: a receiver inflates at most this many bytes per byte
+/// received, so a small frame cannot make it allocate and inflate up to the frame bound.
+/// Honest answers expand ~6×; a sender whose frame would expand more sends it plain.
+const MAX_INFLATE_RATIO: usize = 64;
 /// Most y-sync messages for one document in one frame.
 const MAX_MESSAGES_PER_DOC: usize = 4;
 
@@ -219,7 +223,12 @@ impl SyncFrame {
     /// at least [`COMPRESS_MIN_BYTES`] and deflate saves at least an eighth of it.
     pub fn encode_for(&self, protocol: &StreamProtocol) -> Vec<u8> {
         let plain = self.encode();
-        if *protocol != SYNC_PROTOCOL || plain.len() < COMPRESS_MIN_BYTES {
+        // A frame past the bound goes out plain, to be refused here by the frame writer
+        // rather than by the peer once inflated.
+        if *protocol != SYNC_PROTOCOL
+            || plain.len() < COMPRESS_MIN_BYTES
+            || plain.len() > MAX_SYNC_FRAME_BYTES
+        {
             return plain;
         }
         let deflated = miniz_oxide::deflate::compress_to_vec(&plain, DEFLATE_LEVEL);
@@ -228,7 +237,9 @@ impl SyncFrame {
         frame::write_varint(&mut out, plain.len() as u64);
         // Deflate falls back to stored blocks, so it barely grows what it cannot shrink; a
         // frame it shrinks by less than an eighth is not worth the receiver inflating.
-        if out.len() + deflated.len() > plain.len() - plain.len() / 8 {
+        if out.len() + deflated.len() > plain.len() - plain.len() / 8
+            || plain.len() > deflated.len() * MAX_INFLATE_RATIO
+        {
             return plain;
         }
         out.extend_from_slice(&deflated);
@@ -290,13 +301,20 @@ impl SyncFrame {
     }
 }
 
-/// The version-1 frame inside a deflated one: at most the length it declares, which is at most
-/// [`MAX_SYNC_FRAME_BYTES`], and exactly that length.
+/// The version-1 frame inside a deflated one: exactly the length it declares, which is at most
+/// [`MAX_SYNC_FRAME_BYTES`] and at most [`MAX_INFLATE_RATIO`] times the deflated bytes.
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>, NodeError> {
     let mut r = frame::Reader::new(bytes, ErrorCode::StateInvalidUpdate);
     r.byte("frame version")?;
     let len = r.bounded(MAX_SYNC_FRAME_BYTES, "inflated frame length")?;
-    let plain = miniz_oxide::inflate::decompress_to_vec_with_limit(r.rest(), len)
+    let deflated = r.rest();
+    if len > deflated.len().saturating_mul(MAX_INFLATE_RATIO) {
+        return Err(bad(format!(
+            "deflated frame of {} bytes declares {len}: more than {MAX_INFLATE_RATIO}× its size",
+            deflated.len()
+        )));
+    }
+    let plain = miniz_oxide::inflate::decompress_to_vec_with_limit(deflated, len)
         .map_err(|e| bad(format!("deflated frame: {:?}", e.status)))?;
     if plain.len() != len {
         return Err(bad(format!(
@@ -518,6 +536,18 @@ mod tests {
         assert_eq!(sample().encode_for(&SYNC_PROTOCOL), sample().encode());
     }
 
+    /// A frame that would expand more than the receiver accepts goes out plain.
+    #[test]
+    fn a_frame_that_deflates_past_the_ratio_goes_out_plain() {
+        let frame = SyncFrame {
+            entries: vec![DocMessages {
+                doc: "zeros".into(),
+                messages: vec![SyncMessage::Update(vec![0; 1 << 20])],
+            }],
+        };
+        assert!(frame.encode_for(&SYNC_PROTOCOL) == frame.encode());
+    }
+
     /// The codec writes each stream in its protocol's encoding, and reads both back.
     #[test]
     fn the_codec_encodes_for_the_negotiated_protocol() {
@@ -583,6 +613,16 @@ mod tests {
         let bomb = deflated(1 << 20, &zeros);
         assert!(bomb.len() < 400_000, "{} bytes", bomb.len());
         assert!(SyncFrame::decode(&bomb).is_err());
+        // Declaring more than 64× its deflated size is refused before anything is inflated,
+        // even when the stream holds that much.
+        let four_mib = deflated(4 << 20, &zeros[..4 << 20]);
+        assert!(four_mib.len() * MAX_INFLATE_RATIO < 4 << 20);
+        let refused = SyncFrame::decode(&four_mib).unwrap_err();
+        assert!(
+            refused.message.contains("more than 64×"),
+            "{}",
+            refused.message
+        );
         // A deflated frame inside a deflated frame.
         let inner = deflated(plain.len(), &plain);
         assert!(SyncFrame::decode(&deflated(inner.len(), &inner)).is_err());
@@ -591,10 +631,16 @@ mod tests {
         for n in 0..good.len() {
             assert!(SyncFrame::decode(&good[..n]).is_err(), "truncated at {n}");
         }
-        let mut corrupt = good.clone();
-        let last = corrupt.len() - 1;
-        corrupt[last] ^= 0xff;
-        let _ = SyncFrame::decode(&corrupt);
+        // Raw deflate has no checksum, so a flipped byte can inflate to other bytes; the
+        // frame and update checks behind it then refuse them, and never yield the original.
+        for i in [3, good.len() / 2, good.len() - 1] {
+            let mut corrupt = good.clone();
+            corrupt[i] ^= 0xff;
+            assert!(
+                SyncFrame::decode(&corrupt).map_or(true, |f| f != sample()),
+                "byte {i}"
+            );
+        }
     }
 
     /// A small frame that would cost many whole-document diffs: a document named twice, or
