@@ -232,16 +232,17 @@ impl SyncFrame {
             return plain;
         }
         let deflated = miniz_oxide::deflate::compress_to_vec(&plain, DEFLATE_LEVEL);
-        let mut out = Vec::with_capacity(deflated.len() + 11);
-        out.push(DEFLATED_FRAME_VERSION);
-        frame::write_varint(&mut out, plain.len() as u64);
+        let wire_len = 1 + varint_len(plain.len()) + deflated.len();
         // Deflate falls back to stored blocks, so it barely grows what it cannot shrink; a
         // frame it shrinks by less than an eighth is not worth the receiver inflating.
-        if out.len() + deflated.len() > plain.len() - plain.len() / 8
+        if wire_len > plain.len() - plain.len() / 8
             || plain.len() > deflated.len() * MAX_INFLATE_RATIO
         {
             return plain;
         }
+        let mut out = Vec::with_capacity(wire_len);
+        out.push(DEFLATED_FRAME_VERSION);
+        frame::write_varint(&mut out, plain.len() as u64);
         out.extend_from_slice(&deflated);
         out
     }

@@ -567,10 +567,10 @@ impl<'doc> TransactionMut<'doc> {
     /// (`observe`, `observe_deep`) are not called for what it changes, and an `UndoManager`
     /// does not see it. Update and transaction events (`observe_update_v1`,
     /// `observe_after_transaction`) fire as before. Remote text formatting is not cleaned up
-    /// either (`cleanup_formatting` runs from the type events). For a large update into a document whose
-    /// reader rebuilds its view from the document anyway: recording each changed key of a
-    /// 100k-entry map (a set of 100k keys, cloned for the event) costs more than integrating
-    /// the entries.
+    /// either (the type events are what ask for that clean-up). For a large update into a
+    /// document whose reader rebuilds its view from the document anyway: recording each
+    /// changed key of a 100k-entry map (a set of 100k keys, cloned for the event) costs more
+    /// than integrating the entries.
     pub fn skip_type_events(&mut self) {
         self.skip_type_events = true;
     }
