@@ -22,7 +22,7 @@ export async function benchBrowserCompute(browser, relay, { matmulGpuN = 256, ma
             split: { chunks: 1 },
             local: true,
           };
-          return gpu ? { ...common, type: 'webgpu', shader, tile: [64, 64] } : { ...common, type: 'cpu', kernel: 'matmul' };
+          return gpu ? { ...common, type: 'webgpu', shader, tile: [128, 128] } : { ...common, type: 'cpu', kernel: 'matmul' };
         }
         const node = window.node;
         const adapter = await node.gpu;

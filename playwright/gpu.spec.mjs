@@ -44,7 +44,7 @@ function runMatmul(page, { m, k, n, chunks, gpu, sig, shader = MATMUL, local = f
     };
     const task = window.node.submitTask(
       t.gpu
-        ? { ...common, type: 'webgpu', shader: t.shader, tile: [64, 64], ...(t.sig ? { signature: t.sig } : {}) }
+        ? { ...common, type: 'webgpu', shader: t.shader, tile: [128, 128], ...(t.sig ? { signature: t.sig } : {}) }
         : { ...common, type: 'cpu', kernel: 'matmul' },
     );
     try {
@@ -170,7 +170,7 @@ test('a signed shader runs on peers\' GPUs; a tampered one is refused; an unsign
   const afterSigned = await settledCounts();
   expect(afterSigned.served).toBeGreaterThanOrEqual(4);
 
-  const tamperedShader = MATMUL.replace('acc[i][j] + av[i]', 'acc[i][j] - av[i]');
+  const tamperedShader = MATMUL.replace('fma(vec4(a0.x), b0, c00)', 'fma(vec4(a0.x), b0, -c00)');
   expect(tamperedShader).not.toBe(MATMUL);
   const tampered = await runMatmul(a.page, { ...shape, gpu: true, sig: signature, shader: tamperedShader });
   expect(tampered.code).toBe('CODE_SIGNATURE_INVALID');

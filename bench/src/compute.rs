@@ -3,12 +3,21 @@
 //! in wasm), the dispatch overhead of a chunk sent to a peer, and the speedup of one task on
 //! 1, 2 and 4 native peers, all through the relay given on the command line.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context};
 use libp2p::identity::Keypair;
 use peercompute_core::{
-    compute::{gpu::GpuExecutor, kernels, shaders, task::TaskRequest, wasm_native},
+    compute::{
+        gpu::GpuExecutor,
+        kernels, shaders,
+        split::ChunkRange,
+        task::{ChunkJob, Code, TaskRequest},
+        wasm_native,
+    },
     native::{ComputeConfig, MemoryStore, NativeNode},
     tab_protocol::{ReplyValue, Request, TaskResult},
     NodeConfig,
@@ -52,7 +61,7 @@ fn mandelbrot_task(id: &str, size: u32, max_iter: u32, chunks: u32) -> Value {
 const WASM_KERNEL: &str = "dist/web/kernels/mandelbrot.wasm";
 
 /// The single job of a one-chunk task.
-fn one_job(task: &Value) -> anyhow::Result<peercompute_core::compute::task::ChunkJob> {
+fn one_job(task: &Value) -> anyhow::Result<ChunkJob> {
     let t = serde_json::from_value::<TaskRequest>(task.clone())?.validate()?;
     t.jobs(1)?.into_iter().next().context("no job")
 }
@@ -91,6 +100,134 @@ fn gpu_matmul(n: u32) -> anyhow::Result<Value> {
         "adapter": info.adapter.name,
         "backend": info.adapter.backend,
         "software_adapter": info.adapter.fallback,
+    }))
+}
+
+/// A WGSL matmul shader to time: its source and the tile it is dispatched with.
+pub(crate) struct MatmulShader {
+    pub(crate) name: String,
+    pub(crate) source: String,
+    pub(crate) tile: [u32; 3],
+}
+
+impl MatmulShader {
+    /// The product's shader (`core/src/compute/shaders/matmul.wgsl`).
+    pub(crate) fn builtin() -> Self {
+        MatmulShader {
+            name: "matmul.wgsl".into(),
+            source: shaders::MATMUL.into(),
+            tile: shaders::MATMUL_TILE,
+        }
+    }
+
+    /// `FILE:TX,TY` (a shader file and its tile), for comparing variants.
+    pub(crate) fn parse(arg: &str) -> anyhow::Result<Self> {
+        let (file, tile) = arg.rsplit_once(':').context("expected FILE:TX,TY")?;
+        let (x, y) = tile.split_once(',').context("expected a tile TX,TY")?;
+        Ok(MatmulShader {
+            name: file.rsplit('/').next().unwrap_or(file).into(),
+            source: std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?,
+            tile: [x.parse()?, y.parse()?, 1],
+        })
+    }
+}
+
+/// One n×n·n×n matmul chunk of `shader`, with the inputs built directly (as a JSON task,
+/// 8192² matrices would be gigabytes of numbers).
+fn matmul_job(n: u32, shader: &MatmulShader) -> anyhow::Result<ChunkJob> {
+    let mut job = one_job(&matmul_task(1, true, 1))?;
+    let (a, b) = shaders::exact_matrices(n, n, n);
+    for input in &mut job.inputs {
+        input.bytes = Arc::new(if input.binding == 2 {
+            a.clone()
+        } else {
+            b.clone()
+        });
+    }
+    job.grid = [n, n, 1];
+    job.range = ChunkRange {
+        offset: [0; 3],
+        size: [n, n, 1],
+    };
+    job.output.length = n * n;
+    job.code = Code::Wgsl {
+        source: shader.source.as_str().into(),
+        entry: "main".into(),
+        tile: shader.tile,
+    };
+    Ok(job)
+}
+
+/// Checks `got` (C of `exact_matrices(n, n, n)`) on a spread of cells against sums computed
+/// here: every cell is an exact integer, so a correct kernel matches bit for bit.
+fn check_matmul(n: u32, got: &[u8]) -> anyhow::Result<()> {
+    let n = n as usize;
+    let a = |i: usize| (i % 7) as f32 - 3.0;
+    let b = |i: usize| (i % 5) as f32 - 2.0;
+    let step = (n * n / 4099).max(1);
+    for cell in (0..n * n).step_by(step).chain([n * n - 1]) {
+        let (row, col) = (cell / n, cell % n);
+        let want: f32 = (0..n).map(|k| a(row * n + k) * b(k * n + col)).sum();
+        let bytes: [u8; 4] = got[cell * 4..cell * 4 + 4].try_into()?;
+        let have = f32::from_le_bytes(bytes);
+        if have != want {
+            bail!("cell ({row}, {col}) is {have}, want {want}");
+        }
+    }
+    Ok(())
+}
+
+/// The matmul kernels on this machine's GPU at each size: the GPU time of one dispatch
+/// (timestamp queries; no uploads or readback) and, once, a whole chunk end to end. For a
+/// real GPU, beside `bench/cublas.py` on the same one (`bench/gpu-device.sh`).
+pub(crate) fn gpu_matmul_kernels(sizes: &[u32], shaders: &[MatmulShader]) -> anyhow::Result<Value> {
+    let gpu = futures::executor::block_on(GpuExecutor::new())
+        .map_err(|e| anyhow::anyhow!("no GPU adapter: {e}"))?;
+    let info = gpu.info().clone();
+    eprintln!(
+        "GPU: {} ({}){}",
+        info.adapter.name,
+        info.adapter.backend,
+        if info.adapter.fallback {
+            ", a software adapter"
+        } else {
+            ""
+        }
+    );
+    let mut rows = Vec::new();
+    for shader in shaders {
+        for &n in sizes {
+            let job = matmul_job(n, shader)?;
+            let flops = 2.0 * f64::from(n).powi(3);
+            let started = Instant::now();
+            let got = futures::executor::block_on(gpu.run(&job))?;
+            let end_to_end = started.elapsed().as_secs_f64();
+            check_matmul(n, &got).with_context(|| format!("{} at n = {n}", shader.name))?;
+            // About a second of dispatches per size on a real GPU, at least 10.
+            let reps = (2e13 / flops).clamp(10.0, 200.0) as u32;
+            let timing = futures::executor::block_on(gpu.time_dispatch(&job, reps))?;
+            let gflops = flops / timing.secs / 1e9;
+            eprintln!(
+                "{:<24} n={n:<5} {:>9.1} GFLOPS  {:>8.3} ms/dispatch ({}, {reps} reps; wall {:.3} ms)  chunk end to end {:.1} ms",
+                shader.name,
+                gflops,
+                timing.secs * 1e3,
+                if timing.timestamp_queries { "timestamps" } else { "wall clock" },
+                timing.wall_secs_per_dispatch * 1e3,
+                end_to_end * 1e3,
+            );
+            rows.push(json!({
+                "shader": shader.name, "tile": shader.tile, "n": n,
+                "gflops": gflops, "ms": timing.secs * 1e3, "timing": timing,
+                "end_to_end_ms": end_to_end * 1e3,
+            }));
+        }
+    }
+    Ok(json!({
+        "adapter": info.adapter.name,
+        "backend": info.adapter.backend,
+        "software_adapter": info.adapter.fallback,
+        "runs": rows,
     }))
 }
 

@@ -24,8 +24,8 @@ mod state;
 #[derive(Parser)]
 struct Args {
     /// Relay multiaddr (…/ws/p2p/<id>).
-    #[arg(long)]
-    relay: String,
+    #[arg(long, required_unless_present = "gpu_matmul")]
+    relay: Option<String>,
     /// Latency samples.
     #[arg(long, default_value_t = 500)]
     samples: usize,
@@ -53,6 +53,20 @@ struct Args {
     /// Run only the latency and throughput benchmarks (to profile the relay under them).
     #[arg(long, conflicts_with_all = ["only_compute", "only_state"])]
     only_network: bool,
+    /// Only time the WGSL matmul on this machine's GPU at these sizes (n×n·n×n), e.g.
+    /// `1024,4096`; prints `{ "gpu_matmul_kernels": … }` (no relay needed).
+    #[arg(long, value_delimiter = ',')]
+    gpu_matmul: Vec<u32>,
+    /// With `--gpu-matmul`: time this shader instead of the built-in one (`FILE:TX,TY`, the
+    /// file and its tile); repeat to compare variants.
+    #[arg(long, requires = "gpu_matmul")]
+    shader: Vec<String>,
+}
+
+impl Args {
+    fn relay(&self) -> &str {
+        self.relay.as_deref().unwrap_or_default()
+    }
 }
 
 fn publish(topic: &str, payload: Payload) -> Request {
@@ -98,9 +112,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Shared state: apply in the core, then a newcomer's sync through the relay.
 async fn state_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut state = state::apply_in_core(args.state_ops, args.state_batch)?;
-    let mut writer = node(&args.relay).await.context("state writer")?;
+    let mut writer = node(args.relay()).await.context("state writer")?;
     let sync =
-        state::newcomer_sync(&mut writer, &args.relay, args.state_ops, args.state_batch).await?;
+        state::newcomer_sync(&mut writer, args.relay(), args.state_ops, args.state_batch).await?;
     if let (Some(s), Some(extra)) = (state.as_object_mut(), sync.as_object()) {
         s.extend(extra.clone());
     }
@@ -111,8 +125,20 @@ async fn state_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if !args.gpu_matmul.is_empty() {
+        let mut shaders = vec![compute::MatmulShader::builtin()];
+        for s in &args.shader {
+            shaders.push(compute::MatmulShader::parse(s)?);
+        }
+        let sizes = args.gpu_matmul.clone();
+        let runs =
+            tokio::task::spawn_blocking(move || compute::gpu_matmul_kernels(&sizes, &shaders))
+                .await??;
+        println!("{}", serde_json::json!({ "gpu_matmul_kernels": runs }));
+        return Ok(());
+    }
     if args.only_compute {
-        let compute = compute::bench(&args.relay).await.context("compute")?;
+        let compute = compute::bench(args.relay()).await.context("compute")?;
         println!("{}", serde_json::json!({ "compute": compute }));
         return Ok(());
     }
@@ -121,8 +147,8 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::json!({ "state": state }));
         return Ok(());
     }
-    let mut a = node(&args.relay).await.context("node a")?;
-    let mut b = node(&args.relay).await.context("node b")?;
+    let mut a = node(args.relay()).await.context("node a")?;
+    let mut b = node(args.relay()).await.context("node b")?;
     for (n, topics) in [
         (&mut a, ["bench-pong", "bench-done"]),
         (&mut b, ["bench-ping", "bench-bulk"]),
@@ -264,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
     });
     if !args.only_network {
         report["state"] = state_bench(&args).await?;
-        report["compute"] = compute::bench(&args.relay).await.context("compute")?;
+        report["compute"] = compute::bench(args.relay()).await.context("compute")?;
     }
     println!("{report}");
     Ok(())

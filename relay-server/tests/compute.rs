@@ -414,7 +414,13 @@ async fn signed_shaders_run_on_gpu_peers_and_tampered_ones_are_refused() {
     assert!(served >= 4, "the peers ran every chunk: {served}");
 
     // The same signature over a changed shader: every peer refuses it before it runs.
-    let tampered_source = shaders::MATMUL.replace("acc[i][j] + av[i]", "acc[i][j] - av[i]");
+    let tampered_source =
+        shaders::MATMUL.replace("fma(vec4(a0.x), b0, c00)", "fma(vec4(a0.x), b0, -c00)");
+    assert_ne!(
+        tampered_source,
+        shaders::MATMUL,
+        "the tampering changed the shader"
+    );
     let tampered = as_shader(&cpu_task, &tampered_source, Some(signature));
     let after_tampered = assert_refused(&mut a, &mut peers, &tampered, (served, refused)).await;
 

@@ -47,6 +47,55 @@ pub struct GpuInfo {
 
 type PipelineKey = [u8; 32];
 
+/// How long one dispatch of a chunk's shader took on the GPU ([`GpuExecutor::time_dispatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchTiming {
+    /// Seconds per dispatch: the timestamp queries' median, else the wall clock's mean.
+    pub secs: f64,
+    /// Whether `secs` comes from the GPU's own timestamps.
+    pub timestamp_queries: bool,
+    /// The wall clock around the whole submission, divided by the dispatches in it.
+    pub wall_secs_per_dispatch: f64,
+    /// Dispatches timed.
+    pub reps: u32,
+}
+
+/// A chunk ready to dispatch: its pipeline, bound buffers, and where its output lands.
+struct PreparedChunk {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+    output: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    output_size: u64,
+}
+
+impl PreparedChunk {
+    /// Records one compute pass that dispatches the chunk, with its begin and end written to
+    /// `timestamps` (a query set and the first of two indices) when given.
+    fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        timestamps: Option<(&wgpu::QuerySet, u32)>,
+    ) {
+        let timestamp_writes =
+            timestamps.map(|(query_set, first)| wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: Some(first),
+                end_of_pass_write_index: Some(first + 1),
+            });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes,
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
 /// A wgpu device that runs chunks. Not `Send` on the web (wgpu's WebGPU handles are not):
 /// keep it on the thread or worker that made it.
 pub struct GpuExecutor {
@@ -86,6 +135,8 @@ impl GpuExecutor {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("peercompute"),
+                // Timestamps only time dispatches for benchmarks; asked for where they exist.
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -120,6 +171,107 @@ impl GpuExecutor {
 
     /// Runs one chunk's shader and returns its output bytes.
     pub async fn run(&self, job: &ChunkJob) -> Result<Vec<u8>, NodeError> {
+        let chunk = self.prepare(job).await?;
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        chunk.dispatch(&mut encoder, None);
+        encoder.copy_buffer_to_buffer(&chunk.output, 0, &chunk.readback, 0, chunk.output_size);
+        self.submit_checked(encoder).await?;
+        let bytes = self.read_back(&chunk.readback).await?;
+        Ok(bytes)
+    }
+
+    /// The GPU time of one dispatch of `job`'s shader, without uploads and readback: the
+    /// median over `reps` dispatches in one submission, measured by timestamp queries where
+    /// the adapter has them, else by the wall clock around the whole submission divided by
+    /// `reps`. For benchmarks: it tells a kernel's own speed apart from the transfers a
+    /// chunk also pays for.
+    pub async fn time_dispatch(
+        &self,
+        job: &ChunkJob,
+        reps: u32,
+    ) -> Result<DispatchTiming, NodeError> {
+        let reps = reps.clamp(1, 256);
+        let chunk = self.prepare(job).await?;
+        // Warm-up: first-use costs (pipeline upload, page faults) stay out of the timing.
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        chunk.dispatch(&mut encoder, None);
+        self.submit_checked(encoder).await?;
+        self.wait_idle()?;
+
+        let timestamps = self
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| {
+                let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("dispatch timing"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: reps * 2,
+                });
+                let size = u64::from(reps) * 16;
+                let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps"),
+                    size,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("timestamps readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                (queries, resolve, readback)
+            });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        for rep in 0..reps {
+            chunk.dispatch(
+                &mut encoder,
+                timestamps.as_ref().map(|(q, ..)| (q, rep * 2)),
+            );
+        }
+        if let Some((queries, resolve, readback)) = &timestamps {
+            encoder.resolve_query_set(queries, 0..reps * 2, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, readback, 0, resolve.size());
+        }
+        let started = web_time::Instant::now();
+        self.submit_checked(encoder).await?;
+        self.wait_idle()?;
+        let wall_per_dispatch = started.elapsed().as_secs_f64() / f64::from(reps);
+        let gpu_median = match &timestamps {
+            Some((_, _, readback)) => {
+                let bytes = self.read_back(readback).await?;
+                let period = f64::from(self.queue.get_timestamp_period());
+                let mut spans: Vec<f64> = bytes
+                    .chunks_exact(16)
+                    .map(|pair| {
+                        let begin = u64::from_le_bytes(pair[..8].try_into().expect("8 bytes"));
+                        let end = u64::from_le_bytes(pair[8..].try_into().expect("8 bytes"));
+                        end.saturating_sub(begin) as f64 * period * 1e-9
+                    })
+                    .collect();
+                spans.sort_by(f64::total_cmp);
+                spans.get(spans.len() / 2).copied().filter(|s| *s > 0.0)
+            }
+            None => None,
+        };
+        Ok(DispatchTiming {
+            secs: gpu_median.unwrap_or(wall_per_dispatch),
+            timestamp_queries: gpu_median.is_some(),
+            wall_secs_per_dispatch: wall_per_dispatch,
+            reps,
+        })
+    }
+
+    /// Checks a chunk against the adapter, then builds its pipeline and buffers (inputs
+    /// uploaded, output zeroed).
+    async fn prepare(&self, job: &ChunkJob) -> Result<PreparedChunk, NodeError> {
         let Code::Wgsl {
             source,
             entry,
@@ -207,19 +359,33 @@ impl GpuExecutor {
             layout: &layout,
             entries: &entries,
         });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        }
-        encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, output_size);
+        let validation = self.device.pop_error_scope().await;
+        let memory = self.device.pop_error_scope().await;
+        Self::scope_errors(validation, memory)?;
+        Ok(PreparedChunk {
+            pipeline,
+            bind_group,
+            workgroups,
+            output,
+            readback,
+            output_size,
+        })
+    }
+
+    /// Submits `encoder`, answering wgpu's validation and out-of-memory errors as task errors.
+    async fn submit_checked(&self, encoder: wgpu::CommandEncoder) -> Result<(), NodeError> {
+        self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.submit([encoder.finish()]);
         let validation = self.device.pop_error_scope().await;
         let memory = self.device.pop_error_scope().await;
+        Self::scope_errors(validation, memory)
+    }
+
+    fn scope_errors(
+        validation: Option<wgpu::Error>,
+        memory: Option<wgpu::Error>,
+    ) -> Result<(), NodeError> {
         if let Some(e) = validation {
             return Err(invalid(format!("the GPU refused the chunk: {e}")));
         }
@@ -229,15 +395,26 @@ impl GpuExecutor {
                 format!("the GPU ran out of memory: {e}"),
             ));
         }
+        Ok(())
+    }
 
-        let (tx, rx) = futures::channel::oneshot::channel();
-        readback.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
+    /// Blocks until the GPU has finished what was submitted (natively; the browser's event
+    /// loop drives WebGPU instead).
+    fn wait_idle(&self) -> Result<(), NodeError> {
         #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| NodeError::new(ErrorCode::TaskChunkFailed, e.to_string()))?;
+        Ok(())
+    }
+
+    /// Maps `buffer` (a `MAP_READ` buffer whose copy was submitted) and copies it out.
+    async fn read_back(&self, buffer: &wgpu::Buffer) -> Result<Vec<u8>, NodeError> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait_idle()?;
         match rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -253,8 +430,8 @@ impl GpuExecutor {
                 ))
             }
         }
-        let bytes = readback.get_mapped_range(..).to_vec();
-        readback.unmap();
+        let bytes = buffer.get_mapped_range(..).to_vec();
+        buffer.unmap();
         Ok(bytes)
     }
 
@@ -409,8 +586,9 @@ mod tests {
     fn wgsl_twins_equal_the_cpu_kernels_however_split() {
         let gpu = gpu();
         assert!(!gpu.info().adapter.name.is_empty());
-        // Integer-valued matrices with sizes off the 64-cell tile: exact in f32.
-        let (m, k, n) = (70u32, 33u32, 90u32);
+        // Integer-valued matrices (exact in f32) with sizes off the 128-cell tile and the
+        // 16-deep slice: two workgroups down, three across, the last of each part-filled.
+        let (m, k, n) = (140u32, 33u32, 270u32);
         let (a, b) = shaders::exact_matrices(m, k, n);
         let inputs = serde_json::json!([
             { "binding": 2, "type": "f32", "bytes": a },
@@ -509,5 +687,52 @@ mod tests {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         assert_eq!(words, [0, 10, 20, 30]);
+    }
+
+    #[test]
+    fn dispatch_timing_times_the_kernel_and_refuses_what_run_refuses() {
+        let gpu = gpu();
+        let (a, b) = shaders::exact_matrices(64, 64, 64);
+        let mm = task(serde_json::json!({
+            "id": "mm", "type": "webgpu", "shader": shaders::MATMUL, "tile": shaders::MATMUL_TILE,
+            "inputs": [
+                { "binding": 2, "type": "f32", "bytes": a },
+                { "binding": 3, "type": "f32", "bytes": b },
+            ],
+            "output": { "type": "f32", "length": 64 * 64 }, "grid": [64, 64],
+        }));
+        let job = mm.jobs(1).expect("splits").remove(0);
+        let t = futures::executor::block_on(gpu.time_dispatch(&job, 3)).expect("times");
+        assert_eq!(t.reps, 3);
+        assert!(t.secs > 0.0 && t.secs < 10.0, "{t:?}");
+        assert!(t.wall_secs_per_dispatch > 0.0, "{t:?}");
+        assert_eq!(
+            t.timestamp_queries,
+            gpu.device
+                .features()
+                .contains(wgpu::Features::TIMESTAMP_QUERY)
+        );
+        let t = futures::executor::block_on(gpu.time_dispatch(&job, 0)).expect("times");
+        assert_eq!(t.reps, 1, "at least one dispatch");
+
+        let mut bad = job.clone();
+        bad.code = Code::Wgsl {
+            source: "not WGSL".into(),
+            entry: "main".into(),
+            tile: [1, 1, 1],
+        };
+        let e = futures::executor::block_on(gpu.time_dispatch(&bad, 3)).expect_err("refused");
+        assert_eq!(e.code, ErrorCode::TaskInvalid);
+        // The timed dispatches leave the executor as it was: the chunk still runs right.
+        let cpu = kernels::run(&{
+            let mut j = job.clone();
+            j.code = Code::Kernel("matmul".into());
+            j
+        })
+        .expect("cpu");
+        assert_eq!(
+            futures::executor::block_on(gpu.run(&job)).expect("runs"),
+            cpu
+        );
     }
 }

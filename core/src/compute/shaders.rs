@@ -2,10 +2,10 @@
 //! tests, benchmarks and the demo. Results match the CPU kernels exactly where the arithmetic
 //! is exact (integers, small integer-valued floats); otherwise a GPU may fuse multiply-adds.
 
-/// `matmul` (run with `tile: [64, 64]`).
+/// `matmul` (run with `tile: [128, 128]`).
 pub const MATMUL: &str = include_str!("shaders/matmul.wgsl");
 /// Cells one matmul workgroup covers.
-pub const MATMUL_TILE: [u32; 3] = [64, 64, 1];
+pub const MATMUL_TILE: [u32; 3] = [128, 128, 1];
 /// `mandelbrot` (one invocation per cell).
 pub const MANDELBROT: &str = include_str!("shaders/mandelbrot.wgsl");
 
@@ -20,4 +20,34 @@ pub fn exact_matrices(m: u32, k: u32, n: u32) -> (Vec<u8>, Vec<u8>) {
         .flat_map(|i| ((i % 5) as f32 - 2.0).to_le_bytes())
         .collect();
     (a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// WebGPU guarantees only its default limits, and wgpu does not check workgroup memory
+    /// natively (Dawn does, in the browser): the built-in twins must fit them on any adapter.
+    #[test]
+    fn the_twins_fit_webgpus_default_limits() {
+        // `maxComputeWorkgroupStorageSize` and `maxComputeInvocationsPerWorkgroup`, by the spec.
+        const WORKGROUP_STORAGE: u32 = 16384;
+        const INVOCATIONS: u32 = 256;
+        for (name, source) in [("matmul", MATMUL), ("mandelbrot", MANDELBROT)] {
+            let module = naga::front::wgsl::parse_str(source).expect("parses");
+            let workgroup_bytes: u32 = module
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+                .sum();
+            assert!(
+                workgroup_bytes <= WORKGROUP_STORAGE,
+                "{name}: {workgroup_bytes} bytes of workgroup memory"
+            );
+            let entry = module.entry_points.iter().find(|e| e.name == "main");
+            let [x, y, z] = entry.expect("main").workgroup_size;
+            assert!(x * y * z <= INVOCATIONS, "{name}: {x}×{y}×{z}");
+        }
+    }
 }
