@@ -3,7 +3,7 @@
 // Playwright; the native baseline is two native nodes through the same relay process, run in
 // the same invocation, so the ratio is measured on one machine at one time.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 
 import { chromium } from '@playwright/test';
@@ -259,6 +259,16 @@ const computeRows = [
   [`dispatch overhead per chunk to a peer (ms)⁶`, null, nc.chunk_overhead.per_chunk_ms, '≤ 5'],
   ...nc.speedup.runs.map((r) => [`one task on ${r.peers} native peer(s): ms / speedup⁷`, null, r.ms, r.peers === 1 ? '' : `×${fmt(r.speedup)}`]),
 ];
+/** The latest real-GPU run recorded in bench/device/ (not this run), for footnote 5. */
+function realGpuNote() {
+  const files = readdirSync('bench/device').filter((f) => /-matmul-\d{4}-\d{2}-\d{2}\.json$/.test(f)).sort();
+  if (files.length === 0) return 'No run is recorded in bench/device/.';
+  const file = files.at(-1);
+  const run = JSON.parse(readFileSync(`bench/device/${file}`, 'utf8'));
+  const rows = run.rows.filter((r) => r.shader === 'matmul.wgsl');
+  const cells = rows.map((r) => `n=${r.n} ${(r.wgsl_gflops / 1000).toFixed(1)} TFLOPS = ${r.ratio.toFixed(2)}`);
+  return `Last recorded (bench/device/${file}, ${run.adapter}):\n  ${cells.join(', ')} of cuBLAS FP32.`;
+}
 const computeTable = [
   '| compute | browser | native | browser/native | note |',
   '|---|---:|---:|---:|---|',
@@ -266,7 +276,7 @@ const computeTable = [
     `| ${name} | ${fmt(br)} | ${fmt(na)} | ${br == null || na == null ? '' : fmt(br / na)} | ${note} |`),
 ].join('\n');
 console.log(`${computeTable}\n`);
-console.log('⁵ cuBLAS FP32 needs the device machine (an NVIDIA GPU); this table is from this machine.');
+console.log(`⁵ cuBLAS FP32 needs an NVIDIA GPU: bench/gpu-device.sh there. ${realGpuNote()}`);
 console.log(`⁶ ${nc.chunk_overhead.chunks} tiny chunks sent one at a time to one peer through the relay.`);
 console.log(`⁷ ${nc.speedup.task}; one CPU thread per peer, on ${nc.speedup.cores} cores.`);
 console.log('⁸ kernels/mandelbrot built to wasm, same bits as the built-in kernel; native peers interpret it\n  (wasmi, fuel metered), the browser compiles it.\n');

@@ -185,8 +185,9 @@ impl GpuExecutor {
     /// The GPU time of one dispatch of `job`'s shader, without uploads and readback: the
     /// median over `reps` dispatches in one submission, measured by timestamp queries where
     /// the adapter has them, else by the wall clock around the whole submission divided by
-    /// `reps`. For benchmarks: it tells a kernel's own speed apart from the transfers a
-    /// chunk also pays for.
+    /// `reps` (natively: in the browser nothing blocks on the GPU, so there only the
+    /// timestamps mean anything). For benchmarks: it tells a kernel's own speed apart from
+    /// the transfers a chunk also pays for.
     pub async fn time_dispatch(
         &self,
         job: &ChunkJob,
