@@ -79,7 +79,8 @@ fn median_secs(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow
     Ok(xs[xs.len() / 2])
 }
 
-/// The WGSL matmul through native wgpu: one n×n chunk end to end (upload, dispatch, readback).
+/// The WGSL matmul through native wgpu: one n×n chunk end to end (upload, dispatch, readback),
+/// and its dispatch alone.
 fn gpu_matmul(n: u32) -> anyhow::Result<Value> {
     let gpu = futures::executor::block_on(GpuExecutor::new())
         .map_err(|e| anyhow::anyhow!("no GPU adapter: {e}"))?;
@@ -92,11 +93,16 @@ fn gpu_matmul(n: u32) -> anyhow::Result<Value> {
         }
         Ok(())
     })?;
+    // The dispatch alone, as the real-GPU comparison times it (bench/gpu-device.sh).
+    let kernel = futures::executor::block_on(gpu.time_dispatch(&job, 5))?;
     let info = gpu.info();
+    let flops = 2.0 * f64::from(n).powi(3);
     Ok(json!({
         "n": n,
-        "gflops": 2.0 * f64::from(n).powi(3) / secs / 1e9,
+        "gflops": flops / secs / 1e9,
         "ms": secs * 1000.0,
+        "kernel_gflops": flops / kernel.secs / 1e9,
+        "kernel_timing": kernel,
         "adapter": info.adapter.name,
         "backend": info.adapter.backend,
         "software_adapter": info.adapter.fallback,
