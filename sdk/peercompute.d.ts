@@ -100,7 +100,7 @@ export interface TaskSpec {
   /** Invocations per workgroup (`webgpu`); read from the shader's `@workgroup_size` when absent. */
   workgroupSize?: number[];
   /** Grid cells one workgroup covers (`webgpu`), default `workgroupSize`: set it when each
-   *  invocation computes several cells (the built-in matmul shader: `[64, 64]`). */
+   *  invocation computes several cells (the built-in matmul shader: `[128, 128]`). */
   tile?: number[];
   /** Hex Ed25519 signature of the shader or wasm module by the root key (`relay-server sign`):
    *  lets it travel to other peers. */
