@@ -138,17 +138,19 @@ impl MatmulShader {
     }
 }
 
-/// One n×n·n×n matmul chunk of `shader`, with the inputs built directly (as a JSON task,
-/// 8192² matrices would be gigabytes of numbers).
+/// One n×n·n×n matmul chunk of `shader` on `exact_matrices(n, n, n)`, with the inputs built
+/// directly (as a JSON task, 8192² matrices would be gigabytes of numbers).
 fn matmul_job(n: u32, shader: &MatmulShader) -> anyhow::Result<ChunkJob> {
     let mut job = one_job(&matmul_task(1, true, 1))?;
     let (a, b) = shaders::exact_matrices(n, n, n);
+    let (mut a, mut b) = (Some(a), Some(b));
     for input in &mut job.inputs {
-        input.bytes = Arc::new(if input.binding == 2 {
-            a.clone()
+        let bytes = if input.binding == 2 {
+            a.take()
         } else {
-            b.clone()
-        });
+            b.take()
+        };
+        input.bytes = Arc::new(bytes.context("one input per matrix")?);
     }
     job.grid = [n, n, 1];
     job.range = ChunkRange {
@@ -164,18 +166,22 @@ fn matmul_job(n: u32, shader: &MatmulShader) -> anyhow::Result<ChunkJob> {
     Ok(job)
 }
 
-/// Checks `got` (C of `exact_matrices(n, n, n)`) on a spread of cells against sums computed
-/// here: every cell is an exact integer, so a correct kernel matches bit for bit.
-fn check_matmul(n: u32, got: &[u8]) -> anyhow::Result<()> {
+/// Checks `got`, the product of `job`'s n×n inputs, on a spread of cells against sums computed
+/// here from those inputs: every cell is an exact integer, so a correct kernel matches bit
+/// for bit.
+fn check_matmul(n: u32, job: &ChunkJob, got: &[u8]) -> anyhow::Result<()> {
     let n = n as usize;
-    let a = |i: usize| (i % 7) as f32 - 3.0;
-    let b = |i: usize| (i % 5) as f32 - 2.0;
+    let (a, b) = (job.input(2).context("A")?, job.input(3).context("B")?);
+    let at = |bytes: &[u8], i: usize| {
+        f32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
+    };
     let step = (n * n / 4099).max(1);
     for cell in (0..n * n).step_by(step).chain([n * n - 1]) {
         let (row, col) = (cell / n, cell % n);
-        let want: f32 = (0..n).map(|k| a(row * n + k) * b(k * n + col)).sum();
-        let bytes: [u8; 4] = got[cell * 4..cell * 4 + 4].try_into()?;
-        let have = f32::from_le_bytes(bytes);
+        let want: f32 = (0..n)
+            .map(|k| at(&a.bytes, row * n + k) * at(&b.bytes, k * n + col))
+            .sum();
+        let have = f32::from_le_bytes(got[cell * 4..cell * 4 + 4].try_into()?);
         if have != want {
             bail!("cell ({row}, {col}) is {have}, want {want}");
         }
@@ -208,7 +214,7 @@ pub(crate) fn gpu_matmul_kernels(sizes: &[u32], shaders: &[MatmulShader]) -> any
             let started = Instant::now();
             let got = futures::executor::block_on(gpu.run(&job))?;
             let end_to_end = started.elapsed().as_secs_f64();
-            check_matmul(n, &got).with_context(|| format!("{} at n = {n}", shader.name))?;
+            check_matmul(n, &job, &got).with_context(|| format!("{} at n = {n}", shader.name))?;
             // About a second of dispatches per size on a real GPU, at least 10.
             let reps = (2e13 / flops).clamp(10.0, 200.0) as u32;
             let timing = futures::executor::block_on(gpu.time_dispatch(&job, reps))?;

@@ -67,7 +67,8 @@ struct PreparedChunk {
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
     output: wgpu::Buffer,
-    readback: wgpu::Buffer,
+    /// The mappable copy of `output`, when the output is to be read back.
+    readback: Option<wgpu::Buffer>,
     output_size: u64,
 }
 
@@ -171,15 +172,18 @@ impl GpuExecutor {
 
     /// Runs one chunk's shader and returns its output bytes.
     pub async fn run(&self, job: &ChunkJob) -> Result<Vec<u8>, NodeError> {
-        let chunk = self.prepare(job).await?;
+        let chunk = self.prepare(job, true).await?;
+        let readback = chunk
+            .readback
+            .as_ref()
+            .expect("prepared with a readback buffer");
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         chunk.dispatch(&mut encoder, None);
-        encoder.copy_buffer_to_buffer(&chunk.output, 0, &chunk.readback, 0, chunk.output_size);
+        encoder.copy_buffer_to_buffer(&chunk.output, 0, readback, 0, chunk.output_size);
         self.submit_checked(encoder).await?;
-        let bytes = self.read_back(&chunk.readback).await?;
-        Ok(bytes)
+        self.read_back(readback).await
     }
 
     /// The GPU time of one dispatch of `job`'s shader, without uploads and readback: the
@@ -194,7 +198,7 @@ impl GpuExecutor {
         reps: u32,
     ) -> Result<DispatchTiming, NodeError> {
         let reps = reps.clamp(1, 256);
-        let chunk = self.prepare(job).await?;
+        let chunk = self.prepare(job, false).await?;
         // Warm-up: first-use costs (pipeline upload, page faults) stay out of the timing.
         let mut encoder = self
             .device
@@ -271,8 +275,8 @@ impl GpuExecutor {
     }
 
     /// Checks a chunk against the adapter, then builds its pipeline and buffers (inputs
-    /// uploaded, output zeroed).
-    async fn prepare(&self, job: &ChunkJob) -> Result<PreparedChunk, NodeError> {
+    /// uploaded, output zeroed, and a buffer to read the output back through if `readback`).
+    async fn prepare(&self, job: &ChunkJob, readback: bool) -> Result<PreparedChunk, NodeError> {
         let Code::Wgsl {
             source,
             entry,
@@ -335,11 +339,13 @@ impl GpuExecutor {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: output_size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let readback = readback.then(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: output_size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
