@@ -164,7 +164,7 @@ impl Applied {
     }
 }
 
-/// Entry keys present in the root map, and those the current transaction touched. The root
+/// The root map's key index, and the entries the current transaction touched. The root
 /// map's observer keeps both for most remote updates. A local transaction, which knows every
 /// key it writes and keeps them itself, and a large remote one, after which the index is
 /// rebuilt from the map ([`SharedDoc::take_rebuilt`]), skip yrs's type events
@@ -174,7 +174,22 @@ impl Applied {
 struct Keys {
     index: KeyIndex,
     /// In the order touched, possibly with repeats.
-    touched: Vec<Arc<str>>,
+    touched: Vec<Touched>,
+}
+
+/// An entry a transaction touched. `written` is the leaf a local write stored there, which
+/// is the entry's value after the transaction when no later touch of the same key follows
+/// (every write and removal of a key records one); `None` for a removal, or a remote change
+/// (the value is then read from the map).
+struct Touched {
+    key: Arc<str>,
+    written: Option<Any>,
+}
+
+impl Touched {
+    fn read(key: Arc<str>) -> Self {
+        Touched { key, written: None }
+    }
 }
 
 /// See [`SharedDoc::pending_mark`].
@@ -282,14 +297,11 @@ impl SharedDoc {
             let mut keys = locked(&sink);
             for (key, change) in event.keys(txn) {
                 match change {
-                    EntryChange::Removed(_) => {
-                        keys.index.remove(key);
-                    }
-                    _ => {
-                        keys.index.insert(key.clone());
-                    }
+                    EntryChange::Removed(_) => keys.index.remove(key),
+                    EntryChange::Inserted(_) => keys.index.insert(key.clone()),
+                    EntryChange::Updated(..) => {}
                 }
-                keys.touched.push(key.clone());
+                keys.touched.push(Touched::read(key.clone()));
             }
         });
         let effective: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
@@ -310,11 +322,7 @@ impl SharedDoc {
     /// The whole tree as JSON text.
     pub fn to_json_text(&self) -> String {
         let txn = self.doc.transact();
-        let keys = locked(&self.keys);
-        build_tree(
-            keys.index.iter().map(|k| (&**k, self.root.get(&txn, k))),
-            &txn,
-        )
+        build_tree(self.root.iter(&txn).map(|(k, v)| (k, Some(v))), &txn)
     }
 
     /// The whole tree as JSON.
@@ -357,9 +365,9 @@ impl SharedDoc {
             txn.skip_type_events();
             let mut keys = locked(&self.keys);
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
-                if let Some(k) = keys.index.remove(k) {
-                    self.root.remove(txn, &k);
-                    keys.touched.push(k);
+                if self.root.remove(txn, k).is_some() {
+                    keys.index.remove(k);
+                    keys.touched.push(Touched::read(k.into()));
                 }
             };
             let mut leaves = Vec::new();
@@ -385,10 +393,16 @@ impl SharedDoc {
                             remove(&mut txn, &mut keys, &key);
                         }
                         for (k, v) in leaves.drain(..) {
-                            // One allocation of the key, shared by yrs and the index.
-                            self.root.insert(&mut txn, k.clone(), In::Any(v));
-                            keys.index.insert(k.clone());
-                            keys.touched.push(k);
+                            if !self.root.contains_key(&txn, &k) {
+                                keys.index.insert(k.clone());
+                            }
+                            // One allocation of the key, shared by yrs and the index. (An
+                            // `Any` clone is a count: its heap variants are `Arc`s.)
+                            self.root.insert(&mut txn, k.clone(), In::Any(v.clone()));
+                            keys.touched.push(Touched {
+                                key: k,
+                                written: Some(v),
+                            });
                         }
                     }
                     Op::Delete { .. } => remove(&mut txn, &mut keys, &key),
@@ -706,18 +720,21 @@ impl SharedDoc {
             // Nothing was inserted or deleted (a repeated sync): the index is as it was.
             return Applied::default();
         };
-        keys.index = KeyIndex::with_capacity(capacity);
-        // One pass over the map: the index (yrs keeps its keys to itself here; the index
-        // shares them when this node writes) and the leaves a large fill reports.
+        keys.index = KeyIndex::default();
+        // One pass over the map: the index (a count, and a copy of each nested key) and the
+        // leaves a large fill reports.
         let mut leaves = Vec::with_capacity(capacity);
         for (key, value) in self.root.iter(&txn) {
-            keys.index.insert(Arc::from(key));
+            keys.index.insert(key);
             if visible(key) {
                 leaves.push((key, out_to_json(&value, &txn)));
             }
         }
         if was_empty && keys.index.len() <= FILL_REPORTED_PER_ENTRY_MAX {
-            let touched = keys.index.iter().cloned().collect();
+            let touched = leaves
+                .iter()
+                .map(|(key, _)| Touched::read(Arc::from(*key)))
+                .collect();
             drop(leaves);
             drop(keys);
             drop(txn);
@@ -739,23 +756,53 @@ impl SharedDoc {
     }
 
     /// The changes of the entries in `touched` (see [`Self::take_applied`]).
-    fn report(&self, touched: Vec<Arc<str>>) -> Applied {
+    fn report(&self, touched: Vec<Touched>) -> Applied {
         let txn = self.doc.transact();
         let keys = locked(&self.keys);
         let index = &keys.index;
-        let mut seen = crate::seeded_hash::HashSet::default();
-        seen.reserve(touched.len());
-        let mut paths: Vec<(usize, Arc<str>)> = Vec::with_capacity(touched.len());
-        for key in touched {
-            if !visible(&key) {
+        // Each key once, where it was first touched, with its last touch (which holds its
+        // value after the transaction when that was a write).
+        let mut first_touch: crate::seeded_hash::HashMap<Arc<str>, usize> =
+            crate::seeded_hash::HashMap::default();
+        first_touch.reserve(touched.len());
+        let mut last: Vec<Touched> = Vec::with_capacity(touched.len());
+        for touch in touched {
+            if !visible(&touch.key) {
+                continue;
+            }
+            match first_touch.entry(touch.key.clone()) {
+                std::collections::hash_map::Entry::Occupied(at) => last[*at.get()] = touch,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(last.len());
+                    last.push(touch);
+                }
+            }
+        }
+        drop(first_touch);
+        let occupied = |key: &str| self.root.contains_key(&txn, key) || index.has_below(key);
+        // Keys read from the map; a removal is reported at the highest ancestor it left
+        // empty, which several removals can share.
+        let mut read = crate::seeded_hash::HashSet::default();
+        let mut changes: Vec<(usize, Change)> = Vec::with_capacity(last.len());
+        for Touched { key, written } in last {
+            // A write's leaf is its value, unless entries were written below it later (they
+            // remove it first, so that cannot be its last touch; `has_below` makes sure).
+            if let Some(leaf) = written.filter(|_| !index.has_below(&key)) {
+                changes.push((
+                    depth(&key),
+                    Change {
+                        value: Some(any_to_json(&leaf)),
+                        key: Some(key),
+                    },
+                ));
                 continue;
             }
             let mut key = key;
-            if !index.occupied(&key) {
+            if !occupied(&key) {
                 // Walk up while the ancestor holds nothing any more.
                 let mut end = key.len();
                 while let Some(cut) = key[..end].rfind(KEY_SEPARATOR) {
-                    if index.occupied(&key[..cut]) {
+                    if occupied(&key[..cut]) {
                         break;
                     }
                     end = cut;
@@ -764,23 +811,22 @@ impl SharedDoc {
                     key = key[..end].into();
                 }
             }
-            if seen.insert(key.clone()) {
-                paths.push((depth(&key), key));
+            if read.insert(key.clone()) {
+                changes.push((
+                    depth(&key),
+                    Change {
+                        value: self.value_at(&txn, index, &key),
+                        key: Some(key),
+                    },
+                ));
             }
         }
         // A parent before its children: the order tabs apply them in (a stable sort, so
         // otherwise in the order the transaction touched them).
-        paths.sort_by_key(|(depth, _)| *depth);
-        let changes = paths
-            .into_iter()
-            .map(|(_, key)| Change {
-                value: self.value_at(&txn, index, &key),
-                key: Some(key),
-            })
-            .collect();
+        changes.sort_by_key(|(depth, _)| *depth);
         Applied {
             update: locked(&self.effective).take(),
-            changes,
+            changes: changes.into_iter().map(|(_, change)| change).collect(),
             ..Applied::default()
         }
     }
@@ -1608,6 +1654,51 @@ mod fuzz {
             prop_assert_eq!(doc.entry_count(), in_map);
         }
 
+        /// Random batches of local writes and deletes over a few nested paths: after each,
+        /// a tab's mirror that applies the reported changes (as `sdk/state.js` does) equals
+        /// the document, on the writer and on a replica that applies the writer's updates,
+        /// and the entry count is the map's.
+        #[test]
+        fn reported_changes_keep_a_mirror_equal_to_the_document(
+            batches in proptest::collection::vec(
+                proptest::collection::vec(
+                    (proptest::collection::vec(0..3usize, 1..4), 0..5u8, any::<i8>()),
+                    1..8,
+                ),
+                1..12,
+            )
+        ) {
+            let names = ["a", "b", "c"];
+            let writer = SharedDoc::new();
+            let replica = SharedDoc::new();
+            let (mut ours, mut theirs) = (json!({}), json!({}));
+            for batch in &batches {
+                let ops: Vec<Op> = batch
+                    .iter()
+                    .map(|(path, kind, n)| {
+                        let path: Path = path.iter().map(|&i| names[i].to_string()).collect();
+                        match kind {
+                            0 => Op::Delete { path },
+                            1 => Op::Set { path, value: json!({"x": n, "y": {"z": [n]}}) },
+                            2 => Op::Set { path, value: json!({}) },
+                            _ => Op::Set { path, value: json!(n) },
+                        }
+                    })
+                    .collect();
+                let applied = writer.apply_ops(&ops).unwrap();
+                apply_changes(&mut ours, &applied.changes_json());
+                prop_assert_eq!(&ours, &writer.to_json());
+                let in_map = writer.root.keys(&writer.doc.transact()).count();
+                prop_assert_eq!(writer.entry_count(), in_map);
+                if let Some(update) = applied.update {
+                    let remote = replica.apply_update(&update).unwrap();
+                    apply_changes(&mut theirs, &remote.changes_json());
+                }
+                prop_assert_eq!(&theirs, &writer.to_json());
+                prop_assert_eq!(replica.entry_count(), in_map);
+            }
+        }
+
         /// The tree built from sorted leaves is the one inserting them one by one builds, for
         /// any keys: leaves with entries below them, prefixes, empty segments, and bytes
         /// below the separator or none (`plain`: such keys sort as plain bytes).
@@ -1627,6 +1718,53 @@ mod fuzz {
                 .map(|key| key.iter().map(|&i| alphabet[i]).collect())
                 .collect();
             prop_assert_eq!(sorted_tree(&keys, &empty_objects), inserted_tree(&keys, &empty_objects));
+        }
+    }
+
+    /// A tab's mirror taking a transaction's changes: `applyChange` of `sdk/state.js`.
+    fn apply_changes(tree: &mut Value, changes_json: &str) {
+        let changes: Vec<Value> = serde_json::from_str(changes_json).unwrap();
+        for change in changes {
+            let path: Vec<&str> = change["path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap())
+                .collect();
+            let value = change.get("value").cloned();
+            let Some((last, parents)) = path.split_last() else {
+                *tree = value.unwrap_or_else(|| json!({}));
+                continue;
+            };
+            // Deleting below something that is not there does nothing.
+            let mut probe = &*tree;
+            let reachable = parents.iter().all(|k| match probe.get(*k) {
+                Some(child) if child.is_object() => {
+                    probe = child;
+                    true
+                }
+                _ => false,
+            });
+            if value.is_none() && !reachable {
+                continue;
+            }
+            let mut node = &mut *tree;
+            for k in parents {
+                let map = node.as_object_mut().unwrap();
+                if !map.get(*k).is_some_and(Value::is_object) {
+                    map.insert(k.to_string(), json!({}));
+                }
+                node = map.get_mut(*k).unwrap();
+            }
+            let map = node.as_object_mut().unwrap();
+            match value {
+                Some(v) => {
+                    map.insert(last.to_string(), v);
+                }
+                None => {
+                    map.remove(*last);
+                }
+            }
         }
     }
 

@@ -1090,14 +1090,14 @@ impl<'doc> TransactionMut<'doc> {
         let item = &mut *item_ptr;
 
         item.integrate_content(self);
-        self.add_changed_type(parent, item.parent_sub.clone());
+        self.add_changed_type(parent, item.parent_sub.as_ref()); // PeerCompute patch
 
         #[cfg(feature = "weak")]
         if item.info.is_linked() {
             if let Some(links) = self.store.linked_by.get(&ItemPtr::from(&*item)).cloned() {
                 // notify links about changes
                 for link in links.iter() {
-                    self.add_changed_type(*link, item.parent_sub.clone());
+                    self.add_changed_type(*link, item.parent_sub.as_ref()); // PeerCompute patch
                 }
             }
         }

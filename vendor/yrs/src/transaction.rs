@@ -816,7 +816,7 @@ impl<'doc> TransactionMut<'doc> {
             item.mark_as_deleted();
             self.delete_set.insert(item.id.clone(), item.len());
             if let Some(parent) = item.parent.as_branch() {
-                self.add_changed_type(*parent, item.parent_sub.clone());
+                self.add_changed_type(*parent, item.parent_sub.as_ref()); // PeerCompute patch
             } else {
                 // parent has been GC'ed
             }
@@ -856,7 +856,7 @@ impl<'doc> TransactionMut<'doc> {
                 // notify links that current element has been removed
                 if let Some(linked_by) = self.store.linked_by.remove(&item) {
                     for link in linked_by {
-                        self.add_changed_type(link, item.parent_sub.clone());
+                        self.add_changed_type(link, item.parent_sub.as_ref()); // PeerCompute patch
                     }
                 }
             }
@@ -1389,7 +1389,9 @@ impl<'doc> TransactionMut<'doc> {
         GCCollector::collect_all(self, delete_set);
     }
 
-    pub(crate) fn add_changed_type(&mut self, parent: BranchPtr, parent_sub: Option<Arc<str>>) {
+    // PeerCompute patch: `parent_sub` is borrowed, and cloned only when it is recorded (a
+    // transaction that skips type events paid an `Arc` count up and down per item).
+    pub(crate) fn add_changed_type(&mut self, parent: BranchPtr, parent_sub: Option<&Arc<str>>) {
         if self.skip_type_events {
             return; // PeerCompute patch: see `skip_type_events`.
         }
@@ -1400,7 +1402,7 @@ impl<'doc> TransactionMut<'doc> {
         };
         if trigger {
             let e = self.changed.entry(parent.into()).or_default();
-            e.insert(parent_sub.clone());
+            e.insert(parent_sub.cloned()); // PeerCompute patch: borrowed `parent_sub`.
         }
     }
 
