@@ -811,6 +811,10 @@ impl SharedDoc {
                     key = key[..end].into();
                 }
             }
+            if read.is_empty() {
+                // Sized once, on the first key read: a local write's leaves need none.
+                read.reserve(changes.capacity() - changes.len());
+            }
             if read.insert(key.clone()) {
                 changes.push((
                     depth(&key),

@@ -6,7 +6,12 @@
 //! plain JSON: objects become nested shared maps (so concurrent writes to different keys merge),
 //! arrays and scalars are stored whole.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{
+    de::{Error as _, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer,
+};
 use serde_json::Value;
 
 use crate::{
@@ -47,12 +52,82 @@ impl Op {
     }
 }
 
+/// An update's operations as the JSON parser reads them: straight into [`Op`]s (no form in
+/// between to convert), the field names matched in place, and the count bounded while reading.
+/// (A derived struct of three `Option`s, then converted, was a third of decoding a 1000-op
+/// update; it also read `"value": null` as no value.)
+struct OpList(Vec<Op>);
+
+impl<'de> Deserialize<'de> for OpList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = OpList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of operations")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpList, A::Error> {
+                let mut ops = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(WireOp(op)) = seq.next_element()? {
+                    if ops.len() == MAX_OPS_PER_UPDATE {
+                        return Err(A::Error::custom(too_many_ops()));
+                    }
+                    ops.push(op);
+                }
+                Ok(OpList(ops))
+            }
+        }
+        deserializer.deserialize_seq(List)
+    }
+}
+
+fn too_many_ops() -> String {
+    format!("an update has 1 to {MAX_OPS_PER_UPDATE} operations")
+}
+
+/// One operation: `{"set": path, "value": v}` or `{"delete": path}`, nothing else.
+struct WireOp(Op);
+
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireOp {
-    set: Option<Path>,
-    delete: Option<Path>,
-    value: Option<Value>,
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Set,
+    Delete,
+    Value,
+}
+
+const OP_SHAPE: &str = "each operation is {set: path, value} or {delete: path}";
+
+impl<'de> Deserialize<'de> for WireOp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct One;
+        impl<'de> Visitor<'de> for One {
+            type Value = WireOp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(OP_SHAPE)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireOp, A::Error> {
+                let (mut set, mut delete, mut value) = (None, None, None);
+                while let Some(field) = map.next_key()? {
+                    match field {
+                        Field::Set if set.is_none() => set = Some(map.next_value::<Path>()?),
+                        Field::Delete if delete.is_none() => {
+                            delete = Some(map.next_value::<Path>()?);
+                        }
+                        Field::Value if value.is_none() => value = Some(map.next_value()?),
+                        _ => return Err(A::Error::custom("an operation names a field twice")),
+                    }
+                }
+                match (set, delete, value) {
+                    (Some(path), None, Some(value)) => Ok(WireOp(Op::Set { path, value })),
+                    (Some(_), None, None) => Err(A::Error::custom("`set` needs a `value`")),
+                    (None, Some(path), None) => Ok(WireOp(Op::Delete { path })),
+                    _ => Err(A::Error::custom(OP_SHAPE)),
+                }
+            }
+        }
+        deserializer.deserialize_map(One)
+    }
 }
 
 fn invalid_path(message: impl Into<String>) -> NodeError {
@@ -63,9 +138,19 @@ fn invalid_value(message: impl Into<String>) -> NodeError {
     NodeError::new(ErrorCode::StateInvalidValue, message)
 }
 
+/// Whether `s` holds a control character (Unicode's Cc). Every key of every write is checked:
+/// an ASCII key (the usual one) is checked byte by byte, without decoding characters.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
+}
+
 /// Checks a document name: 1..=128 bytes, no control characters.
 pub fn validate_doc_name(name: &str) -> Result<(), NodeError> {
-    if name.is_empty() || name.len() > MAX_DOC_NAME_BYTES || name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > MAX_DOC_NAME_BYTES || has_control(name) {
         return Err(NodeError::new(
             ErrorCode::StateInvalidDocName,
             format!(
@@ -83,9 +168,10 @@ pub fn validate_path(path: &[String]) -> Result<(), NodeError> {
             "a path has 1 to {MAX_PATH_SEGMENTS} keys"
         )));
     }
-    if let Some(bad) = path.iter().find(|s| {
-        s.is_empty() || s.len() > MAX_PATH_SEGMENT_BYTES || s.chars().any(char::is_control)
-    }) {
+    if let Some(bad) = path
+        .iter()
+        .find(|s| s.is_empty() || s.len() > MAX_PATH_SEGMENT_BYTES || has_control(s))
+    {
         return Err(invalid_path(format!(
             "path key {bad:?} must be 1 to {MAX_PATH_SEGMENT_BYTES} bytes without control characters"
         )));
@@ -127,7 +213,7 @@ pub fn validate_value(value: &Value) -> Result<(), NodeError> {
         match value {
             Value::Array(items) => items.iter().try_for_each(|v| walk(v, depth + 1)),
             Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-                if k.is_empty() || k.len() > MAX_PATH_SEGMENT_BYTES || k.chars().any(char::is_control) {
+                if k.is_empty() || k.len() > MAX_PATH_SEGMENT_BYTES || has_control(k) {
                     return Err(invalid_value(format!(
                         "object keys are 1 to {MAX_PATH_SEGMENT_BYTES} bytes without control characters"
                     )));
@@ -156,33 +242,19 @@ pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
         ));
     }
     // serde_json's own recursion limit (128) keeps hostile nesting from exhausting the stack.
-    let wire: Vec<WireOp> = serde_json::from_str(json)
+    let OpList(ops) = serde_json::from_str(json)
         .map_err(|e| invalid_value(format!("update is not a list of operations: {e}")))?;
-    if wire.is_empty() || wire.len() > MAX_OPS_PER_UPDATE {
-        return Err(invalid_value(format!(
-            "an update has 1 to {MAX_OPS_PER_UPDATE} operations"
-        )));
+    if ops.is_empty() {
+        return Err(invalid_value(too_many_ops()));
     }
-    wire.into_iter()
-        .map(|op| {
-            let op = match (op.set, op.delete, op.value) {
-                (Some(path), None, Some(value)) => Op::Set { path, value },
-                (Some(_), None, None) => return Err(invalid_value("`set` needs a `value`")),
-                (None, Some(path), None) => Op::Delete { path },
-                _ => {
-                    return Err(invalid_value(
-                        "each operation is {set: path, value} or {delete: path}",
-                    ))
-                }
-            };
-            validate_path(op.path())?;
-            if let Op::Set { path, value } = &op {
-                validate_value(value)?;
-                validate_key_depth(path, value)?;
-            }
-            Ok(op)
-        })
-        .collect()
+    for op in &ops {
+        validate_path(op.path())?;
+        if let Op::Set { path, value } = op {
+            validate_value(value)?;
+            validate_key_depth(path, value)?;
+        }
+    }
+    Ok(ops)
 }
 
 #[cfg(test)]
@@ -214,6 +286,42 @@ mod tests {
         // Arrays are values, not keys: they add no depth.
         let in_array = format!("[{{\"set\":[{}],\"value\":[[[[1]]]]}}]", path(32));
         assert!(decode_ops(&in_array).is_ok());
+    }
+
+    #[test]
+    fn null_is_a_value_and_the_operation_count_is_bounded() {
+        let ops = decode_ops(r#"[{"value":null,"set":["a"]}]"#).unwrap();
+        assert_eq!(
+            ops,
+            vec![Op::Set {
+                path: vec!["a".into()],
+                value: Value::Null
+            }]
+        );
+        let op = r#"{"delete":["a"]}"#;
+        let list = |n: usize| format!("[{}]", vec![op; n].join(","));
+        assert_eq!(
+            decode_ops(&list(MAX_OPS_PER_UPDATE)).unwrap().len(),
+            MAX_OPS_PER_UPDATE
+        );
+        let err = decode_ops(&list(MAX_OPS_PER_UPDATE + 1)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::StateInvalidValue);
+        assert!(
+            err.message.contains("1 to 1024 operations"),
+            "{}",
+            err.message
+        );
+        for twice in [
+            r#"[{"set":["a"],"set":["b"],"value":1}]"#,
+            r#"[{"delete":["a"],"delete":["a"]}]"#,
+            r#"[{"set":["a"],"value":1,"value":2}]"#,
+        ] {
+            assert_eq!(
+                decode_ops(twice).unwrap_err().code,
+                ErrorCode::StateInvalidValue,
+                "{twice}"
+            );
+        }
     }
 
     #[test]
@@ -287,6 +395,16 @@ mod tests {
             decode_ops(&huge).unwrap_err().code,
             ErrorCode::PayloadTooLarge
         );
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        for bad in ["a\u{0}", "\u{1f}", "x\u{7f}", "é\u{85}", "\u{9f}"] {
+            assert!(has_control(bad), "{bad:?}");
+        }
+        for good in ["players", "é", "\u{a0}", "~ ", "日本"] {
+            assert!(!has_control(good), "{good:?}");
+        }
     }
 
     #[test]

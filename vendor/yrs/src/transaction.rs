@@ -510,6 +510,9 @@ pub struct TransactionMut<'doc> {
     needs_cleanup: bool,
     // PeerCompute patch: see `skip_type_events`.
     skip_type_events: bool,
+    // PeerCompute patch: how many keys the first changed type's set is sized for (the blocks
+    // of the update being applied, bounded); the first set takes it, the others start empty.
+    changed_keys_hint: usize,
 }
 
 impl<'doc> ReadTxn for TransactionMut<'doc> {
@@ -559,6 +562,7 @@ impl<'doc> TransactionMut<'doc> {
             committed: false,
             needs_cleanup: false,
             skip_type_events: false, // PeerCompute patch
+            changed_keys_hint: 0,    // PeerCompute patch
         }
     }
 
@@ -904,6 +908,10 @@ impl<'doc> TransactionMut<'doc> {
                 .any(|(client, _)| update.blocks.clients.contains_key(client)),
             None => false,
         };
+
+        // PeerCompute patch: a 1000-item update rehashed its changed-key set 8 times as it
+        // grew (see `changed_keys_hint`).
+        self.changed_keys_hint = update.block_count().min(1 << 12);
 
         // 2. Integrate incoming update
         let (remaining, remaining_ds) = update.integrate(self)?;
@@ -1401,7 +1409,11 @@ impl<'doc> TransactionMut<'doc> {
             true
         };
         if trigger {
-            let e = self.changed.entry(parent.into()).or_default();
+            // PeerCompute patch: the first set is sized by `changed_keys_hint`.
+            let hint = &mut self.changed_keys_hint;
+            let e = self.changed.entry(parent.into()).or_insert_with(|| {
+                crate::FastSet::with_capacity_and_hasher(std::mem::take(hint), Default::default())
+            });
             e.insert(parent_sub.cloned()); // PeerCompute patch: borrowed `parent_sub`.
         }
     }
