@@ -405,12 +405,13 @@ impl SharedDoc {
                             remove(&mut txn, &mut keys, &key);
                         }
                         for (k, v) in leaves.drain(..) {
-                            if !self.root.contains_key(&txn, &k) {
-                                keys.index.insert(k.clone());
-                            }
                             // One allocation of the key, shared by yrs and the index. (An
                             // `Any` clone is a count: its heap variants are `Arc`s.)
-                            self.root.insert(&mut txn, k.clone(), In::Any(v.clone()));
+                            // `insert_replacing` (a `vendor/yrs` patch) says whether the key
+                            // held an entry, from the lookup the insert makes anyway.
+                            if !self.root.insert_replacing(&mut txn, k.clone(), v.clone()) {
+                                keys.index.insert(k.clone());
+                            }
                             keys.touched.push(Touched {
                                 key: k,
                                 written: Some(v),
@@ -769,45 +770,44 @@ impl SharedDoc {
     }
 
     /// The changes of the entries in `touched` (see [`Self::take_applied`]).
-    fn report(&self, touched: Vec<Touched>) -> Applied {
+    fn report(&self, mut touched: Vec<Touched>) -> Applied {
         let txn = self.doc.transact();
         let keys = locked(&self.keys);
         let index = &keys.index;
+        touched.retain(|touch| visible(&touch.key));
         // Each key once, where it was first touched, with its last touch (which holds its
-        // value after the transaction when that was a write).
+        // value after the transaction when that was a write): compacted in place.
         let mut first_touch: crate::seeded_hash::HashMap<Arc<str>, usize> =
             crate::seeded_hash::HashMap::default();
         first_touch.reserve(touched.len());
-        let mut last: Vec<Touched> = Vec::with_capacity(touched.len());
-        for touch in touched {
-            if !visible(&touch.key) {
-                continue;
-            }
-            match first_touch.entry(touch.key.clone()) {
-                std::collections::hash_map::Entry::Occupied(at) => last[*at.get()] = touch,
+        let mut unique = 0;
+        for at in 0..touched.len() {
+            match first_touch.entry(touched[at].key.clone()) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    touched[*first.get()].written = touched[at].written.take();
+                }
                 std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(last.len());
-                    last.push(touch);
+                    slot.insert(unique);
+                    touched.swap(unique, at);
+                    unique += 1;
                 }
             }
         }
         drop(first_touch);
+        touched.truncate(unique);
         let occupied = |key: &str| self.root.contains_key(&txn, key) || index.has_below(key);
         // Keys read from the map; a removal is reported at the highest ancestor it left
         // empty, which several removals can share.
         let mut read = crate::seeded_hash::HashSet::default();
-        let mut changes: Vec<(usize, Change)> = Vec::with_capacity(last.len());
-        for Touched { key, written } in last {
+        let mut changes: Vec<Change> = Vec::with_capacity(touched.len());
+        for Touched { key, written } in touched {
             // A write's leaf is its value, unless entries were written below it later (they
             // remove it first, so that cannot be its last touch; `has_below` makes sure).
             if let Some(leaf) = written.filter(|_| !index.has_below(&key)) {
-                changes.push((
-                    depth(&key),
-                    Change {
-                        value: Some(any_to_json(&leaf)),
-                        key: Some(key),
-                    },
-                ));
+                changes.push(Change {
+                    value: Some(any_to_json(&leaf)),
+                    key: Some(key),
+                });
                 continue;
             }
             let mut key = key;
@@ -834,27 +834,26 @@ impl SharedDoc {
                 read.reserve(changes.capacity() - changes.len());
             }
             if read.insert(key.clone()) {
-                changes.push((
-                    depth(&key),
-                    Change {
-                        value: self.value_at(&txn, index, &key),
-                        key: Some(key),
-                    },
-                ));
+                changes.push(Change {
+                    value: self.value_at(&txn, index, &key),
+                    key: Some(key),
+                });
             }
         }
         // A parent before its children: the order tabs apply them in (a stable sort, so
-        // otherwise in the order the transaction touched them).
-        changes.sort_by_key(|(depth, _)| *depth);
+        // otherwise in the order the transaction touched them). Flat keys need none.
+        let key_depth = |change: &Change| change.key.as_deref().map_or(0, depth);
+        if changes.iter().any(|change| key_depth(change) > 0) {
+            changes.sort_by_cached_key(key_depth);
+        }
         Applied {
             update: locked(&self.effective).take(),
-            changes: changes.into_iter().map(|(_, change)| change).collect(),
+            changes,
             ..Applied::default()
         }
     }
 }
 
-/// The leaves of `value` written at `key`: scalars, arrays and empty objects are leaves.
 /// An update's size against `max`, then its layout.
 fn check_update_within(update: &[u8], max: usize) -> Result<(), NodeError> {
     if update.len() > max {
@@ -866,6 +865,7 @@ fn check_update_within(update: &[u8], max: usize) -> Result<(), NodeError> {
     check_update_v1(update)
 }
 
+/// The leaves of `value` written at `key`: scalars, arrays and empty objects are leaves.
 fn flatten(key: Arc<str>, value: &Value, out: &mut Vec<(Arc<str>, Any)>) {
     match value {
         Value::Object(map) if !map.is_empty() => {

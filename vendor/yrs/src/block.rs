@@ -917,22 +917,16 @@ impl Item {
         }
     }
 
-    fn resolve_conflict(&mut self, blocks: &mut BlockStore) {
+    // PeerCompute patch: `first_of_key` is the first item of the entry's chain (see
+    // `first_item_of_key`), computed once by the caller, which needs it again afterwards.
+    fn resolve_conflict(&mut self, blocks: &mut BlockStore, first_of_key: Option<ItemPtr>) {
         let parent = self.parent.as_branch().unwrap();
 
         // set o to the first conflicting item
         let mut o = if let Some(left) = &self.left {
             left.right
-        } else if let Some(sub) = &self.parent_sub {
-            let mut o = parent.map.get(sub).copied();
-            while let Some(item) = o {
-                if let Some(left) = item.left {
-                    o = Some(left);
-                    continue;
-                }
-                break;
-            }
-            o
+        } else if self.parent_sub.is_some() {
+            first_of_key
         } else {
             parent.start
         };
@@ -996,6 +990,15 @@ impl<'doc> TransactionMut<'doc> {
     /// Integrates current block into block store.
     /// If it returns true, it means that the block should be deleted after being added to a block store.
     pub(crate) fn integrate_item(&mut self, mut item: Box<Item>, offset: u32) -> Option<ItemPtr> {
+        // PeerCompute patch: the first item of a map entry's chain (the map holds the last).
+        fn first_item_of_key(parent: BranchPtr, key: &str) -> Option<ItemPtr> {
+            let mut first = parent.map.get(key).copied();
+            while let Some(left) = first.and_then(|item| item.left) {
+                first = Some(left);
+            }
+            first
+        }
+
         let mut item_ptr = ItemPtr::from(&*item);
         let store = &mut *self.store;
         let encoding = store.offset_kind;
@@ -1030,8 +1033,16 @@ impl<'doc> TransactionMut<'doc> {
             }
         };
 
+        // PeerCompute patch: the first item of the entry's chain, looked up once for both
+        // the conflict resolution and the link below (each did its own map lookup and walk;
+        // resolving a conflict reads the map, never changes it).
+        let first_of_key = match (&item.left, &item.parent_sub) {
+            (None, Some(parent_sub)) => first_item_of_key(parent, parent_sub),
+            _ => None,
+        };
+
         if item.detect_conflict() {
-            item.resolve_conflict(&mut store.blocks);
+            item.resolve_conflict(&mut store.blocks, first_of_key);
         }
 
         // reconnect left/right + update parent map/start if necessary
@@ -1040,16 +1051,8 @@ impl<'doc> TransactionMut<'doc> {
             item.right = right;
             left.right = Some(item_ptr);
         } else {
-            item.right = if let Some(parent_sub) = item.parent_sub.as_ref() {
-                let mut r = parent.map.get(parent_sub).copied();
-                while let Some(right) = r {
-                    if right.left.is_some() {
-                        r = right.left;
-                    } else {
-                        break;
-                    }
-                }
-                r
+            item.right = if item.parent_sub.is_some() {
+                first_of_key // PeerCompute patch: see `first_of_key`.
             } else {
                 parent.start.replace(item_ptr)
             };

@@ -214,6 +214,30 @@ pub trait Map: AsRef<Branch> + Sized {
         }
     }
 
+    // PeerCompute patch: `insert` that also answers `contains_key` from its own lookup.
+    /// Inserts a plain `value` under `key`, as [Map::insert] does, and returns whether the
+    /// key held an entry before (what [Map::contains_key] said): one map lookup for both.
+    fn insert_replacing<V: Into<Any>>(
+        &self,
+        txn: &mut TransactionMut,
+        key: Arc<str>,
+        value: V,
+    ) -> bool {
+        let inner = self.as_ref();
+        let left = inner.map.get(&key).cloned();
+        let held = left.is_some_and(|item| !item.is_deleted());
+        let pos = ItemPosition {
+            parent: BranchPtr::from(inner).into(),
+            left,
+            right: None,
+            index: 0,
+            current_attrs: None,
+        };
+        txn.create_item(&pos, value.into(), Some(key))
+            .expect("Cannot insert empty value");
+        held
+    }
+
     /// Tries to update a value stored under a given `key` within current map, if it's different
     /// from the current one. Returns `true` if the value was updated, `false` otherwise.
     ///
@@ -669,6 +693,30 @@ mod test {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    // PeerCompute patch: `Map::insert_replacing`, and the conflicts it integrates through.
+    #[test]
+    fn insert_replacing_says_whether_the_key_held_an_entry() {
+        let d1 = Doc::with_client_id(1);
+        let m1 = d1.get_or_insert_map("map");
+        let mut txn = d1.transact_mut();
+        assert!(!m1.insert_replacing(&mut txn, "a".into(), 1.0));
+        assert!(m1.insert_replacing(&mut txn, "a".into(), 2.0));
+        m1.remove(&mut txn, "a");
+        assert!(!m1.insert_replacing(&mut txn, "a".into(), 3.0));
+        assert_eq!(m1.get(&txn, "a"), Some(Out::Any(Any::from(3.0))));
+        drop(txn);
+        // Two clients create the same key at once: both converge on one value, whichever
+        // order the updates arrive in.
+        let d2 = Doc::with_client_id(2);
+        let m2 = d2.get_or_insert_map("map");
+        assert!(!m2.insert_replacing(&mut d2.transact_mut(), "b".into(), "two"));
+        assert!(!m1.insert_replacing(&mut d1.transact_mut(), "b".into(), "one"));
+        exchange_updates(&[&d1, &d2]);
+        let b1 = m1.get(&d1.transact(), "b");
+        assert_eq!(b1, m2.get(&d2.transact(), "b"));
+        assert!(b1.is_some());
+    }
 
     #[test]
     fn map_basic() {
