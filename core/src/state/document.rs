@@ -20,13 +20,13 @@ use serde::Serialize;
 use serde_json::{Map as JsonMap, Number as JsonNumber, Value};
 use yrs::{
     any::Number,
-    types::{EntryChange, ToJson},
+    types::ToJson,
     updates::{
         decoder::Decode,
         encoder::{Encode, Encoder, EncoderV1},
     },
-    Any, Doc, In, Map, MapPrelim, MapRef, Observable, Options, Out, ReadTxn, Snapshot, StateVector,
-    Transact, Update, WriteTxn,
+    Any, Doc, In, Map, MapPrelim, MapRef, Options, Out, ReadTxn, Snapshot, StateVector, Transact,
+    Update, WriteTxn,
 };
 
 use super::{
@@ -164,12 +164,11 @@ impl Applied {
     }
 }
 
-/// The root map's key index, and the entries the current transaction touched. The root
-/// map's observer keeps both for most remote updates. A local transaction, which knows every
-/// key it writes and keeps them itself, and a large remote one, after which the index is
-/// rebuilt from the map ([`SharedDoc::take_rebuilt`]), skip yrs's type events
-/// (`skip_type_events`, a `vendor/yrs` patch): the observer does not run, and yrs does not
-/// record each changed key for it.
+/// The root map's key index, and the entries the current local transaction touched. No
+/// transaction of a document builds yrs's type events (`vendor/yrs` patches): a local one
+/// knows every key it writes and keeps them itself; a peer's update lists the entries it
+/// changed (`record_entry_changes`); after a large one the index is rebuilt from the map
+/// ([`SharedDoc::take_rebuilt`]).
 #[derive(Default)]
 struct Keys {
     index: KeyIndex,
@@ -179,9 +178,9 @@ struct Keys {
 
 /// An entry a transaction touched. `written` is the leaf stored there: by a local write, which
 /// makes it the entry's value after the transaction when no later touch of the same key
-/// follows (every write and removal of a key records one), or by a peer's update, as yrs's
-/// event reports it after the transaction (one touch per key). `None` for a removal, or a
-/// value that is a shared type: the report reads it from the map.
+/// follows (every write and removal of a key records one), or by a peer's update, as yrs
+/// read it after the transaction (one touch per key). `None` for a removal, or a value that
+/// is a shared type: the report reads it from the map.
 struct Touched {
     key: Arc<str>,
     written: Option<Any>,
@@ -201,12 +200,12 @@ struct PendingMark(StateVector, StateVector, yrs::IdSet);
 pub struct SharedDoc {
     doc: Doc,
     root: MapRef,
-    keys: Arc<Mutex<Keys>>,
+    keys: Mutex<Keys>,
     /// What the last transaction actually changed, as a Yjs v1 update.
     effective: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
-/// Locks state the document's observers share with it. The locks are never contended (a
+/// Locks the document's key index, or the update its update observer left. The locks are never contended (a
 /// document is used from one thread at a time); they make a document `Send`, so a native
 /// host (the pinning relay) can keep it in an async task. A poisoned lock still holds
 /// consistent data: every update under it is a single assignment or insertion.
@@ -292,30 +291,7 @@ impl SharedDoc {
     pub fn new() -> Self {
         let doc = new_doc();
         let root = doc.get_or_insert_map(ROOT_MAP);
-        let keys: Arc<Mutex<Keys>> = Arc::default();
-        let sink = keys.clone();
-        root.observe("peercompute", move |txn, event| {
-            let mut keys = locked(&sink);
-            for (key, change) in event.keys(txn) {
-                match change {
-                    EntryChange::Removed(_) => keys.index.remove(key),
-                    EntryChange::Inserted(_) => keys.index.insert(key.clone()),
-                    EntryChange::Updated(..) => {}
-                }
-                // yrs read the entry's value after the transaction for the event: the report
-                // need not read it again. (A shared type, from another Yjs client, is read
-                // whole by the report.)
-                let written = match change {
-                    EntryChange::Inserted(Out::Any(value))
-                    | EntryChange::Updated(_, Out::Any(value)) => Some(value.clone()),
-                    _ => None,
-                };
-                keys.touched.push(Touched {
-                    key: key.clone(),
-                    written,
-                });
-            }
-        });
+        let keys = Mutex::default();
         let effective: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let sink = effective.clone();
         // Fired on commit only when the transaction inserted or deleted something.
@@ -373,7 +349,7 @@ impl SharedDoc {
         {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
-            // key index itself, and no observer reads the transaction's type events.
+            // key index itself, and yrs builds no type events for it.
             txn.skip_type_events();
             let mut keys = locked(&self.keys);
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
@@ -458,28 +434,49 @@ impl SharedDoc {
             entries == 0 || (new_items >= REBUILD_MIN_ITEMS && new_items >= entries as u64);
         let was_empty = entries == 0;
         // The rebuild reads the map once, so nothing asks for the entries' keys: yrs need not
-        // record each one for the observer (the set of 100k keys was ~60 ms of a browser
+        // record each one (for the map's type event, the set of 100k keys was ~60 ms of a browser
         // newcomer's sync). The index is sized from a hint, the entries before plus the
         // update's blocks, without a pass over the map (yrs's `len` is one); bounded, as
         // blocks are not entries.
         let capacity = (entries + (update.block_count() as u64).min(new_items) as usize)
             .min(REBUILD_CAPACITY_MAX);
-        let report = || {
-            if rebuild {
-                self.take_rebuilt(was_empty, capacity)
-            } else {
-                self.take_applied()
-            }
-        };
         let before = self.pending_mark();
+        let mut touched = Vec::new();
         let result = {
             let mut txn = self.doc.transact_mut();
             if rebuild {
                 txn.skip_type_events();
+            } else {
+                // The entries the update changes, as the map's type event would list them
+                // (`record_entry_changes`, a `vendor/yrs` patch): the event's sets and maps
+                // were a third of applying a peer's 1000-entry update.
+                txn.record_entry_changes(&self.root);
             }
-            txn.apply_update(update)
+            let result = txn.apply_update(update);
+            if !rebuild {
+                let mut keys = locked(&self.keys);
+                for (key, held_before, now) in txn.entry_changes() {
+                    match (held_before, now.is_some()) {
+                        (false, true) => keys.index.insert(key.clone()),
+                        (true, false) => keys.index.remove(&key),
+                        _ => {}
+                    }
+                    // The value yrs read after the transaction: the report need not read it
+                    // again (a shared type, from another Yjs client, it reads whole).
+                    let written = match now {
+                        Some(Out::Any(value)) => Some(value),
+                        _ => None,
+                    };
+                    touched.push(Touched { key, written });
+                }
+            }
+            result
         };
-        let mut applied = report();
+        let mut applied = if rebuild {
+            self.take_rebuilt(was_empty, capacity)
+        } else {
+            self.report(touched, Touches::Unique)
+        };
         applied.pending_changed = self.has_pending() && self.pending_mark() != before;
         match result {
             Ok(()) => Ok(applied),
@@ -721,10 +718,10 @@ impl SharedDoc {
     /// the leaf above it that the removal uncovers.
     fn take_applied(&self) -> Applied {
         let touched = std::mem::take(&mut locked(&self.keys).touched);
-        self.report(touched)
+        self.report(touched, Touches::Repeated)
     }
 
-    /// [`Self::take_applied`] after a transaction the observer left to this: the key index is
+    /// [`Self::take_applied`] after a transaction that recorded no entries: the key index is
     /// rebuilt from the map, and the change reported is the whole tree, at the root; only a
     /// small fill of an empty document (`was_empty`) is reported entry by entry.
     fn take_rebuilt(&self, was_empty: bool, capacity: usize) -> Applied {
@@ -754,7 +751,7 @@ impl SharedDoc {
             drop(txn);
             return Applied {
                 update: Some(update),
-                ..self.report(touched)
+                ..self.report(touched, Touches::Unique)
             };
         }
         drop(keys);
@@ -770,31 +767,14 @@ impl SharedDoc {
     }
 
     /// The changes of the entries in `touched` (see [`Self::take_applied`]).
-    fn report(&self, mut touched: Vec<Touched>) -> Applied {
+    fn report(&self, mut touched: Vec<Touched>, touches: Touches) -> Applied {
         let txn = self.doc.transact();
         let keys = locked(&self.keys);
         let index = &keys.index;
         touched.retain(|touch| visible(&touch.key));
-        // Each key once, where it was first touched, with its last touch (which holds its
-        // value after the transaction when that was a write): compacted in place.
-        let mut first_touch: crate::seeded_hash::HashMap<Arc<str>, usize> =
-            crate::seeded_hash::HashMap::default();
-        first_touch.reserve(touched.len());
-        let mut unique = 0;
-        for at in 0..touched.len() {
-            match first_touch.entry(touched[at].key.clone()) {
-                std::collections::hash_map::Entry::Occupied(first) => {
-                    touched[*first.get()].written = touched[at].written.take();
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(unique);
-                    touched.swap(unique, at);
-                    unique += 1;
-                }
-            }
+        if touches == Touches::Repeated {
+            keep_last_touches(&mut touched);
         }
-        drop(first_touch);
-        touched.truncate(unique);
         let occupied = |key: &str| self.root.contains_key(&txn, key) || index.has_below(key);
         // Keys read from the map; a removal is reported at the highest ancestor it left
         // empty, which several removals can share.
@@ -852,6 +832,37 @@ impl SharedDoc {
             ..Applied::default()
         }
     }
+}
+
+/// Whether a transaction's touched entries can name a key more than once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Touches {
+    /// A local transaction: every write and removal records a touch.
+    Repeated,
+    /// One touch per key (a peer's update, through `entry_changes`; a small fill).
+    Unique,
+}
+
+/// Each key of `touched` once, where it was first touched, with its last touch (which holds
+/// its value after the transaction when that was a write): compacted in place.
+fn keep_last_touches(touched: &mut Vec<Touched>) {
+    let mut first_touch: crate::seeded_hash::HashMap<Arc<str>, usize> =
+        crate::seeded_hash::HashMap::default();
+    first_touch.reserve(touched.len());
+    let mut unique = 0;
+    for at in 0..touched.len() {
+        match first_touch.entry(touched[at].key.clone()) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                touched[*first.get()].written = touched[at].written.take();
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(unique);
+                touched.swap(unique, at);
+                unique += 1;
+            }
+        }
+    }
+    touched.truncate(unique);
 }
 
 /// An update's size against `max`, then its layout.

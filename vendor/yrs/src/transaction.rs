@@ -513,6 +513,9 @@ pub struct TransactionMut<'doc> {
     // PeerCompute patch: how many keys the first changed type's set is sized for (the blocks
     // of the update being applied, bounded); the first set takes it, the others start empty.
     changed_keys_hint: usize,
+    // PeerCompute patch: see `record_entry_changes`: a map, and the keys of its entries this
+    // transaction integrated or deleted items of, with repeats.
+    entry_keys: Option<(BranchPtr, Vec<Arc<str>>)>,
 }
 
 impl<'doc> ReadTxn for TransactionMut<'doc> {
@@ -563,6 +566,7 @@ impl<'doc> TransactionMut<'doc> {
             needs_cleanup: false,
             skip_type_events: false, // PeerCompute patch
             changed_keys_hint: 0,    // PeerCompute patch
+            entry_keys: None,        // PeerCompute patch
         }
     }
 
@@ -577,6 +581,62 @@ impl<'doc> TransactionMut<'doc> {
     /// than integrating the entries.
     pub fn skip_type_events(&mut self) {
         self.skip_type_events = true;
+    }
+
+    // PeerCompute patch: what a map's type events would have said, for much less.
+    /// Skips type events (see [`Self::skip_type_events`]) and records, instead, the keys of
+    /// `map`'s entries that this transaction changes, for [`Self::entry_changes`]. No set of
+    /// changed keys is kept per type and no event is built: an event's keys are a hash set
+    /// filled per item, then a hash map of old and new values built from it at commit, which
+    /// was a third of applying a peer's 1000-entry update.
+    pub fn record_entry_changes<M: AsRef<Branch>>(&mut self, map: &M) {
+        self.skip_type_events = true;
+        self.entry_keys = Some((BranchPtr::from(map.as_ref()), Vec::new()));
+    }
+
+    // PeerCompute patch: see `record_entry_changes`.
+    /// Before the transaction commits, after [`Self::record_entry_changes`]: each entry of the
+    /// map whose value the transaction changed, once, in the order its key was first
+    /// touched, with whether the key held an entry before the transaction and its value now
+    /// (`None` when it holds none). The same answer as the map event's `keys` (an entry
+    /// `Inserted`, `Updated` or `Removed`), without the old values.
+    pub fn entry_changes(&mut self) -> Vec<(Arc<str>, bool, Option<Out>)> {
+        let Some((map, keys)) = self.entry_keys.take() else {
+            return Vec::new();
+        };
+        let mut seen: crate::FastSet<&str> =
+            crate::FastSet::with_capacity_and_hasher(keys.len(), Default::default());
+        let mut changes = Vec::with_capacity(keys.len());
+        for key in &keys {
+            if !seen.insert(key) {
+                continue;
+            }
+            let Some(item) = map.map.get(key.as_ref()).copied() else {
+                continue;
+            };
+            // As `types::event_keys` decides it.
+            let (before, after) = if self.has_added(&item.id) {
+                let mut prev = item.left;
+                while let Some(p) = prev {
+                    if !self.has_added(&p.id) {
+                        break;
+                    }
+                    prev = p.left;
+                }
+                let before = prev.is_some_and(|p| self.has_deleted(&p.id));
+                (before, !self.has_deleted(&item.id))
+            } else if self.has_deleted(&item.id) {
+                (true, false)
+            } else {
+                continue; // a conflict's losing item: the entry stands as it was
+            };
+            if !before && !after {
+                continue;
+            }
+            let value = if after { item.content.get_last() } else { None };
+            changes.push((key.clone(), before, value));
+        }
+        changes
     }
 
     /// Check, if there were any changes registered within the scope of this transaction.
@@ -1401,7 +1461,13 @@ impl<'doc> TransactionMut<'doc> {
     // transaction that skips type events paid an `Arc` count up and down per item).
     pub(crate) fn add_changed_type(&mut self, parent: BranchPtr, parent_sub: Option<&Arc<str>>) {
         if self.skip_type_events {
-            return; // PeerCompute patch: see `skip_type_events`.
+            // PeerCompute patch: see `skip_type_events` and `record_entry_changes`.
+            if let (Some((map, keys)), Some(key)) = (&mut self.entry_keys, parent_sub) {
+                if *map == parent {
+                    keys.push(key.clone());
+                }
+            }
+            return;
         }
         let trigger = if let Some(ptr) = parent.item {
             !self.has_added(ptr.id()) && !ptr.is_deleted()

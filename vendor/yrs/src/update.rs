@@ -1798,4 +1798,92 @@ mod test {
         root.insert(&mut target.transact_mut(), "k100", Any::from(100.0));
         assert_eq!(*events.lock().unwrap(), 1);
     }
+
+    // PeerCompute patch: `TransactionMut::record_entry_changes` / `entry_changes`.
+    /// Three writers edit a few keys at random (inserts, overwrites, removals) with random
+    /// exchanges between them, so their updates conflict; each update goes to two replicas.
+    /// What `entry_changes` lists on one is what the map event's `keys` says on the other.
+    #[test]
+    fn entry_changes_list_what_the_map_event_would() {
+        use crate::types::{EntryChange, ToJson};
+        use crate::{Map, Observable};
+        use std::collections::BTreeMap;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let writers: Vec<Doc> = (1..=3).map(Doc::with_client_id).collect();
+        let (observed, recorded) = (Doc::with_client_id(10), Doc::with_client_id(11));
+        let event: Arc<Mutex<BTreeMap<String, &str>>> = Arc::default();
+        let sink = event.clone();
+        observed.get_or_insert_map("root").observe("test", move |txn, e: &crate::types::map::MapEvent| {
+            let mut sink = sink.lock().unwrap();
+            for (key, change) in e.keys(txn) {
+                let kind = match change {
+                    EntryChange::Inserted(_) => "inserted",
+                    EntryChange::Updated(..) => "updated",
+                    EntryChange::Removed(_) => "removed",
+                };
+                sink.insert(key.to_string(), kind);
+            }
+        });
+        let recorded_root = recorded.get_or_insert_map("root");
+        let (mut compared, mut kinds) = (0, std::collections::BTreeSet::new());
+        for step in 0..400 {
+            let writer = &writers[rng.usize(0..3)];
+            let map = writer.get_or_insert_map("root");
+            let before = recorded.transact().state_vector();
+            {
+                let mut txn = writer.transact_mut();
+                for _ in 0..rng.usize(1..4) {
+                    let key = format!("k{}", rng.usize(0..4));
+                    if rng.bool() {
+                        map.insert(&mut txn, key, Any::from(step as f64));
+                    } else {
+                        map.remove(&mut txn, &key);
+                    }
+                }
+            }
+            if rng.usize(0..4) == 0 {
+                // Writers catch up with each other now and then; until then they conflict.
+                let all: Vec<Vec<u8>> = writers
+                    .iter()
+                    .map(|w| w.transact().encode_state_as_update_v1(&StateVector::default()))
+                    .collect();
+                for w in &writers {
+                    for u in &all {
+                        w.transact_mut().apply_update(Update::decode_v1(u).unwrap()).unwrap();
+                    }
+                }
+            }
+            let bytes = writer.transact().encode_state_as_update_v1(&before);
+            event.lock().unwrap().clear();
+            observed
+                .transact_mut()
+                .apply_update(Update::decode_v1(&bytes).unwrap())
+                .unwrap();
+            let mut txn = recorded.transact_mut();
+            txn.record_entry_changes(&recorded_root);
+            txn.apply_update(Update::decode_v1(&bytes).unwrap()).unwrap();
+            let listed: BTreeMap<String, &str> = txn
+                .entry_changes()
+                .into_iter()
+                .map(|(key, held, now)| {
+                    let kind = match (held, now.is_some()) {
+                        (false, true) => "inserted",
+                        (true, true) => "updated",
+                        _ => "removed",
+                    };
+                    (key.to_string(), kind)
+                })
+                .collect();
+            drop(txn);
+            assert_eq!(listed, *event.lock().unwrap(), "step {step}");
+            compared += listed.len();
+            kinds.extend(listed.values().copied());
+            assert_eq!(
+                recorded_root.to_json(&recorded.transact()),
+                observed.get_or_insert_map("root").to_json(&observed.transact())
+            );
+        }
+        assert!(compared > 200, "the updates changed {} entries", compared);
+        assert_eq!(kinds.len(), 3, "inserted, updated and removed entries: {:?}", kinds);
+    }
 }
