@@ -1,8 +1,12 @@
-//! Profiles decode + apply of the state benchmark workload (`perf record` target).
+//! Profiles decode + apply of the state benchmark workload (`perf record` target): every
+//! step once, with bare yrs's floors. `-- steady STEP` runs one step ten times instead
+//! (see `steady.rs`).
 use std::time::Instant;
 
 use peercompute_core::state::{path::decode_ops, SharedDoc};
 use serde_json::{json, Value};
+
+mod steady;
 
 fn main() {
     let per = 1000;
@@ -14,6 +18,11 @@ fn main() {
             Value::from(ops).to_string()
         })
         .collect();
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("steady") {
+        steady::run(&args.next().unwrap_or_else(|| "local".into()), &batches);
+        return;
+    }
     let t = Instant::now();
     let decoded: Vec<_> = batches
         .iter()
