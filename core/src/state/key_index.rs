@@ -29,7 +29,7 @@ use std::{
 
 use crate::seeded_hash::{HashMap, RandomSeeded};
 
-use super::document::KEY_SEPARATOR;
+use super::document::{nested, KEY_SEPARATOR};
 
 /// The nested keys and the entry count of a root map. Randomly seeded hashing
 /// ([`crate::seeded_hash`]) because keys come from peers.
@@ -99,7 +99,7 @@ impl KeyIndex {
     /// count; only a nested one is kept (an `Arc` given is shared, a `&str` is copied then).
     pub(crate) fn insert<K: AsRef<str> + Into<Arc<str>>>(&mut self, key: K) {
         self.len += 1;
-        if key.as_ref().contains(KEY_SEPARATOR) {
+        if nested(key.as_ref()) {
             for ancestor in self.ancestor_hashes(key.as_ref()) {
                 *self.below_counts.entry(ancestor).or_default() += 1;
             }
