@@ -64,10 +64,10 @@ const FILL_REPORTED_PER_ENTRY_MAX: usize = 64;
 /// bytes: one large value is one item and stays a change of one entry.
 const REBUILD_MIN_ITEMS: u64 = 1024;
 
-/// The most entries a rebuilt key index is sized for up front. The size is a hint from the
-/// update's blocks, which count deleted items and GC ranges too: a history-heavy update, or a
-/// hostile one of nothing but tiny GC ranges, would otherwise size the table far past the
-/// entries it ends up holding. A larger document's index grows past this as it fills.
+/// The most leaves a rebuild's list of the tree is sized for up front. The size is a hint
+/// from the update's blocks, which count deleted items and GC ranges too: a history-heavy
+/// update, or a hostile one of nothing but tiny GC ranges, would otherwise size the list far
+/// past the entries it ends up holding. A larger document's list grows past this as it fills.
 const REBUILD_CAPACITY_MAX: usize = 1 << 18;
 
 /// A named version of a document.
@@ -211,9 +211,9 @@ pub struct SharedDoc {
     effective: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
-/// Locks the document's key index, or the update its update observer left. The locks are never contended (a
-/// document is used from one thread at a time); they make a document `Send`, so a native
-/// host (the pinning relay) can keep it in an async task. A poisoned lock still holds
+/// Locks the document's key index, or the update its update observer left. The locks are
+/// never contended (a document is used from one thread at a time); they make a document
+/// `Send`, so a native host (the pinning relay) can keep it in an async task. A poisoned lock still holds
 /// consistent data: every update under it is a single assignment or insertion.
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -448,8 +448,8 @@ impl SharedDoc {
         let was_empty = entries == 0;
         // The rebuild reads the map once, so nothing asks for the entries' keys: yrs need not
         // record each one (for the map's type event, the set of 100k keys was ~60 ms of a browser
-        // newcomer's sync). The index is sized from a hint, the entries before plus the
-        // update's blocks, without a pass over the map (yrs's `len` is one); bounded, as
+        // newcomer's sync). The leaves' list is sized from a hint, the entries before plus
+        // the update's blocks, without a pass over the map (yrs's `len` is one); bounded, as
         // blocks are not entries.
         let capacity = (entries + (update.block_count() as u64).min(new_items) as usize)
             .min(REBUILD_CAPACITY_MAX);

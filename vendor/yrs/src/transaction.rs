@@ -510,9 +510,6 @@ pub struct TransactionMut<'doc> {
     needs_cleanup: bool,
     // PeerCompute patch: see `skip_type_events`.
     skip_type_events: bool,
-    // PeerCompute patch: how many keys the first changed type's set is sized for (the blocks
-    // of the update being applied, bounded); the first set takes it, the others start empty.
-    changed_keys_hint: usize,
     // PeerCompute patch: see `record_entry_changes`: a map, and the keys of its entries this
     // transaction integrated or deleted items of, with repeats.
     entry_keys: Option<(BranchPtr, Vec<Arc<str>>)>,
@@ -565,7 +562,6 @@ impl<'doc> TransactionMut<'doc> {
             committed: false,
             needs_cleanup: false,
             skip_type_events: false, // PeerCompute patch
-            changed_keys_hint: 0,    // PeerCompute patch
             entry_keys: None,        // PeerCompute patch
         }
     }
@@ -968,10 +964,6 @@ impl<'doc> TransactionMut<'doc> {
                 .any(|(client, _)| update.blocks.clients.contains_key(client)),
             None => false,
         };
-
-        // PeerCompute patch: a 1000-item update rehashed its changed-key set 8 times as it
-        // grew (see `changed_keys_hint`).
-        self.changed_keys_hint = update.block_count().min(1 << 12);
 
         // 2. Integrate incoming update
         let (remaining, remaining_ds) = update.integrate(self)?;
@@ -1475,11 +1467,7 @@ impl<'doc> TransactionMut<'doc> {
             true
         };
         if trigger {
-            // PeerCompute patch: the first set is sized by `changed_keys_hint`.
-            let hint = &mut self.changed_keys_hint;
-            let e = self.changed.entry(parent.into()).or_insert_with(|| {
-                crate::FastSet::with_capacity_and_hasher(std::mem::take(hint), Default::default())
-            });
+            let e = self.changed.entry(parent.into()).or_default();
             e.insert(parent_sub.cloned()); // PeerCompute patch: borrowed `parent_sub`.
         }
     }

@@ -785,9 +785,8 @@ pub(crate) fn event_keys(
     keys_changed: &crate::FastSet<Option<Arc<str>>>,
 // PeerCompute patch: seeded foldhash instead of SipHash (see `FastMap` in lib.rs).
 ) -> crate::FastMap<Arc<str>, EntryChange> {
-    // PeerCompute patch: seeded foldhash instead of SipHash (see `FastMap` in lib.rs), sized
-    // for the keys up front (a 1000-key update rehashed it 8 times as it grew).
-    let mut keys = crate::FastMap::with_capacity_and_hasher(keys_changed.len(), Default::default());
+    // PeerCompute patch: seeded foldhash instead of SipHash (see `FastMap` in lib.rs).
+    let mut keys = crate::FastMap::default();
     for opt in keys_changed.iter() {
         if let Some(key) = opt {
             let block = target.map.get(key.as_ref()).cloned();
