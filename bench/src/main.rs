@@ -18,6 +18,11 @@ use peercompute_core::{
 };
 use tokio::time::timeout;
 
+/// The relay's allocator (see relay-server/src/main.rs), so the native rows measure the core
+/// as the native host runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod compute;
 mod state;
 

@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 
 mod steady;
 
+/// As `bench-native` and the relay allocate (see relay-server/src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let per = 1000;
     let batches: Vec<String> = (0..100)

@@ -99,9 +99,9 @@ fn floor(batches: &[String], _: &[Vec<u8>]) -> Kept {
         let mut txn = doc.transact_mut();
         txn.skip_type_events();
         for op in &ops {
-            if let Op::Set { path, value } = op {
+            if let Op::Set { key, value } = op {
                 let value = Any::from(value.as_f64().unwrap_or_default());
-                root.insert(&mut txn, path[0].as_str(), value);
+                root.insert(&mut txn, key.clone(), value);
             }
         }
     }

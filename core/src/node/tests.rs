@@ -274,10 +274,10 @@ async fn a_document_whose_storage_could_not_be_read_is_never_written() {
     let update = {
         let mut peer = crate::state::replica::Replica::new(1);
         let w = peer.create(&doc).unwrap();
-        let ops = [crate::state::path::Op::Set {
-            path: vec!["score".into()],
-            value: serde_json::json!(7),
-        }];
+        let ops = [crate::state::path::Op::set(
+            &["score".into()],
+            serde_json::json!(7),
+        )];
         w.apply_ops(&ops).unwrap().update.unwrap()
     };
     let message = libp2p::gossipsub::Message {
@@ -406,10 +406,7 @@ async fn an_import_missing_its_history_says_so_and_keeps_nothing_unstored() {
     };
     let doc = "world".to_string();
     let mut node = node_with_doc(&doc).await;
-    let set = |key: &str, v: i32| Op::Set {
-        path: vec![key.to_string()],
-        value: serde_json::json!(v),
-    };
+    let set = |key: &str, v: i32| Op::set(&[key.to_string()], serde_json::json!(v));
     let mut elsewhere = Replica::new(2);
     let writer = elsewhere.create(&doc).unwrap();
     writer.apply_ops(&[set("a", 1)]).unwrap(); // never imported

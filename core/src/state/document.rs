@@ -259,7 +259,7 @@ pub fn entry_key(path: &[String]) -> String {
 
 /// [`entry_key`] as the shared key yrs and the index hold: a one-segment path (most writes)
 /// is copied once, not built and then copied.
-fn entry_key_shared(path: &[String]) -> Arc<str> {
+pub(crate) fn entry_key_shared(path: &[String]) -> Arc<str> {
     match path {
         [segment] => Arc::from(segment.as_str()),
         _ => entry_key(path).into(),
@@ -273,7 +273,7 @@ fn key_path(key: &str) -> Path {
 /// How many separators `key` holds (its segments less one). The separator is one ASCII byte,
 /// never part of a multi-byte character, so counting bytes is exact, and much faster than a
 /// `char` pattern search (this runs for every key of every transaction).
-fn depth(key: &str) -> usize {
+pub(crate) fn depth(key: &str) -> usize {
     key.bytes().filter(|&b| b == KEY_SEPARATOR as u8).count()
 }
 
@@ -357,26 +357,36 @@ impl SharedDoc {
     /// broadcast, and the changes for the tabs. Writing below a leaf replaces the leaf by an
     /// object (as `_.set` does); a value replaces everything that was at its path.
     pub fn apply_ops(&self, ops: &[Op]) -> Result<Applied, NodeError> {
-        {
+        // Whether a key can have been touched twice: only once an entry was removed or
+        // overwritten. Until then every touch wrote a key the map did not hold, and a key
+        // written once is held, so the touches are distinct and need no pass to compact them
+        // (a hash set of a batch's keys, a tenth of a batch of new keys).
+        let mut repeats = false;
+        let touched = {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
             // key index itself, and yrs builds no type events for it.
             txn.skip_type_events();
             let mut keys = locked(&self.keys);
+            // A touch per operation at least (a write of an object, one per leaf).
+            keys.touched.reserve(ops.len());
+            // Whether `k` held an entry, now removed.
             let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
-                if self.root.remove(txn, k).is_some() {
+                let removed = self.root.remove(txn, k).is_some();
+                if removed {
                     keys.index.remove(k);
                     keys.touched.push(Touched::read(k.into()));
                 }
+                removed
             };
             let mut leaves = Vec::new();
             for op in ops {
-                let key = entry_key_shared(op.path());
+                let key = op.key().clone();
                 // Everything below the path goes: a value replaces the whole subtree.
                 if keys.index.has_below(&key) {
                     let doomed: Vec<Arc<str>> = keys.index.below(&key).cloned().collect();
                     for k in &doomed {
-                        remove(&mut txn, &mut keys, k);
+                        repeats |= remove(&mut txn, &mut keys, k);
                     }
                 }
                 match op {
@@ -384,22 +394,24 @@ impl SharedDoc {
                         // A leaf above the path would hide the new value: remove it.
                         if nested(&key) {
                             for (cut, _) in key.match_indices(KEY_SEPARATOR) {
-                                remove(&mut txn, &mut keys, &key[..cut]);
+                                repeats |= remove(&mut txn, &mut keys, &key[..cut]);
                             }
                         }
                         flatten(key.clone(), value, &mut leaves);
                         // An object goes below the path: a leaf at the path itself (a scalar
                         // set before) would otherwise come back once the object's keys go.
                         if !leaves.iter().any(|(k, _)| *k == key) {
-                            remove(&mut txn, &mut keys, &key);
+                            repeats |= remove(&mut txn, &mut keys, &key);
                         }
                         for (k, v) in leaves.drain(..) {
                             // One allocation of the key, shared by yrs and the index. (An
                             // `Any` clone is a count: its heap variants are `Arc`s.)
                             // `insert_replacing` (a `vendor/yrs` patch) says whether the key
                             // held an entry, from the lookup the insert makes anyway.
-                            if !self.root.insert_replacing(&mut txn, k.clone(), v.clone()) {
-                                keys.index.insert(k.clone());
+                            if self.root.insert_replacing(&mut txn, k.clone(), v.clone()) {
+                                repeats = true;
+                            } else {
+                                keys.index.insert(&k);
                             }
                             keys.touched.push(Touched {
                                 key: k,
@@ -407,11 +419,17 @@ impl SharedDoc {
                             });
                         }
                     }
-                    Op::Delete { .. } => remove(&mut txn, &mut keys, &key),
+                    Op::Delete { .. } => repeats |= remove(&mut txn, &mut keys, &key),
                 }
             }
-        }
-        Ok(self.take_applied())
+            std::mem::take(&mut keys.touched)
+        };
+        let touches = if repeats {
+            Touches::Repeated
+        } else {
+            Touches::Unique
+        };
+        Ok(self.report(touched, touches))
     }
 
     /// Applies a Yjs v1 update from a peer, a file or a tab. Missing dependencies are kept
@@ -470,7 +488,7 @@ impl SharedDoc {
                 let mut keys = locked(&self.keys);
                 for (key, held_before, now) in txn.entry_changes() {
                     match (held_before, now.is_some()) {
-                        (false, true) => keys.index.insert(key.clone()),
+                        (false, true) => keys.index.insert(&key),
                         (true, false) => keys.index.remove(&key),
                         _ => {}
                     }
@@ -749,7 +767,7 @@ impl SharedDoc {
         // leaves a large fill reports.
         let mut leaves = Vec::with_capacity(capacity);
         for (key, value) in self.root.iter(&txn) {
-            keys.index.insert(key);
+            keys.index.insert_copied(key);
             if visible(key) {
                 leaves.push((key, out_to_json(&value, &txn)));
             }
@@ -1120,14 +1138,11 @@ mod tests {
     }
 
     fn set(path: &str, value: Value) -> Op {
-        Op::Set {
-            path: p(path),
-            value,
-        }
+        Op::set(&p(path), value)
     }
 
     fn delete(path: &str) -> Op {
-        Op::Delete { path: p(path) }
+        Op::delete(&p(path))
     }
 
     /// A change at `path` (`""`: the root).
@@ -1180,21 +1195,40 @@ mod tests {
         assert_eq!(changes, vec![change("players.alice.x", Some(json!(5)))]);
 
         let changes = doc
-            .apply_ops(&[Op::Delete {
-                path: p("players.alice"),
-            }])
+            .apply_ops(&[Op::delete(&p("players.alice"))])
             .unwrap()
             .changes;
         // Nothing is left under `players`, so the whole object goes.
         assert_eq!(changes, vec![change("players", None)]);
         // Deleting what is not there changes nothing and yields nothing to persist.
-        let applied = doc
-            .apply_ops(&[Op::Delete {
-                path: p("players.nobody"),
-            }])
-            .unwrap();
+        let applied = doc.apply_ops(&[Op::delete(&p("players.nobody"))]).unwrap();
         assert!(applied.update.is_none() && applied.changes.is_empty());
         assert_eq!(doc.to_json(), json!({"score": 3}));
+    }
+
+    /// A batch reports each key once, with its value after the batch, whether the key was
+    /// written again (an overwrite) or removed and written anew (a removal then a new key).
+    #[test]
+    fn a_key_touched_twice_in_a_batch_is_one_change() {
+        let doc = SharedDoc::new();
+        let changes = |ops: &[Op]| doc.apply_ops(ops).unwrap().changes;
+        assert_eq!(
+            changes(&[set("a", json!(1)), set("b", json!(2))]),
+            vec![change("a", Some(json!(1))), change("b", Some(json!(2)))]
+        );
+        assert_eq!(
+            changes(&[set("c", json!(1)), set("c", json!(2))]),
+            vec![change("c", Some(json!(2)))]
+        );
+        assert_eq!(
+            changes(&[set("d", json!(1)), delete("d"), set("d", json!(3))]),
+            vec![change("d", Some(json!(3)))]
+        );
+        assert_eq!(
+            changes(&[set("e", json!(1)), delete("e")]),
+            vec![change("e", None)]
+        );
+        assert_eq!(doc.to_json(), json!({"a": 1, "b": 2, "c": 2, "d": 3}));
     }
 
     #[test]
@@ -1217,14 +1251,8 @@ mod tests {
             .unwrap();
         assert_eq!(doc.to_json(), json!({"score": 7, "list": [1, {"a": 2}]}));
         // Keys with dots are fine: paths are lists of keys.
-        doc.apply_ops(&[
-            set("a.b", json!(1)),
-            Op::Set {
-                path: vec!["a.b".into()],
-                value: json!(2),
-            },
-        ])
-        .unwrap();
+        doc.apply_ops(&[set("a.b", json!(1)), Op::set(&["a.b".into()], json!(2))])
+            .unwrap();
         assert_eq!(doc.get(&["a.b".to_string()]), Some(json!(2)));
         assert_eq!(doc.get(&p("a.b")), Some(json!(1)));
     }
@@ -1262,7 +1290,7 @@ mod tests {
             applied.changes.is_empty(),
             "versions are not part of the tree"
         );
-        a.apply_ops(&[set("score", json!(9)), Op::Delete { path: p("boss") }])
+        a.apply_ops(&[set("score", json!(9)), Op::delete(&p("boss"))])
             .unwrap();
         a.snapshot("v-2", "after", 2000.0).unwrap();
         assert_eq!(
@@ -1325,7 +1353,7 @@ mod tests {
         d.apply_ops(&[set("score", json!(3))]).unwrap();
         d.apply_ops(&[set("score", json!({"y": 2}))]).unwrap();
         assert_eq!(d.to_json(), json!({"score": {"y": 2}}));
-        d.apply_ops(&[Op::Delete { path: p("score.y") }]).unwrap();
+        d.apply_ops(&[Op::delete(&p("score.y"))]).unwrap();
         assert_eq!(d.to_json(), json!({}), "the old scalar does not come back");
         // A replica from the bytes agrees.
         let r = SharedDoc::new();
@@ -1659,13 +1687,8 @@ mod fuzz {
     fn valid_update() -> Vec<u8> {
         let doc = SharedDoc::new();
         doc.apply_ops(&[
-            Op::Set {
-                path: vec!["a".into()],
-                value: json!({"b": [1, "x"], "c": 2.5}),
-            },
-            Op::Delete {
-                path: vec!["a".into(), "c".into()],
-            },
+            Op::set(&["a".into()], json!({"b": [1, "x"], "c": 2.5})),
+            Op::delete(&["a".into(), "c".into()]),
         ])
         .unwrap();
         doc.encode_state()
@@ -1775,19 +1798,10 @@ mod fuzz {
                     .map(|&i| ["a", "b", "c"][i].to_string())
                     .collect();
                 match kind {
-                    0 => Op::Delete { path },
-                    1 => Op::Set {
-                        path,
-                        value: json!({"x": n, "y": {"z": [n]}}),
-                    },
-                    2 => Op::Set {
-                        path,
-                        value: json!({}),
-                    },
-                    _ => Op::Set {
-                        path,
-                        value: json!(n),
-                    },
+                    0 => Op::delete(&path),
+                    1 => Op::set(&path, json!({"x": n, "y": {"z": [n]}})),
+                    2 => Op::set(&path, json!({})),
+                    _ => Op::set(&path, json!(n)),
                 }
             });
         proptest::collection::vec(op, 1..8)

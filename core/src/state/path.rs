@@ -6,14 +6,15 @@
 //! plain JSON: objects become nested shared maps (so concurrent writes to different keys merge),
 //! arrays and scalars are stored whole.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use serde::{
-    de::{Error as _, MapAccess, SeqAccess, Visitor},
+    de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor},
     Deserialize, Deserializer,
 };
 use serde_json::Value;
 
+use super::document::{depth, entry_key_shared, KEY_SEPARATOR};
 use crate::{
     error::ErrorCode,
     limits::{
@@ -26,58 +27,86 @@ use crate::{
 /// A validated path from the document root.
 pub type Path = Vec<String>;
 
-/// One operation of an atomic update.
+/// One operation of an atomic update. Its path is held as the document keys its entries
+/// (the path's keys joined by [`KEY_SEPARATOR`]), built once while the JSON is read: the key
+/// yrs stores and the index counts is that same allocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// Write `value` at `path`, creating intermediate maps.
+    /// Write `value` at the path, creating intermediate maps.
     Set {
-        /// Where.
-        path: Path,
+        /// Where: the path's entry key.
+        key: Arc<str>,
         /// What (plain JSON).
         value: Value,
     },
-    /// Remove the entry at `path` (nothing happens if it is absent).
+    /// Remove the entry at the path (nothing happens if it is absent).
     Delete {
-        /// Where.
-        path: Path,
+        /// Where: the path's entry key.
+        key: Arc<str>,
     },
 }
 
 impl Op {
-    /// The path the operation touches.
-    pub fn path(&self) -> &Path {
+    /// A write of `value` at `path` (not validated: [`decode_ops`] is what checks a tab's).
+    pub fn set(path: &[String], value: Value) -> Op {
+        Op::Set {
+            key: entry_key_shared(path),
+            value,
+        }
+    }
+
+    /// A removal at `path` (not validated, as [`Op::set`]).
+    pub fn delete(path: &[String]) -> Op {
+        Op::Delete {
+            key: entry_key_shared(path),
+        }
+    }
+
+    /// The entry key of the path the operation touches.
+    pub fn key(&self) -> &Arc<str> {
         match self {
-            Op::Set { path, .. } | Op::Delete { path } => path,
+            Op::Set { key, .. } | Op::Delete { key } => key,
         }
     }
 }
 
-/// An update's operations as the JSON parser reads them: straight into [`Op`]s (no form in
-/// between to convert), the field names matched in place, and the count bounded while reading.
-/// (A derived struct of three `Option`s, then converted, was a third of decoding a 1000-op
-/// update; it also read `"value": null` as no value.)
-struct OpList(Vec<Op>);
+/// The state of one update's decoding, shared by the parser's visitors: a path's error, kept
+/// here so its own code survives the JSON parser (whose errors are all one kind), and the
+/// buffer a path's keys are joined in, reused from path to path.
+#[derive(Default)]
+struct Decoding {
+    path_error: Option<NodeError>,
+    joined: String,
+}
 
-impl<'de> Deserialize<'de> for OpList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct List;
-        impl<'de> Visitor<'de> for List {
-            type Value = OpList;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of operations")
+/// An update's operations as the JSON parser reads them: straight into [`Op`]s (no form in
+/// between to convert), the field names matched in place, the paths joined and checked key by
+/// key, and the count bounded while reading. (A derived struct of three `Option`s, then
+/// converted, was a third of decoding a 1000-op update; it also read `"value": null` as no
+/// value. Paths read as lists of `String`s were two allocations per operation more.)
+struct OpList<'a>(&'a mut Decoding);
+
+impl<'de> DeserializeSeed<'de> for OpList<'_> {
+    type Value = Vec<Op>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Op>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OpList<'_> {
+    type Value = Vec<Op>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of operations")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Op>, A::Error> {
+        let mut ops = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(op) = seq.next_element_seed(WireOp(&mut *self.0))? {
+            if ops.len() == MAX_OPS_PER_UPDATE {
+                return Err(A::Error::custom(too_many_ops()));
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OpList, A::Error> {
-                let mut ops = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(WireOp(op)) = seq.next_element()? {
-                    if ops.len() == MAX_OPS_PER_UPDATE {
-                        return Err(A::Error::custom(too_many_ops()));
-                    }
-                    ops.push(op);
-                }
-                Ok(OpList(ops))
-            }
+            ops.push(op);
         }
-        deserializer.deserialize_seq(List)
+        Ok(ops)
     }
 }
 
@@ -86,7 +115,7 @@ fn too_many_ops() -> String {
 }
 
 /// One operation: `{"set": path, "value": v}` or `{"delete": path}`, nothing else.
-struct WireOp(Op);
+struct WireOp<'a>(&'a mut Decoding);
 
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "lowercase")]
@@ -98,36 +127,109 @@ enum Field {
 
 const OP_SHAPE: &str = "each operation is {set: path, value} or {delete: path}";
 
-impl<'de> Deserialize<'de> for WireOp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct One;
-        impl<'de> Visitor<'de> for One {
-            type Value = WireOp;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(OP_SHAPE)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireOp, A::Error> {
-                let (mut set, mut delete, mut value) = (None, None, None);
-                while let Some(field) = map.next_key()? {
-                    match field {
-                        Field::Set if set.is_none() => set = Some(map.next_value::<Path>()?),
-                        Field::Delete if delete.is_none() => {
-                            delete = Some(map.next_value::<Path>()?);
-                        }
-                        Field::Value if value.is_none() => value = Some(map.next_value()?),
-                        _ => return Err(A::Error::custom("an operation names a field twice")),
-                    }
+impl<'de> DeserializeSeed<'de> for WireOp<'_> {
+    type Value = Op;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Op, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for WireOp<'_> {
+    type Value = Op;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(OP_SHAPE)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Op, A::Error> {
+        let (mut set, mut delete, mut value) = (None, None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                Field::Set if set.is_none() => set = Some(map.next_value_seed(PathKey(self.0))?),
+                Field::Delete if delete.is_none() => {
+                    delete = Some(map.next_value_seed(PathKey(self.0))?);
                 }
-                match (set, delete, value) {
-                    (Some(path), None, Some(value)) => Ok(WireOp(Op::Set { path, value })),
-                    (Some(_), None, None) => Err(A::Error::custom("`set` needs a `value`")),
-                    (None, Some(path), None) => Ok(WireOp(Op::Delete { path })),
-                    _ => Err(A::Error::custom(OP_SHAPE)),
-                }
+                Field::Value if value.is_none() => value = Some(map.next_value()?),
+                _ => return Err(A::Error::custom("an operation names a field twice")),
             }
         }
-        deserializer.deserialize_map(One)
+        match (set, delete, value) {
+            (Some(key), None, Some(value)) => Ok(Op::Set { key, value }),
+            (Some(_), None, None) => Err(A::Error::custom("`set` needs a `value`")),
+            (None, Some(key), None) => Ok(Op::Delete { key }),
+            _ => Err(A::Error::custom(OP_SHAPE)),
+        }
     }
+}
+
+/// A path, `["players", "alice"]`, read as its entry key: 1 to [`MAX_PATH_SEGMENTS`] keys,
+/// each checked as it is read ([`check_path_key`]) and joined into [`Decoding::joined`].
+struct PathKey<'a>(&'a mut Decoding);
+
+impl<'de> DeserializeSeed<'de> for PathKey<'_> {
+    type Value = Arc<str>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Arc<str>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PathKey<'_> {
+    type Value = Arc<str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a path: a list of keys")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Arc<str>, A::Error> {
+        let decoding = self.0;
+        decoding.joined.clear();
+        let mut keys = 0;
+        let fail = |decoding: &mut Decoding, error: NodeError| {
+            let message = error.message.clone();
+            decoding.path_error = Some(error);
+            A::Error::custom(message)
+        };
+        while let Some(segment) = seq.next_element::<PathSegment<'de>>()? {
+            if keys == MAX_PATH_SEGMENTS {
+                return Err(fail(decoding, path_length_error()));
+            }
+            check_path_key(&segment.0).map_err(|e| fail(decoding, e))?;
+            if keys > 0 {
+                decoding.joined.push(KEY_SEPARATOR);
+            }
+            decoding.joined.push_str(&segment.0);
+            keys += 1;
+        }
+        if keys == 0 {
+            return Err(fail(decoding, path_length_error()));
+        }
+        Ok(Arc::from(decoding.joined.as_str()))
+    }
+}
+
+/// One key of a path, borrowed from the JSON text unless it had escapes.
+struct PathSegment<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for PathSegment<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Segment;
+        impl<'de> Visitor<'de> for Segment {
+            type Value = PathSegment<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path key (a string)")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(PathSegment(v.into()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(PathSegment(v.to_owned().into()))
+            }
+        }
+        deserializer.deserialize_str(Segment)
+    }
+}
+
+fn path_length_error() -> NodeError {
+    invalid_path(format!("a path has 1 to {MAX_PATH_SEGMENTS} keys"))
 }
 
 fn invalid_path(message: impl Into<String>) -> NodeError {
@@ -161,19 +263,12 @@ pub fn validate_doc_name(name: &str) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Checks a path: 1..=32 non-empty keys of at most 256 bytes each.
-pub fn validate_path(path: &[String]) -> Result<(), NodeError> {
-    if path.is_empty() || path.len() > MAX_PATH_SEGMENTS {
+/// Checks one key of a path: 1 to [`MAX_PATH_SEGMENT_BYTES`] bytes without control
+/// characters (so never the separator that joins a path's keys).
+fn check_path_key(segment: &str) -> Result<(), NodeError> {
+    if segment.is_empty() || segment.len() > MAX_PATH_SEGMENT_BYTES || has_control(segment) {
         return Err(invalid_path(format!(
-            "a path has 1 to {MAX_PATH_SEGMENTS} keys"
-        )));
-    }
-    if let Some(bad) = path
-        .iter()
-        .find(|s| s.is_empty() || s.len() > MAX_PATH_SEGMENT_BYTES || has_control(s))
-    {
-        return Err(invalid_path(format!(
-            "path key {bad:?} must be 1 to {MAX_PATH_SEGMENT_BYTES} bytes without control characters"
+            "path key {segment:?} must be 1 to {MAX_PATH_SEGMENT_BYTES} bytes without control characters"
         )));
     }
     Ok(())
@@ -182,7 +277,7 @@ pub fn validate_path(path: &[String]) -> Result<(), NodeError> {
 /// Checks that a set's deepest stored key stays within [`MAX_PATH_SEGMENTS`]: an object is
 /// stored one entry per leaf, below the path, so its nested objects add keys. (Tabs are shown
 /// keys of at most that depth, so a deeper write would resolve and never be seen.)
-fn validate_key_depth(path: &[String], value: &Value) -> Result<(), NodeError> {
+fn validate_key_depth(key: &str, value: &Value) -> Result<(), NodeError> {
     fn object_depth(value: &Value) -> usize {
         match value {
             Value::Object(map) if !map.is_empty() => {
@@ -191,7 +286,7 @@ fn validate_key_depth(path: &[String], value: &Value) -> Result<(), NodeError> {
             _ => 0,
         }
     }
-    let depth = path.len() + object_depth(value);
+    let depth = depth(key) + 1 + object_depth(value);
     if depth > MAX_PATH_SEGMENTS {
         return Err(invalid_path(format!(
             "the value's keys would be {depth} levels deep; a stored key has at most {MAX_PATH_SEGMENTS}"
@@ -242,16 +337,23 @@ pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
         ));
     }
     // serde_json's own recursion limit (128) keeps hostile nesting from exhausting the stack.
-    let OpList(ops) = serde_json::from_str(json)
-        .map_err(|e| invalid_value(format!("update is not a list of operations: {e}")))?;
+    let mut decoding = Decoding::default();
+    let mut parser = serde_json::Deserializer::from_str(json);
+    let ops = OpList(&mut decoding)
+        .deserialize(&mut parser)
+        .and_then(|ops| parser.end().map(|()| ops))
+        .map_err(|e| {
+            decoding.path_error.take().unwrap_or_else(|| {
+                invalid_value(format!("update is not a list of operations: {e}"))
+            })
+        })?;
     if ops.is_empty() {
         return Err(invalid_value(too_many_ops()));
     }
     for op in &ops {
-        validate_path(op.path())?;
-        if let Op::Set { path, value } = op {
+        if let Op::Set { key, value } = op {
             validate_value(value)?;
-            validate_key_depth(path, value)?;
+            validate_key_depth(key, value)?;
         }
     }
     Ok(ops)
@@ -291,13 +393,7 @@ mod tests {
     #[test]
     fn null_is_a_value_and_the_operation_count_is_bounded() {
         let ops = decode_ops(r#"[{"value":null,"set":["a"]}]"#).unwrap();
-        assert_eq!(
-            ops,
-            vec![Op::Set {
-                path: vec!["a".into()],
-                value: Value::Null
-            }]
-        );
+        assert_eq!(ops, vec![Op::set(&["a".into()], Value::Null)]);
         let op = r#"{"delete":["a"]}"#;
         let list = |n: usize| format!("[{}]", vec![op; n].join(","));
         assert_eq!(
@@ -330,13 +426,8 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Set {
-                    path: vec!["a".into(), "b".into()],
-                    value: serde_json::json!({"x": 1})
-                },
-                Op::Delete {
-                    path: vec!["c".into()]
-                },
+                Op::set(&["a".into(), "b".into()], serde_json::json!({"x": 1})),
+                Op::delete(&["c".into()]),
             ]
         );
     }
@@ -395,6 +486,49 @@ mod tests {
             decode_ops(&huge).unwrap_err().code,
             ErrorCode::PayloadTooLarge
         );
+    }
+
+    /// Paths are read key by key into the entry key: escapes decoded, each key checked (a
+    /// separator smuggled in as an escape is a control character), the key count bounded,
+    /// and a path's error keeps its code wherever it is in the update.
+    #[test]
+    fn paths_are_read_as_entry_keys_and_checked_key_by_key() {
+        let ops =
+            decode_ops(r#"[{"set":["a\u0062","\u00e9"],"value":1},{"delete":["c"]}]"#).unwrap();
+        assert_eq!(ops[0], Op::set(&["ab".into(), "é".into()], 1.into()));
+        assert_eq!(ops[0].key().as_ref(), "ab\u{1f}é");
+        assert_eq!(ops[1].key().as_ref(), "c");
+        let path = |n: usize| format!("[{}]", vec![r#""k""#; n].join(","));
+        let set_at = |path: &str| format!(r#"[{{"set":{path},"value":1}}]"#);
+        assert_eq!(
+            decode_ops(&set_at(&path(MAX_PATH_SEGMENTS))).unwrap()[0]
+                .key()
+                .len(),
+            2 * MAX_PATH_SEGMENTS - 1
+        );
+        for (bad, code) in [
+            (
+                set_at(&path(MAX_PATH_SEGMENTS + 1)),
+                ErrorCode::StateInvalidPath,
+            ),
+            (set_at(r#"["a\u001fb"]"#), ErrorCode::StateInvalidPath),
+            (set_at(r#"["a",""]"#), ErrorCode::StateInvalidPath),
+            (set_at(r#"["a",1]"#), ErrorCode::StateInvalidValue),
+            (set_at(r#""a""#), ErrorCode::StateInvalidValue),
+            // The path's error, not the syntax error after it.
+            (
+                r#"[{"delete":[]}, oops"#.to_string(),
+                ErrorCode::StateInvalidPath,
+            ),
+            (
+                r#"[{"delete":["a"]}] trailing"#.to_string(),
+                ErrorCode::StateInvalidValue,
+            ),
+        ] {
+            assert_eq!(decode_ops(&bad).unwrap_err().code, code, "{bad}");
+        }
+        let message = decode_ops(&set_at(r#"["a\u001fb"]"#)).unwrap_err().message;
+        assert!(message.contains("control characters"), "{message}");
     }
 
     #[test]

@@ -8,10 +8,10 @@ use super::*;
 use crate::state::path::Op;
 
 fn set(path: &[&str], value: Value) -> Op {
-    Op::Set {
-        path: path.iter().map(|s| s.to_string()).collect(),
+    Op::set(
+        &path.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         value,
-    }
+    )
 }
 
 /// The update of one write to document `doc` on a fresh replica.
@@ -545,9 +545,7 @@ fn converge(seed: u64) {
                     .map(|_| *keys.choose(&mut rng).unwrap())
                     .collect();
                 let op = if rng.gen_bool(0.2) {
-                    Op::Delete {
-                        path: path.iter().map(|s| s.to_string()).collect(),
-                    }
+                    Op::delete(&path.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 } else if rng.gen_bool(0.3) {
                     set(&path, json!({ "n": rng.gen_range(0..100) }))
                 } else {
