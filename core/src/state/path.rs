@@ -24,6 +24,8 @@ use crate::{
     NodeError,
 };
 
+mod compact;
+
 /// A validated path from the document root.
 pub type Path = Vec<String>;
 
@@ -325,7 +327,8 @@ pub fn validate_value(value: &Value) -> Result<(), NodeError> {
 }
 
 /// Decodes the JSON text of an update (`[{"set": [...], "value": ...}, {"delete": [...]}]`),
-/// bounded in size and count, every path and value validated.
+/// bounded in size and count, every path and value validated. The SDK's compact form is read
+/// by [`compact`]'s one pass; anything else, and every error, by the full parser.
 pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
     if json.len() > MAX_STATE_UPDATE_BYTES {
         return Err(NodeError::new(
@@ -336,17 +339,10 @@ pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
             ),
         ));
     }
-    // serde_json's own recursion limit (128) keeps hostile nesting from exhausting the stack.
-    let mut decoding = Decoding::default();
-    let mut parser = serde_json::Deserializer::from_str(json);
-    let ops = OpList(&mut decoding)
-        .deserialize(&mut parser)
-        .and_then(|ops| parser.end().map(|()| ops))
-        .map_err(|e| {
-            decoding.path_error.take().unwrap_or_else(|| {
-                invalid_value(format!("update is not a list of operations: {e}"))
-            })
-        })?;
+    let ops = match compact::decode(json) {
+        Some(ops) => ops,
+        None => parse_full(json)?,
+    };
     if ops.is_empty() {
         return Err(invalid_value(too_many_ops()));
     }
@@ -357,6 +353,21 @@ pub fn decode_ops(json: &str) -> Result<Vec<Op>, NodeError> {
         }
     }
     Ok(ops)
+}
+
+/// The operations of any JSON text, or what is wrong with it (values not checked yet).
+fn parse_full(json: &str) -> Result<Vec<Op>, NodeError> {
+    // serde_json's own recursion limit (128) keeps hostile nesting from exhausting the stack.
+    let mut decoding = Decoding::default();
+    let mut parser = serde_json::Deserializer::from_str(json);
+    OpList(&mut decoding)
+        .deserialize(&mut parser)
+        .and_then(|ops| parser.end().map(|()| ops))
+        .map_err(|e| {
+            decoding.path_error.take().unwrap_or_else(|| {
+                invalid_value(format!("update is not a list of operations: {e}"))
+            })
+        })
 }
 
 #[cfg(test)]
