@@ -19,11 +19,12 @@ use peercompute_core::{
 use tokio::time::timeout;
 
 /// The relay's allocator (see relay-server/src/main.rs), so the native rows measure the core
-/// as the native host runs it.
+/// as the native host runs it; it counts live bytes for the memory rows ([`heap`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: heap::CountingMimalloc = heap::CountingMimalloc;
 
 mod compute;
+mod heap;
 mod state;
 
 #[derive(Parser)]

@@ -20,13 +20,6 @@ pub(crate) fn batch_json(b: usize, per_batch: usize) -> String {
     Value::from(ops).to_string()
 }
 
-/// Resident set size of this process, in bytes (Linux), for memory deltas.
-fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 /// How many times the apply workloads run; the table reports the median (as the `yjs`
 /// baseline does). One run swings by a third with the machine's load.
 const APPLY_RUNS: usize = 3;
@@ -36,17 +29,21 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Decode + apply inside one document, as the worker does for `stateUpdate` (no I/O).
-fn apply_local(batches: &[String]) -> anyhow::Result<(SharedDoc, Vec<Vec<u8>>, f64)> {
+/// Decode + apply inside one document, as the worker does for `stateUpdate` (no I/O). The
+/// updates are kept when `keep` (as the `yjs` baseline keeps them: not in the run whose
+/// memory is measured).
+fn apply_local(batches: &[String], keep: bool) -> anyhow::Result<(SharedDoc, Vec<Vec<u8>>, f64)> {
     let doc = SharedDoc::new();
     let t0 = Instant::now();
-    let mut updates = Vec::with_capacity(batches.len());
+    let mut updates = Vec::with_capacity(if keep { batches.len() } else { 0 });
     for text in batches {
         let ops = decode_ops(text).map_err(|e| anyhow::anyhow!(e.message))?;
         let applied = doc
             .apply_ops(&ops)
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        updates.extend(applied.update);
+        if keep {
+            updates.extend(applied.update);
+        }
     }
     Ok((doc, updates, t0.elapsed().as_secs_f64()))
 }
@@ -69,14 +66,16 @@ pub(crate) fn apply_in_core(total: usize, per_batch: usize) -> anyhow::Result<Va
     let batches: Vec<String> = (0..total / per_batch)
         .map(|b| batch_json(b, per_batch))
         .collect();
-    let before = rss_bytes();
-    let (doc, updates, first) = apply_local(&batches)?;
-    // Measured now, before anything else allocates (freed memory rarely goes back to the
-    // OS, so it would count here).
-    let after = rss_bytes();
+    let before = crate::heap::live_bytes();
+    let (doc, _, first) = apply_local(&batches, false)?;
+    // What the document holds: the bytes its building left live on this thread.
+    let document_bytes = crate::heap::live_bytes() - before;
     let mut local = vec![first];
+    let mut updates = Vec::new();
     for _ in 1..APPLY_RUNS {
-        local.push(apply_local(&batches)?.2);
+        let (_, kept, secs) = apply_local(&batches, true)?;
+        local.push(secs);
+        updates = kept;
     }
     let remote = (0..APPLY_RUNS)
         .map(|_| apply_remote(&updates))
@@ -94,7 +93,7 @@ pub(crate) fn apply_in_core(total: usize, per_batch: usize) -> anyhow::Result<Va
         "remote_apply_runs_ops_per_s": per_s(&remote),
         "update_bytes": update_bytes,
         "encoded_bytes": encoded,
-        "rss_growth_mib": before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / (1 << 20) as f64),
+        "heap_growth_mib": document_bytes as f64 / (1 << 20) as f64,
     }))
 }
 
