@@ -170,18 +170,6 @@ impl Applied {
     }
 }
 
-/// The root map's key index, and the entries the current local transaction touched. No
-/// transaction of a document builds yrs's type events (`vendor/yrs` patches): a local one
-/// knows every key it writes and keeps them itself; a peer's update lists the entries it
-/// changed (`record_entry_changes`); after a large one the index is rebuilt from the map
-/// ([`SharedDoc::take_rebuilt`]).
-#[derive(Default)]
-struct Keys {
-    index: KeyIndex,
-    /// In the order touched, possibly with repeats.
-    touched: Vec<Touched>,
-}
-
 /// An entry a transaction touched. `written` is the leaf stored there: by a local write, which
 /// makes it the entry's value after the transaction when no later touch of the same key
 /// follows (every write and removal of a key records one), or by a peer's update, as yrs
@@ -206,7 +194,11 @@ struct PendingMark(StateVector, StateVector, yrs::IdSet);
 pub struct SharedDoc {
     doc: Doc,
     root: MapRef,
-    keys: Mutex<Keys>,
+    /// The root map's key index. No transaction of a document builds yrs's type events
+    /// (`vendor/yrs` patches) to keep it: a local one knows every key it writes; a peer's
+    /// update lists the entries it changed (`record_entry_changes`); after a large one the
+    /// index is rebuilt from the map ([`SharedDoc::take_rebuilt`]).
+    index: Mutex<KeyIndex>,
     /// What the last transaction actually changed, as a Yjs v1 update.
     effective: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -223,7 +215,7 @@ impl std::fmt::Debug for SharedDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedDoc")
             .field("client_id", &self.doc.client_id())
-            .field("entries", &locked(&self.keys).index.len())
+            .field("entries", &locked(&self.index).len())
             .finish()
     }
 }
@@ -302,7 +294,6 @@ impl SharedDoc {
     pub fn new() -> Self {
         let doc = new_doc();
         let root = doc.get_or_insert_map(ROOT_MAP);
-        let keys = Mutex::default();
         let effective: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let sink = effective.clone();
         // Fired on commit only when the transaction inserted or deleted something.
@@ -313,7 +304,7 @@ impl SharedDoc {
         SharedDoc {
             doc,
             root,
-            keys,
+            index: Mutex::default(),
             effective,
         }
     }
@@ -332,8 +323,7 @@ impl SharedDoc {
     /// The value at `path`, or `None`.
     pub fn get(&self, path: &[String]) -> Option<Value> {
         let txn = self.doc.transact();
-        let keys = locked(&self.keys);
-        self.value_at(&txn, &keys.index, &entry_key(path))
+        self.value_at(&txn, &locked(&self.index), &entry_key(path))
     }
 
     fn value_at<T: ReadTxn>(&self, txn: &T, index: &KeyIndex, key: &str) -> Option<Value> {
@@ -362,20 +352,23 @@ impl SharedDoc {
         // written once is held, so the touches are distinct and need no pass to compact them
         // (a hash set of a batch's keys, a tenth of a batch of new keys).
         let mut repeats = false;
-        let touched = {
+        // Every write and removal, in order, possibly with repeats.
+        let mut touched = Vec::new();
+        {
             let mut txn = self.doc.transact_mut();
             // Later ops of the batch must see what earlier ones did, so this block keeps the
             // key index itself, and yrs builds no type events for it.
             txn.skip_type_events();
-            let mut keys = locked(&self.keys);
-            // A touch per operation at least (a write of an object, one per leaf).
-            keys.touched.reserve(ops.len());
+            let mut index = locked(&self.index);
             // Whether `k` held an entry, now removed.
-            let remove = |txn: &mut yrs::TransactionMut, keys: &mut Keys, k: &str| {
+            let remove = |txn: &mut yrs::TransactionMut,
+                          index: &mut KeyIndex,
+                          touched: &mut Vec<Touched>,
+                          k: &str| {
                 let removed = self.root.remove(txn, k).is_some();
                 if removed {
-                    keys.index.remove(k);
-                    keys.touched.push(Touched::read(k.into()));
+                    index.remove(k);
+                    touched.push(Touched::read(k.into()));
                 }
                 removed
             };
@@ -383,10 +376,10 @@ impl SharedDoc {
             for op in ops {
                 let key = op.key().clone();
                 // Everything below the path goes: a value replaces the whole subtree.
-                if keys.index.has_below(&key) {
-                    let doomed: Vec<Arc<str>> = keys.index.below(&key).cloned().collect();
+                if index.has_below(&key) {
+                    let doomed: Vec<Arc<str>> = index.below(&key).cloned().collect();
                     for k in &doomed {
-                        repeats |= remove(&mut txn, &mut keys, k);
+                        repeats |= remove(&mut txn, &mut index, &mut touched, k);
                     }
                 }
                 match op {
@@ -394,14 +387,14 @@ impl SharedDoc {
                         // A leaf above the path would hide the new value: remove it.
                         if nested(&key) {
                             for (cut, _) in key.match_indices(KEY_SEPARATOR) {
-                                repeats |= remove(&mut txn, &mut keys, &key[..cut]);
+                                repeats |= remove(&mut txn, &mut index, &mut touched, &key[..cut]);
                             }
                         }
                         flatten(key.clone(), value, &mut leaves);
                         // An object goes below the path: a leaf at the path itself (a scalar
                         // set before) would otherwise come back once the object's keys go.
                         if !leaves.iter().any(|(k, _)| *k == key) {
-                            repeats |= remove(&mut txn, &mut keys, &key);
+                            repeats |= remove(&mut txn, &mut index, &mut touched, &key);
                         }
                         for (k, v) in leaves.drain(..) {
                             // One allocation of the key, shared by yrs and the index. (An
@@ -411,19 +404,20 @@ impl SharedDoc {
                             if self.root.insert_replacing(&mut txn, k.clone(), v.clone()) {
                                 repeats = true;
                             } else {
-                                keys.index.insert(&k);
+                                index.insert(&k);
                             }
-                            keys.touched.push(Touched {
+                            touched.push(Touched {
                                 key: k,
                                 written: Some(v),
                             });
                         }
                     }
-                    Op::Delete { .. } => repeats |= remove(&mut txn, &mut keys, &key),
+                    Op::Delete { .. } => {
+                        repeats |= remove(&mut txn, &mut index, &mut touched, &key);
+                    }
                 }
             }
-            std::mem::take(&mut keys.touched)
-        };
+        }
         let touches = if repeats {
             Touches::Repeated
         } else {
@@ -485,11 +479,11 @@ impl SharedDoc {
             }
             let result = txn.apply_update(update);
             if !rebuild {
-                let mut keys = locked(&self.keys);
+                let mut index = locked(&self.index);
                 for (key, held_before, now) in txn.entry_changes() {
                     match (held_before, now.is_some()) {
-                        (false, true) => keys.index.insert(&key),
-                        (true, false) => keys.index.remove(&key),
+                        (false, true) => index.insert(&key),
+                        (true, false) => index.remove(&key),
                         _ => {}
                     }
                     // The value yrs read after the transaction: the report need not read it
@@ -540,7 +534,7 @@ impl SharedDoc {
 
     /// How many leaves the document holds.
     pub fn entry_count(&self) -> usize {
-        locked(&self.keys).index.len()
+        locked(&self.index).len()
     }
 
     /// This document's state vector.
@@ -594,7 +588,7 @@ impl SharedDoc {
             label: label.to_string(),
             time: time_ms,
         };
-        Ok((version, self.take_applied()))
+        Ok((version, self.take_update()))
     }
 
     /// Forgets version `id`, for every peer (its entry leaves the shared `"versions"` map), so
@@ -609,7 +603,7 @@ impl SharedDoc {
                 format!("no version {id:?} in this document"),
             ));
         }
-        Ok(self.take_applied())
+        Ok(self.take_update())
     }
 
     /// The named versions, oldest first.
@@ -744,48 +738,48 @@ impl SharedDoc {
             || txn.store().pending_ds().is_some_and(|ds| !ds.is_empty())
     }
 
-    /// The changes of the last transaction: for every touched entry, its path and value; for a
-    /// removed one, the highest ancestor left empty (so a tab's mirror drops it as well), or
-    /// the leaf above it that the removal uncovers.
-    fn take_applied(&self) -> Applied {
-        let touched = std::mem::take(&mut locked(&self.keys).touched);
-        self.report(touched, Touches::Repeated)
+    /// The update of the last transaction, which changed nothing of the tree (a version).
+    fn take_update(&self) -> Applied {
+        Applied {
+            update: locked(&self.effective).take(),
+            ..Applied::default()
+        }
     }
 
-    /// [`Self::take_applied`] after a transaction that recorded no entries: the key index is
+    /// [`Self::report`] after a transaction that recorded no entries: the key index is
     /// rebuilt from the map, and the change reported is the whole tree, at the root; only a
     /// small fill of an empty document (`was_empty`) is reported entry by entry.
     fn take_rebuilt(&self, was_empty: bool, capacity: usize) -> Applied {
         let txn = self.doc.transact();
-        let mut keys = locked(&self.keys);
+        let mut index = locked(&self.index);
         let Some(update) = locked(&self.effective).take() else {
             // Nothing was inserted or deleted (a repeated sync): the index is as it was.
             return Applied::default();
         };
-        keys.index = KeyIndex::default();
+        *index = KeyIndex::default();
         // One pass over the map: the index (a count, and a copy of each nested key) and the
         // leaves a large fill reports.
         let mut leaves = Vec::with_capacity(capacity);
         for (key, value) in self.root.iter(&txn) {
-            keys.index.insert_copied(key);
+            index.insert_copied(key);
             if visible(key) {
                 leaves.push((key, out_to_json(&value, &txn)));
             }
         }
-        if was_empty && keys.index.len() <= FILL_REPORTED_PER_ENTRY_MAX {
+        if was_empty && index.len() <= FILL_REPORTED_PER_ENTRY_MAX {
             let touched = leaves
                 .iter()
                 .map(|(key, _)| Touched::read(Arc::from(*key)))
                 .collect();
             drop(leaves);
-            drop(keys);
+            drop(index);
             drop(txn);
             return Applied {
                 update: Some(update),
                 ..self.report(touched, Touches::Unique)
             };
         }
-        drop(keys);
+        drop(index);
         // A fill of entries too deep to show: the tabs' view did not change.
         let unchanged = leaves.is_empty() && was_empty;
         let tree = tree_of(leaves);
@@ -797,11 +791,13 @@ impl SharedDoc {
         }
     }
 
-    /// The changes of the entries in `touched` (see [`Self::take_applied`]).
+    /// The changes of a transaction's `touched` entries: for each, its path and value; for a
+    /// removed one, the highest ancestor left empty (so a tab's mirror drops it as well), or
+    /// the leaf above it that the removal uncovers. With the update the transaction made.
     fn report(&self, mut touched: Vec<Touched>, touches: Touches) -> Applied {
         let txn = self.doc.transact();
-        let keys = locked(&self.keys);
-        let index = &keys.index;
+        let index = locked(&self.index);
+        let index = &*index;
         touched.retain(|touch| visible(&touch.key));
         if touches == Touches::Repeated {
             keep_last_touches(&mut touched);

@@ -74,11 +74,47 @@ impl Op {
 
 /// The state of one update's decoding, shared by the parser's visitors: a path's error, kept
 /// here so its own code survives the JSON parser (whose errors are all one kind), and the
-/// buffer a path's keys are joined in, reused from path to path.
+/// path being read.
 #[derive(Default)]
 struct Decoding {
     path_error: Option<NodeError>,
+    path: PathKeys,
+}
+
+/// A path's entry key, built as its keys are read (by either parser): each key checked
+/// ([`check_path_key`]), at most [`MAX_PATH_SEGMENTS`] of them, joined by [`KEY_SEPARATOR`]
+/// into a buffer reused from path to path.
+#[derive(Default)]
+struct PathKeys {
     joined: String,
+    keys: usize,
+}
+
+impl PathKeys {
+    fn start(&mut self) {
+        self.joined.clear();
+        self.keys = 0;
+    }
+
+    fn push(&mut self, key: &str) -> Result<(), NodeError> {
+        if self.keys == MAX_PATH_SEGMENTS {
+            return Err(path_length_error());
+        }
+        check_path_key(key)?;
+        if self.keys > 0 {
+            self.joined.push(KEY_SEPARATOR);
+        }
+        self.joined.push_str(key);
+        self.keys += 1;
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<Arc<str>, NodeError> {
+        if self.keys == 0 {
+            return Err(path_length_error());
+        }
+        Ok(Arc::from(self.joined.as_str()))
+    }
 }
 
 /// An update's operations as the JSON parser reads them: straight into [`Op`]s (no form in
@@ -162,8 +198,7 @@ impl<'de> Visitor<'de> for WireOp<'_> {
     }
 }
 
-/// A path, `["players", "alice"]`, read as its entry key: 1 to [`MAX_PATH_SEGMENTS`] keys,
-/// each checked as it is read ([`check_path_key`]) and joined into [`Decoding::joined`].
+/// A path, `["players", "alice"]`, read as its entry key ([`PathKeys`]).
 struct PathKey<'a>(&'a mut Decoding);
 
 impl<'de> DeserializeSeed<'de> for PathKey<'_> {
@@ -180,28 +215,19 @@ impl<'de> Visitor<'de> for PathKey<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Arc<str>, A::Error> {
         let decoding = self.0;
-        decoding.joined.clear();
-        let mut keys = 0;
         let fail = |decoding: &mut Decoding, error: NodeError| {
             let message = error.message.clone();
             decoding.path_error = Some(error);
             A::Error::custom(message)
         };
+        decoding.path.start();
         while let Some(segment) = seq.next_element::<PathSegment<'de>>()? {
-            if keys == MAX_PATH_SEGMENTS {
-                return Err(fail(decoding, path_length_error()));
-            }
-            check_path_key(&segment.0).map_err(|e| fail(decoding, e))?;
-            if keys > 0 {
-                decoding.joined.push(KEY_SEPARATOR);
-            }
-            decoding.joined.push_str(&segment.0);
-            keys += 1;
+            decoding
+                .path
+                .push(&segment.0)
+                .map_err(|e| fail(decoding, e))?;
         }
-        if keys == 0 {
-            return Err(fail(decoding, path_length_error()));
-        }
-        Ok(Arc::from(decoding.joined.as_str()))
+        decoding.path.finish().map_err(|e| fail(decoding, e))
     }
 }
 

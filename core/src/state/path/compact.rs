@@ -13,18 +13,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{check_path_key, Op};
-use crate::{
-    limits::{MAX_JSON_DEPTH, MAX_OPS_PER_UPDATE, MAX_PATH_SEGMENTS},
-    state::document::KEY_SEPARATOR,
-};
+use super::{Op, PathKeys};
+use crate::limits::{MAX_JSON_DEPTH, MAX_OPS_PER_UPDATE};
 
 /// The operations of `json` if it is in the compact grammar and valid; `None` otherwise.
 pub(super) fn decode(json: &str) -> Option<Vec<Op>> {
     let mut reader = Reader {
         text: json,
         at: 0,
-        joined: String::new(),
+        keys: PathKeys::default(),
     };
     reader.eat(b'[')?;
     let mut ops = Vec::with_capacity(64);
@@ -45,8 +42,7 @@ pub(super) fn decode(json: &str) -> Option<Vec<Op>> {
 struct Reader<'a> {
     text: &'a str,
     at: usize,
-    /// A path's keys joined, reused from path to path.
-    joined: String,
+    keys: PathKeys,
 }
 
 impl<'a> Reader<'a> {
@@ -98,24 +94,19 @@ impl<'a> Reader<'a> {
         Some(&self.text[start..start + len])
     }
 
-    /// `["k", …]`: 1 to [`MAX_PATH_SEGMENTS`] valid keys, as the entry key.
+    /// `["k", …]`: a valid path ([`PathKeys`]), as its entry key.
     fn path(&mut self) -> Option<Arc<str>> {
         self.eat(b'[')?;
-        self.joined.clear();
-        for keys in 1..=MAX_PATH_SEGMENTS {
+        self.keys.start();
+        loop {
             let segment = self.plain_string()?;
-            check_path_key(segment).ok()?;
-            if keys > 1 {
-                self.joined.push(KEY_SEPARATOR);
-            }
-            self.joined.push_str(segment);
+            self.keys.push(segment).ok()?;
             match self.next()? {
                 b',' => {}
-                b']' => return Some(Arc::from(self.joined.as_str())),
+                b']' => return self.keys.finish().ok(),
                 _ => return None,
             }
         }
-        None
     }
 
     /// A value, up to the `}` that closes its operation (not consumed).
